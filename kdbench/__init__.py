@@ -1,0 +1,17 @@
+"""kdbench: a benchmark harness for knowledge distillation under matched FLOP budgets.
+
+The public API for plugin authors::
+
+    from kdbench import hookimpl, Task, TaskInstance, Method, MethodContext, Phase, Batch, Params, Recipe
+"""
+
+__version__ = "0.1.0"
+
+from .api import Batch, LayeredModel, Method, MethodContext, Params, Phase, Recipe, Task, TaskInstance, logits
+from .hookspecs import hookimpl
+from .losses import distillation_loss, soft_cross_entropy
+
+__all__ = [
+    "Batch", "LayeredModel", "Method", "MethodContext", "Params", "Phase", "Recipe", "Task", "TaskInstance",
+    "logits", "hookimpl", "distillation_loss", "soft_cross_entropy", "__version__",
+]

@@ -1,0 +1,219 @@
+"""The base classes and plain data a plugin author uses.
+
+A *task* builds data, evaluation and models; a *method* describes how a student
+learns as a list of :class:`Phase` objects; the engine runs those phases. Nothing
+here trains anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Literal, Optional, Protocol, runtime_checkable
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+
+class Params(BaseModel):
+    """Base for a plugin's parameters: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class Batch:
+    """One batch of a task's data.
+
+    ``inputs`` go to the model; ``labels`` are the true classes of the outputs the
+    loss applies to. ``mask`` (token tasks) selects the positions that carry a
+    label: models then return logits only at those positions, flattened to
+    ``[mask.sum(), classes]``, aligned with ``labels``.
+    """
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    mask: Optional[torch.Tensor] = None
+
+
+@runtime_checkable
+class LayeredModel(Protocol):
+    """What every model a task builds exposes, so methods reach inside without hooks.
+
+    ``forward(x, upto=None, mask=None)`` returns logits; with ``upto=i`` it runs
+    only layers ``1..i`` and returns the representation after layer ``i``
+    (``[batch, hidden]`` for an MLP, ``[batch, tokens, hidden]`` for an encoder).
+    ``pre_activation=True`` asks for the representation before the layer's
+    nonlinearity where the model has one.
+    """
+
+    num_layers: int
+
+    def hidden_size(self, layer: int) -> int: ...
+
+    def layer_parameters(self, layer: int) -> list[nn.Parameter]: ...
+
+    def __call__(self, x: torch.Tensor, upto: Optional[int] = None, mask: Optional[torch.Tensor] = None,
+                 pre_activation: bool = False) -> torch.Tensor: ...
+
+
+def logits(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """The model's logits for the labelled outputs of ``batch`` (aligned with ``batch.labels``)."""
+    return model(batch.inputs, mask=batch.mask)
+
+
+class Recipe(Params):
+    """How a model is trained: optimizer, learning-rate schedule, batch size, length.
+
+    A task gives defaults for its teacher and its students; a suite may override
+    any field (``tasks[i].teacher`` / ``tasks[i].student``).
+    """
+
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    warmup: float = Field(0.0, ge=0, lt=1, description="fraction of steps of linear warm-up")
+    batch_size: int = Field(32, ge=1)
+    steps: int = Field(1000, ge=1, description="training steps (teachers; students are bounded by the budget)")
+    checkpoint_every: int = Field(0, ge=0, description="teacher steps between stored checkpoints (0: none)")
+    grad_clip: float = Field(0.0, ge=0, description="max gradient norm (0: off)")
+
+
+@dataclass
+class Phase:
+    """One stage of a method: plain data the engine runs.
+
+    Exactly one of ``share`` (fraction of the run's FLOP budget) and ``steps``
+    (a fixed number of student steps) is set; the last phase of a method may set
+    neither and then takes whatever budget is left. A phase ends when its steps
+    or its FLOPs are used up, and never past the run's budget.
+
+    ``loss(batch)`` returns a scalar; anything it runs (teacher forwards,
+    projections, partial student forwards) is measured once and charged on every
+    step. ``params`` restricts which student parameters the phase trains (None:
+    all). ``teacher`` and ``depth`` describe what the loss uses (for curves and
+    reports only: costs are measured, not declared). Phases with the same
+    ``cost_key`` share one FLOP measurement (default: the name).
+    """
+
+    name: str
+    loss: Callable[[Batch], torch.Tensor]
+    share: Optional[float] = None
+    steps: Optional[int] = None
+    params: Optional[list[nn.Parameter]] = None
+    teacher: Optional[str] = None
+    depth: Optional[int] = None
+    cost_key: Optional[str] = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.share is not None and self.steps is not None:
+            raise ValueError(f"phase {self.name!r}: set share or steps, not both")
+        if self.share is not None and not 0 <= self.share <= 1:
+            raise ValueError(f"phase {self.name!r}: share must be in [0, 1], got {self.share}")
+        if self.steps is not None and self.steps < 0:
+            raise ValueError(f"phase {self.name!r}: steps must be >= 0, got {self.steps}")
+        if self.cost_key is None:
+            self.cost_key = self.name
+
+
+class TaskInstance:
+    """A task built for one (params, data seed, device): data, evaluation, models, recipes.
+
+    Subclasses implement every method below. Sampling must use only the
+    generator passed in, so the stream is reproducible step by step.
+    """
+
+    #: name of the metric the leaderboard ranks by; higher is better unless
+    #: ``higher_is_better`` is False.
+    metric: str = "accuracy"
+    higher_is_better: bool = True
+
+    def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
+        """Sample one training batch using only ``generator``."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Metrics of ``model`` on the fixed evaluation set (must include ``metric``)."""
+        raise NotImplementedError
+
+    def teacher_model(self) -> nn.Module:
+        """A freshly initialised teacher (a :class:`LayeredModel`), on the task's device."""
+        raise NotImplementedError
+
+    def student_model(self) -> nn.Module:
+        """A freshly initialised student (a :class:`LayeredModel`), on the task's device."""
+        raise NotImplementedError
+
+
+class Task:
+    """A task plugin: a name, a version, a params model and a factory.
+
+    ``build(params, seed, device)`` returns a :class:`TaskInstance`. ``seed`` fixes
+    the data that must be shared by teacher and students (the evaluation set, a
+    tokenizer); model initialisation is seeded by the engine.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    Params: ClassVar[type[Params]] = Params
+    description: ClassVar[str] = ""
+
+    def build(self, params: Params, seed: int, device: torch.device, cache_dir: Any = None) -> TaskInstance:
+        raise NotImplementedError
+
+    def teacher_recipe(self, params: Params) -> Recipe:
+        """Default teacher training recipe (a suite may override any field)."""
+        return Recipe()
+
+    def student_recipe(self, params: Params) -> Recipe:
+        """Default student optimizer and batch size (its length comes from the budget)."""
+        return Recipe()
+
+
+class TeacherAccess(Protocol):
+    """How a method reaches the teacher: the final one or a stored checkpoint."""
+
+    def final(self) -> nn.Module: ...
+
+    def at(self, step: int) -> nn.Module: ...
+
+    checkpoint_steps: list[int]
+    curve: list[dict[str, Any]]
+
+
+@dataclass
+class MethodContext:
+    """Everything a method needs to describe its phases for one run."""
+
+    task: TaskInstance
+    student: nn.Module
+    teacher: TeacherAccess
+    teacher_recipe: Recipe
+    seed: int
+    device: torch.device
+    generator: torch.Generator  # seeded from the run seed: draw projections etc. from it
+
+
+class Method:
+    """A method plugin: a name, a version, a params model, and ``phases(ctx, params)``.
+
+    Methods never loop: they return :class:`Phase` objects and the engine trains.
+    ``checkpoints(params, recipe)`` lists the teacher steps whose checkpoints the
+    method reads (the teacher cache stores exactly those); most methods need none.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    Params: ClassVar[type[Params]] = Params
+    description: ClassVar[str] = ""
+    needs_teacher: ClassVar[bool] = True
+
+    def checkpoints(self, params: Params, recipe: Recipe) -> list[int]:
+        return []
+
+    def phases(self, ctx: MethodContext, params: Params) -> list[Phase]:
+        raise NotImplementedError

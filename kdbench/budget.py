@@ -1,0 +1,86 @@
+"""FLOP measurement and the budget ledger.
+
+Per-step FLOPs are *measured*: one real forward and backward of a phase's loss
+runs under ``torch.utils.flop_counter.FlopCounterMode``, so every plugin's model
+is counted without formulas. Attention runs on the math SDPA backend while
+counting because the counter has no formula for the fused CPU kernels. The
+probe leaves parameters, gradients and random state as it found them.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import accumulate
+from typing import Iterable, Optional, Sequence
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from .api import Batch, Phase
+
+
+def measure_step_flops(phase: Phase, batch: Batch, params: Iterable[torch.nn.Parameter]) -> int:
+    """FLOPs of one training step of ``phase`` on ``batch``: loss forward plus backward.
+
+    Optimizer arithmetic is not counted (the usual convention). ``params`` are
+    the trainable tensors whose gradients the probe must clear afterwards.
+    """
+    params = list(params)
+    devices = [batch.inputs.device] if batch.inputs.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+            loss = phase.loss(batch)
+            if loss.requires_grad:
+                loss.backward()
+    for p in params:
+        p.grad = None
+    return int(counter.get_total_flops())
+
+
+def allot_steps(phases: Sequence[Phase], step_flops: Sequence[int], budget: Optional[float]) -> list[int]:
+    """Steps per phase so that the run spends at most ``budget`` FLOPs.
+
+    A phase with ``steps`` takes that many (fewer if the budget runs out); one
+    with ``share`` takes ``floor(share * budget / step_flops)``; the last phase,
+    unless it sets ``steps``, takes all that is left, so the run stops at the last
+    step that fits in the budget. ``budget=None`` (teacher training) needs every
+    phase to set ``steps``.
+    """
+    remaining = math.inf if budget is None else float(budget)
+    allotted = []
+    for i, (phase, cost) in enumerate(zip(phases, step_flops)):
+        cost = max(int(cost), 1)
+        fits = remaining // cost if math.isfinite(remaining) else math.inf
+        if phase.steps is not None:
+            n = min(phase.steps, fits)
+        elif budget is None:
+            raise ValueError(f"phase {phase.name!r} needs steps when there is no FLOP budget")
+        elif i == len(phases) - 1:
+            n = fits
+        elif phase.share is not None:
+            n = min(math.floor(phase.share * budget / cost), fits)
+        else:
+            raise ValueError(f"phase {phase.name!r}: only the last phase may omit share and steps")
+        n = int(n)
+        allotted.append(n)
+        remaining -= n * cost
+    return allotted
+
+
+def eval_steps(step_flops: Sequence[int], steps: Sequence[int], points: int) -> list[int]:
+    """Step counts after which to evaluate: 0 (before training), every phase boundary,
+    and the first step reaching each of ``points`` evenly spaced FLOP marks."""
+    marks = {0, *accumulate(steps)}
+    total = sum(c * n for c, n in zip(step_flops, steps))
+    if points > 0 and total > 0:
+        start_step, start_flops, j = 0, 0, 1
+        for cost, n in zip(step_flops, steps):
+            end_flops = start_flops + cost * n
+            # integer arithmetic: mark j sits at total * j / points FLOPs
+            while j <= points and total * j <= end_flops * points:
+                into_phase = -(-(total * j - start_flops * points) // (cost * points))
+                marks.add(start_step + min(max(into_phase, 1), n))
+                j += 1
+            start_step, start_flops = start_step + n, end_flops
+    return sorted(marks)

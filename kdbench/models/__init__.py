@@ -1,0 +1,5 @@
+"""Layered models (see :class:`kdbench.api.LayeredModel`)."""
+
+from .mlp import MLP
+
+__all__ = ["MLP"]

@@ -1,0 +1,298 @@
+"""The suite file: its pydantic schema, validation against the loaded plugins,
+and expansion into runs with stable ids.
+
+A run id is a short hash of everything that determines its result: the task
+(name, version, resolved params, teacher seed and recipe), the method (name,
+version, resolved params), the student recipe, the seed, the budget and the
+evaluation settings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .api import Recipe
+from .errors import UserError
+from .plugins import Registry
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # names become folder names: no separators
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Budget(_Strict):
+    """The student's FLOP budget per run: raw ``flops``, or the FLOPs of ``steps``
+    steps of ``method``'s last phase (how papers phrase it: "8000 steps of one-shot")."""
+
+    flops: Optional[float] = Field(None, gt=0)
+    steps: Optional[int] = Field(None, gt=0)
+    method: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _one_form(self):
+        if (self.flops is None) == (self.steps is None):
+            raise ValueError("give either flops, or steps (with method)")
+        if self.steps is not None and self.method is None:
+            raise ValueError("steps needs method: the budget is the FLOPs of that many steps of that method")
+        if self.flops is not None and self.method is not None:
+            raise ValueError("method goes with steps, not with flops")
+        return self
+
+
+class Evaluation(_Strict):
+    """When runs are evaluated and what the leaderboard reports."""
+
+    points: int = Field(20, ge=1, le=10_000, description="evenly spaced FLOP points on each curve")
+    target: Optional[float] = Field(None, description="metric value for the FLOPs-to-target column")
+
+
+class TaskEntry(_Strict):
+    name: str
+    label: Optional[str] = Field(None, pattern=NAME_PATTERN)
+    params: dict[str, Any] = {}
+    teacher: dict[str, Any] = Field({}, description="overrides of the task's teacher recipe")
+    student: dict[str, Any] = Field({}, description="overrides of the task's student recipe")
+    budget: Optional[Budget] = None
+    teacher_checkpoint: Optional[str] = Field(None, description="use this state dict as the final teacher")
+
+
+class MethodEntry(_Strict):
+    name: str
+    label: Optional[str] = Field(None, pattern=NAME_PATTERN)
+    params: dict[str, Any] = {}
+
+
+class Suite(_Strict):
+    """A benchmark: tasks x methods x seeds under one budget per task."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    output: Optional[str] = None
+    seeds: list[int] = Field(min_length=1)
+    teacher_seeds: list[int] = Field([0], min_length=1)
+    budget: Optional[Budget] = None
+    eval: Evaluation = Evaluation()
+    tasks: list[TaskEntry] = Field(min_length=1)
+    methods: list[MethodEntry] = Field(min_length=1)
+    plugins: list[str] = []
+    save_every_s: float = Field(60.0, gt=0, description="seconds between resumable state saves")
+
+    @field_validator("seeds", "teacher_seeds")
+    @classmethod
+    def _unique(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {v}")
+        return v
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (task, teacher seed, method, seed) of a suite, fully resolved."""
+
+    run_id: str
+    suite: str
+    task: str
+    task_label: str
+    task_version: str
+    task_params: dict
+    teacher_seed: int
+    teacher_recipe: dict
+    teacher_checkpoint: Optional[str]
+    checkpoints: tuple  # teacher steps this run's method reads
+    student_recipe: dict
+    method: str
+    method_label: str
+    method_version: str
+    method_params: dict
+    seed: int
+    budget: dict
+    eval: dict
+    save_every_s: float = 60.0
+
+    @property
+    def teacher_id(self) -> str:
+        return teacher_id(self.task, self.task_version, self.task_params, self.teacher_seed,
+                          self.teacher_recipe, self.teacher_checkpoint)
+
+    def config(self) -> dict:
+        return {**asdict(self), "teacher_id": self.teacher_id, "checkpoints": list(self.checkpoints)}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Run":
+        fields = {k: v for k, v in config.items() if k in cls.__dataclass_fields__}
+        fields["checkpoints"] = tuple(fields["checkpoints"])
+        return cls(**fields)
+
+
+def short_hash(obj: Any, n: int = 10) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def teacher_id(task, version, params, seed, recipe, checkpoint) -> str:
+    # checkpoint cadence does not change the final teacher, so it is not part of the id
+    recipe = {k: v for k, v in recipe.items() if k != "checkpoint_every"}
+    return f"{task}-{short_hash([task, version, params, seed, recipe, checkpoint], 8)}"
+
+
+@dataclass
+class LoadedSuite:
+    """A validated suite, its source path, and its runs."""
+
+    suite: Suite
+    path: Path
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def output(self) -> Path:
+        return Path(self.suite.output or f"results/{self.suite.name}")
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def format_validation_error(path: Path, err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        where = _loc(tuple(e["loc"]))
+        where = f"{prefix}.{where}" if prefix and where else (prefix or where or "(top level)")
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif e["type"] == "literal_error":
+            msg = f"{msg}"
+        if "input" in e and e["type"] not in ("missing", "extra_forbidden") and not isinstance(e["input"], dict):
+            msg += f" (got {e['input']!r})"
+        lines.append(f"{path}: {where}: {msg}")
+    return "\n".join(lines)
+
+
+def _unknown(path: Path, where: str, kind: str, name: str, allowed: list[str]) -> UserError:
+    hint = difflib.get_close_matches(str(name), allowed, n=1)
+    suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return UserError(f"{path}: {where}: unknown {kind} {name!r}{suggestion}; allowed: {', '.join(sorted(allowed))}")
+
+
+def read_suite_file(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such suite file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a suite is a YAML mapping with name, seeds, tasks, methods, budget")
+    return data
+
+
+def parse_suite(path: Path) -> Suite:
+    data = read_suite_file(path)
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as err:
+        raise UserError(format_validation_error(path, err)) from err
+
+
+def _validate_params(path: Path, where: str, model, params: dict):
+    try:
+        return model.model_validate(params)
+    except ValidationError as err:
+        raise UserError(format_validation_error(path, err, where)) from err
+
+
+def _recipe(path: Path, where: str, default: Recipe, overrides: dict) -> Recipe:
+    _validate_params(path, where, Recipe, overrides)  # names the bad key against the recipe's fields
+    return _validate_params(path, where, Recipe, {**default.model_dump(), **overrides})
+
+
+def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
+    """Validate every plugin reference and param against ``registry``; return the runs."""
+    path = Path(path)
+    tasks, methods = [], []
+    for i, entry in enumerate(suite.tasks):
+        if entry.name not in registry.tasks:
+            raise _unknown(path, f"tasks[{i}].name", "task", entry.name, list(registry.tasks))
+        cls = registry.tasks[entry.name].cls
+        params = _validate_params(path, f"tasks[{i}].params", cls.Params, entry.params)
+        task = cls()
+        teacher = _recipe(path, f"tasks[{i}].teacher", task.teacher_recipe(params), entry.teacher)
+        student = _recipe(path, f"tasks[{i}].student", task.student_recipe(params), entry.student)
+        budget = entry.budget or suite.budget
+        if budget is None:
+            raise UserError(f"{path}: budget: missing (give it for the suite or for tasks[{i}])")
+        if entry.teacher_checkpoint is not None and not Path(entry.teacher_checkpoint).is_file():
+            raise UserError(f"{path}: tasks[{i}].teacher_checkpoint: no such file {entry.teacher_checkpoint!r}")
+        tasks.append((entry, cls, params, teacher, student, budget))
+    labels = set()
+    for i, entry in enumerate(suite.methods):
+        if entry.name not in registry.methods:
+            raise _unknown(path, f"methods[{i}].name", "method", entry.name, list(registry.methods))
+        label = entry.label or entry.name
+        if label in labels:
+            raise UserError(f"{path}: methods[{i}].label: {label!r} appears twice; give each entry a distinct label")
+        labels.add(label)
+        cls = registry.methods[entry.name].cls
+        methods.append((entry, cls, _validate_params(path, f"methods[{i}].params", cls.Params, entry.params)))
+    task_labels = [t[0].label or t[0].name for t in tasks]
+    if len(set(task_labels)) != len(task_labels):
+        raise UserError(f"{path}: tasks: two entries share the label {task_labels}; give each a distinct label")
+    for i, (_, _, _, _, _, budget) in enumerate(tasks):
+        if budget.method is not None and budget.method not in labels and budget.method not in registry.methods:
+            raise _unknown(path, f"budget.method", "method", budget.method, sorted(labels | set(registry.methods)))
+
+    runs = []
+    for (entry, tcls, tparams, trecipe, srecipe, budget) in tasks:
+        budget_spec = budget.model_dump(exclude_none=True)
+        if budget.method is not None:  # resolve to the method entry it names, params included
+            ref = next(((e.name, mp) for e, _, mp in methods if (e.label or e.name) == budget.method),
+                       (budget.method, registry.methods[budget.method].cls.Params()))
+            budget_spec = {"steps": budget.steps, "method": ref[0], "method_params": ref[1].model_dump(mode="json")}
+        for tseed in suite.teacher_seeds:
+            for (mentry, mcls, mparams) in methods:
+                checkpoints = tuple(sorted(set(mcls().checkpoints(mparams, trecipe))))
+                for seed in suite.seeds:
+                    fields = dict(
+                        suite=suite.name, task=entry.name, task_label=entry.label or entry.name,
+                        task_version=str(tcls.version), task_params=tparams.model_dump(mode="json"),
+                        teacher_seed=tseed, teacher_recipe=trecipe.model_dump(mode="json"),
+                        teacher_checkpoint=str(Path(entry.teacher_checkpoint).resolve()) if entry.teacher_checkpoint else None,
+                        checkpoints=checkpoints, student_recipe=srecipe.model_dump(mode="json"),
+                        method=mentry.name, method_label=mentry.label or mentry.name,
+                        method_version=str(mcls.version), method_params=mparams.model_dump(mode="json"),
+                        seed=seed, budget=budget_spec, eval=suite.eval.model_dump(mode="json"),
+                        save_every_s=suite.save_every_s,
+                    )
+                    identity = {k: v for k, v in fields.items()
+                                if k not in ("suite", "task_label", "method_label", "save_every_s", "checkpoints")}
+                    runs.append(Run(run_id=short_hash(identity, 12), **fields))
+    return runs
+
+
+def load_suite(path: Path, registry_factory, extra_plugins: tuple = ()) -> tuple[LoadedSuite, Registry]:
+    """Parse ``path``, load plugins (built-ins, entry points, the suite's ``plugins:``
+    and ``extra_plugins``), and expand into runs. Raises UserError on any bad input."""
+    path = Path(path)
+    suite = parse_suite(path)
+    plugin_paths = [str((path.parent / p).resolve()) if not Path(p).is_absolute() else p for p in suite.plugins]
+    for i, p in enumerate(plugin_paths):
+        if not Path(p).is_file():
+            raise UserError(f"{path}: plugins[{i}]: no such plugin file {suite.plugins[i]!r}")
+    registry = registry_factory(tuple(extra_plugins) + tuple(plugin_paths))
+    failed = [p for p in plugin_paths + list(extra_plugins) if str(p) in registry.failures]
+    if failed:
+        raise UserError(f"{path}: plugins: {failed[0]} failed to load: {registry.failures[str(failed[0])]}")
+    return LoadedSuite(suite, path, expand(suite, path, registry)), registry

@@ -1,0 +1,186 @@
+"""Teacher training, checkpointing and the teacher cache.
+
+A teacher is keyed by (task, version, params, teacher seed, recipe) and trained
+once per results folder, by the engine, however many methods and seeds use it.
+It stores exactly the intermediate checkpoints some method asked for. A suite
+may instead point a task at an existing state-dict file as its final teacher.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from filelock import FileLock
+from torch import nn
+
+from .api import Phase, Recipe, TaskInstance, logits
+from .budget import eval_steps, measure_step_flops
+from .engine import TrainJob, seed_for_step, step_generator, train
+from .errors import UserError
+from .store import atomic_torch_save, atomic_write_json, read_json, teacher_dir
+
+TEACHER_STREAM = 1  # data streams: teachers and students never share samples
+STUDENT_STREAM = 2
+
+
+def stream_seed(role: int, seed: int) -> int:
+    return role * 1_000_003 + seed
+
+
+def init_seed(role: int, seed: int) -> int:
+    return seed_for_step(stream_seed(role, seed), 0) % (2**31)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    return folder / "checkpoints" / f"step-{step:09d}.pt"
+
+
+def new_teacher(task: TaskInstance, seed: int) -> nn.Module:
+    torch.manual_seed(init_seed(TEACHER_STREAM, seed))
+    return task.teacher_model()
+
+
+def teacher_is_ready(folder: Path, checkpoints) -> bool:
+    summary = read_json(folder / "summary.json")
+    if not isinstance(summary, dict) or summary.get("status") != "finished" or not (folder / "final.pt").exists():
+        return False
+    return all(checkpoint_path(folder, s).exists() for s in checkpoints)
+
+
+def ensure_teacher(out: Path, teacher_id: str, task: TaskInstance, seed: int, recipe: Recipe,
+                   checkpoints: list[int], source: Optional[str] = None, eval_points: int = 20,
+                   save_every_s: float = 60.0, progress: Optional[Callable] = None) -> dict:
+    """Train (or load) the teacher unless the cache has it with every checkpoint in
+    ``checkpoints``; return its summary. Safe against concurrent callers (file lock)."""
+    folder = teacher_dir(out, teacher_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / ".lock")):
+        if teacher_is_ready(folder, checkpoints):
+            return read_json(folder / "summary.json")
+        if source is not None:
+            return _adopt_teacher(folder, teacher_id, task, seed, source, checkpoints)
+        return _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_points,
+                              save_every_s, progress)
+
+
+def _adopt_teacher(folder, teacher_id, task, seed, source, checkpoints) -> dict:
+    if checkpoints:
+        raise UserError(f"teacher_checkpoint {source}: a method in this suite reads intermediate teacher "
+                        f"checkpoints (steps {checkpoints[:5]}...), and a given teacher file has only the final one")
+    model = new_teacher(task, seed)
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:
+        raise UserError(f"teacher_checkpoint {source}: not a state dict of this task's teacher: {exc}") from exc
+    atomic_torch_save(model.state_dict(), folder / "final.pt")
+    summary = {"teacher_id": teacher_id, "status": "finished", "source": str(source), "steps": 0, "flops": 0,
+               "wall_time": 0.0, "metrics": task.evaluate(freeze(model)), "checkpoints": [], "checkpoint_bytes": 0}
+    atomic_write_json(folder / "summary.json", summary)
+    return summary
+
+
+def _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_points, save_every_s, progress):
+    model = new_teacher(task, seed)
+    phase = Phase("teacher", loss=lambda b: F.cross_entropy(logits(model, b), b.labels), steps=recipe.steps)
+    probe = task.train_batch(step_generator(next(model.parameters()).device).manual_seed(0), recipe.batch_size)
+    cost = measure_step_flops(phase, probe, model.parameters())
+    wanted = set(checkpoints)
+
+    def save_checkpoint(step: int) -> None:
+        if step in wanted and step < recipe.steps:
+            atomic_torch_save(model.state_dict(), checkpoint_path(folder, step))
+
+    job = TrainJob(model=model, phases=[phase], steps=[recipe.steps], step_flops=[cost], recipe=recipe,
+                   task=task, stream_seed=stream_seed(TEACHER_STREAM, seed),
+                   eval_at=eval_steps([cost], [recipe.steps], eval_points),
+                   state_path=folder / "state.pt", save_every_s=save_every_s,
+                   after_step=save_checkpoint, progress=progress)
+    result = train(job)
+    if result.status != "finished":
+        raise RuntimeError(f"teacher {teacher_id} diverged at step {result.diverged_at}")
+    atomic_torch_save(model.state_dict(), folder / "final.pt")
+    for step in wanted:  # the final step's "checkpoint" is the final teacher itself
+        if step >= recipe.steps:
+            atomic_torch_save(model.state_dict(), checkpoint_path(folder, step))
+    missing = [s for s in wanted if not checkpoint_path(folder, s).exists()]
+    if missing:
+        # the state was resumed from a run that did not store these: retrain from scratch
+        (folder / "state.pt").unlink(missing_ok=True)
+        return _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_points,
+                              save_every_s, progress)
+    stored = sorted(folder.glob("checkpoints/*.pt"))
+    summary = {
+        "teacher_id": teacher_id, "status": "finished", "steps": result.steps, "flops": result.flops,
+        "step_flops": cost, "wall_time": result.wall_time, "metrics": {k: v for k, v in result.curve[-1].items()
+                                                                       if k not in ("step", "samples", "flops", "phase", "time")},
+        "checkpoints": sorted(int(p.stem.split("-")[1]) for p in stored),
+        "checkpoint_bytes": sum(p.stat().st_size for p in stored), "recipe": recipe.model_dump(mode="json"),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    atomic_write_json(folder / "curve.json", result.curve)
+    atomic_write_json(folder / "summary.json", summary)
+    (folder / "state.pt").unlink(missing_ok=True)
+    return summary
+
+
+class CachedTeacher:
+    """:class:`kdbench.api.TeacherAccess` over a teacher folder: frozen models, loaded lazily."""
+
+    def __init__(self, folder: Path, task: TaskInstance, seed: int, keep: int = 2):
+        self.folder, self.task, self.seed, self.keep = Path(folder), task, seed, keep
+        summary = read_json(self.folder / "summary.json") or {}
+        self.checkpoint_steps: list[int] = summary.get("checkpoints", [])
+        self.curve: list[dict] = read_json(self.folder / "curve.json") or []
+        self._final: Optional[nn.Module] = None
+        self._loaded: OrderedDict[int, nn.Module] = OrderedDict()
+
+    def _load(self, path: Path) -> nn.Module:
+        model = new_teacher(self.task, self.seed)
+        device = next(model.parameters()).device
+        model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        return freeze(model)
+
+    def final(self) -> nn.Module:
+        if self._final is None:
+            self._final = self._load(self.folder / "final.pt")
+        return self._final
+
+    def at(self, step: int) -> nn.Module:
+        """The teacher as it was after ``step`` training steps (must have been stored)."""
+        if step not in self._loaded:
+            path = checkpoint_path(self.folder, step)
+            if not path.exists():
+                raise KeyError(f"teacher checkpoint at step {step} was not stored (have {self.checkpoint_steps})")
+            self._loaded[step] = self._load(path)
+            while len(self._loaded) > self.keep:
+                self._loaded.popitem(last=False)
+        return self._loaded[step]
+
+
+class ProbeTeacher:
+    """Untrained stand-in with the teacher's shape: FLOPs do not depend on weights, so
+    budgets and plans are measured with it before any teacher is trained."""
+
+    def __init__(self, task: TaskInstance, seed: int, checkpoint_steps=()):
+        self.model = freeze(new_teacher(task, seed))
+        self.checkpoint_steps = list(checkpoint_steps)
+        self.curve: list[dict] = []
+
+    def final(self) -> nn.Module:
+        return self.model
+
+    def at(self, step: int) -> nn.Module:
+        return self.model

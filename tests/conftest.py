@@ -1,0 +1,61 @@
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from kdbench.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITES = ROOT / "suites"
+SHARED = ROOT.parent / "shared"
+
+torch.set_num_threads(2)
+
+
+def kdbench(*args, expect: int | None = 0):
+    """Invoke the CLI in-process; assert the exit code unless expect is None."""
+    result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    if expect is not None:
+        assert result.exit_code == expect, result.output
+    return result
+
+
+@pytest.fixture(scope="session")
+def smoke_results(tmp_path_factory):
+    """The smoke suite run once for the whole session (read-only for tests)."""
+    out = tmp_path_factory.mktemp("smoke")
+    result = kdbench("run", SUITES / "smoke.yaml", "--output", out, "--quiet")
+    return out, result
+
+
+@pytest.fixture
+def write_suite(tmp_path):
+    """Write a suite YAML (text) into tmp_path and return its path."""
+
+    def write(text: str, name: str = "suite.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+TINY_SUITE = """
+name: tiny
+seeds: [0]
+budget: {{flops: {flops}}}
+eval: {{points: 4}}
+tasks:
+  - name: parity-mlp
+    params: {{n: 10, k: 2, teacher_width: 64, student_width: 16, eval_size: 256}}
+    teacher: {{optimizer: adam, lr: 0.01, batch_size: 16, steps: 50}}
+    student: {{optimizer: adam, lr: 0.01, batch_size: 16}}
+methods:
+{methods}
+"""
+
+
+def tiny_suite(methods: str = "  - name: one-shot", flops: float = 2e6, **extra) -> str:
+    return TINY_SUITE.format(methods=methods, flops=flops)

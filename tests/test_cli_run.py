@@ -1,0 +1,62 @@
+"""The whole path through the CLI: list, run, resume, leaderboard, plan, validate."""
+
+import json
+
+from conftest import SUITES, kdbench
+
+
+def test_list_shows_builtins():
+    out = kdbench("list").output
+    for name in ("parity-mlp", "one-shot", "labels", "local"):
+        assert name in out
+    assert "built-in" in out
+
+
+def test_smoke_run_writes_runs_and_leaderboard(smoke_results):
+    out, result = smoke_results
+    runs = sorted((out / "runs").iterdir())
+    assert len(runs) == 4  # 2 methods x 2 seeds
+    for d in runs:
+        summary = json.loads((d / "summary.json").read_text())
+        assert summary["status"] == "finished"
+        assert summary["flops"] <= summary["budget_flops"]
+        curve = json.loads((d / "curve.json").read_text())
+        assert curve[0]["step"] == 0 and curve[-1]["step"] == summary["steps"]
+        assert not (d / "state.pt").exists()
+    board = (out / "leaderboard.md").read_text()
+    method_rows = [line for line in board.splitlines() if line.startswith("| ") and "Method" not in line]
+    assert sorted(r.split("|")[1].strip() for r in method_rows) == ["labels", "one-shot"]
+    assert "Teacher `parity-mlp-" in board and "Budget:" in board
+
+
+def test_rerun_trains_nothing(smoke_results):
+    out, _ = smoke_results
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.json")}
+    result = kdbench("run", SUITES / "smoke.yaml", "--output", out, "--quiet")
+    assert "4 of 4 runs already finished" in result.output
+    assert "0 runs executed" in result.output
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*.json")}
+    assert before == after
+
+
+def test_plan_marks_done_runs(smoke_results):
+    out, _ = smoke_results
+    result = kdbench("plan", SUITES / "smoke.yaml", "--output", out)
+    assert result.output.count("yes") == 4
+    assert "one-shot" in result.output
+
+
+def test_validate_counts_runs():
+    result = kdbench("validate", SUITES / "smoke.yaml")
+    assert "valid" in result.output and "= 4 runs" in result.output
+
+
+def test_leaderboard_command_rewrites_file(smoke_results, tmp_path):
+    out, _ = smoke_results
+    result = kdbench("leaderboard", out)
+    assert "| one-shot" in result.output
+
+
+def test_leaderboard_on_non_results_folder_is_user_error(tmp_path):
+    result = kdbench("leaderboard", tmp_path, expect=2)
+    assert "not a kdbench results folder" in result.output

@@ -1,0 +1,70 @@
+"""Plugins from files and entry points; broken plugins are reported by name, the rest still load."""
+
+import textwrap
+
+from kdbench.plugins import load_plugins
+
+from conftest import kdbench, tiny_suite
+
+PLUGIN = textwrap.dedent('''
+    import torch.nn.functional as F
+    from kdbench import Method, Params, Phase, hookimpl, logits
+
+    class HalfParams(Params):
+        weight: float = 0.5
+
+    class Half(Method):
+        """Labels loss scaled by a weight: a minimal third-party method."""
+        name = "half-labels"
+        version = "7"
+        Params = HalfParams
+        needs_teacher = False
+
+        def phases(self, ctx, params):
+            s = ctx.student
+            return [Phase("half", loss=lambda b: params.weight * F.cross_entropy(logits(s, b), b.labels))]
+
+    @hookimpl
+    def kdbench_register_methods():
+        return [Half]
+''')
+
+
+def test_plugin_from_file_is_listed(tmp_path):
+    path = tmp_path / "half.py"
+    path.write_text(PLUGIN)
+    out = kdbench("list", "--plugin", path).output
+    assert "half-labels" in out and "7" in out and "file" in out
+
+
+def test_suite_plugins_list_runs_the_method(tmp_path, write_suite):
+    (tmp_path / "half.py").write_text(PLUGIN)
+    text = tiny_suite(methods="  - name: half-labels\n    params: {weight: 0.25}") + "plugins: [half.py]\n"
+    out = tmp_path / "out"
+    kdbench("run", write_suite(text), "--output", out, "--quiet")
+    board = (out / "leaderboard.md").read_text()
+    assert "| half-labels | 7 " in board
+
+
+def test_broken_plugin_is_reported_and_others_load(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.py"
+    bad.write_text("raise ImportError('missing dependency xyz')\n")
+    registry = load_plugins((str(bad),))
+    assert "missing dependency xyz" in registry.failures[str(bad)]
+    assert "one-shot" in registry.methods and "parity-mlp" in registry.tasks
+    result = kdbench("list", "--plugin", bad)
+    assert "failed to load" in result.output and "one-shot" in result.output
+
+
+def test_strict_plugins_make_failure_fatal(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.py"
+    bad.write_text("raise ImportError('missing dependency xyz')\n")
+    monkeypatch.setenv("KDBENCH_STRICT_PLUGINS", "1")
+    result = kdbench("list", "--plugin", bad, expect=2)
+    assert "bad.py" in result.output and "missing dependency xyz" in result.output
+
+
+def test_suite_naming_a_broken_plugin_file_is_user_error(tmp_path, write_suite):
+    (tmp_path / "bad.py").write_text("import no_such_module_here\n")
+    result = kdbench("validate", write_suite(tiny_suite() + "plugins: [bad.py]\n"), expect=2)
+    assert "bad.py" in result.output and "no_such_module_here" in result.output
