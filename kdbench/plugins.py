@@ -29,6 +29,8 @@ BUILTIN_PLUGINS = (
     "kdbench.tasks.parity",
     "kdbench.methods.labels",
     "kdbench.methods.one_shot",
+    "kdbench.methods.progressive",
+    "kdbench.methods.curriculum_extraction",
     "kdbench.launchers.local",
 )
 

@@ -263,7 +263,11 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
             budget_spec = {"steps": budget.steps, "method": ref[0], "method_params": ref[1].model_dump(mode="json")}
         for tseed in suite.teacher_seeds:
             for (mentry, mcls, mparams) in methods:
-                checkpoints = tuple(sorted(set(mcls().checkpoints(mparams, trecipe))))
+                try:
+                    checkpoints = tuple(sorted(set(mcls().checkpoints(mparams, trecipe))))
+                except ValueError as exc:
+                    i = next(i for i, e in enumerate(suite.methods) if e is mentry)
+                    raise UserError(f"{path}: methods[{i}].params: {exc}") from exc
                 for seed in suite.seeds:
                     fields = dict(
                         suite=suite.name, task=entry.name, task_label=entry.label or entry.name,

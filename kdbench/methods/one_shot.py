@@ -13,16 +13,20 @@ class OneShotParams(Params):
     label_weight: float = Field(0.0, ge=0, le=1, description="weight of the true-label cross-entropy")
 
 
-def final_teacher_phase(ctx, temperature: float, label_weight: float, name: str = "final-teacher", **kw) -> Phase:
-    """A phase distilling from the final teacher's logits (also the last phase of other methods)."""
-    teacher, student = ctx.teacher.final(), ctx.student
+def distill_phase(name: str, student, teacher_fn, temperature: float, label_weight: float, **kw) -> Phase:
+    """A phase matching the logits of ``teacher_fn()`` (called each step, so checkpoints load lazily)."""
 
     def loss(batch):
         with torch.no_grad():
-            target = logits(teacher, batch)
+            target = logits(teacher_fn(), batch)
         return distillation_loss(logits(student, batch), target, batch.labels, temperature, label_weight)
 
-    return Phase(name, loss=loss, teacher="final", **kw)
+    return Phase(name, loss=loss, **kw)
+
+
+def final_teacher_phase(ctx, temperature: float, label_weight: float, name: str = "final-teacher", **kw) -> Phase:
+    """A phase distilling from the final teacher's logits (also the last phase of other methods)."""
+    return distill_phase(name, ctx.student, ctx.teacher.final, temperature, label_weight, teacher="final", **kw)
 
 
 class OneShot(Method):

@@ -23,6 +23,7 @@ class ParityParams(Params):
     support: Literal["first", "random"] = "first"
     teacher_width: int = Field(50_000, ge=1)
     student_width: int = Field(100, ge=1)
+    depth: int = Field(1, ge=1, description="hidden layers of teacher and student (the papers use 1)")
     eval_size: int = Field(4096, ge=1)
 
     @model_validator(mode="after")
@@ -69,10 +70,10 @@ class ParityInstance(TaskInstance):
         return {"accuracy": acc.item(), "loss": loss.item()}
 
     def teacher_model(self) -> MLP:
-        return MLP(self.p.n, self.p.teacher_width, 2).to(self.device)
+        return MLP(self.p.n, [self.p.teacher_width] * self.p.depth, 2).to(self.device)
 
     def student_model(self) -> MLP:
-        return MLP(self.p.n, self.p.student_width, 2).to(self.device)
+        return MLP(self.p.n, [self.p.student_width] * self.p.depth, 2).to(self.device)
 
 
 class ParityMLP(Task):
