@@ -1,0 +1,140 @@
+"""A small pre-LN transformer encoder with the layered-model interface.
+
+Architecture: token embedding + learned positional embedding, ``layers`` blocks
+of ``x + Attn(LN(x))`` then ``x + MLP(LN(x))`` (pre-LN: trains stably at the
+papers' learning rates without warm-up tricks), a final LayerNorm and a linear
+head. The MLP is ``Linear(d, mlp_ratio * d) -> GELU -> Linear(mlp_ratio * d, d)``.
+No dropout. Attention is bidirectional, or causal with ``causal=True``.
+
+Layered interface (see :class:`kdbench.api.LayeredModel`):
+
+- layer ``i`` is block ``i``; ``model(x, upto=i)`` runs the embeddings and
+  blocks ``1..i`` only and returns the per-token residual stream after block
+  ``i``, ``[batch, tokens, width]``. The block output is a sum (no nonlinearity
+  follows it), so ``pre_activation`` changes nothing here.
+- ``layer_parameters(1)`` includes the token and position embeddings (they run
+  as part of block 1); the final LayerNorm and the head belong to no layer.
+- ``model(x, mask=m)`` returns logits only at the positions where the boolean
+  ``m`` is true, flattened to ``[m.sum(), outputs]`` in row-major order, so the
+  vocabulary projection is computed only where there is a label (MLM).
+- ``model(x)`` returns ``[batch, outputs]`` logits read at the last position
+  with ``readout="last"`` (classification), or ``[batch, tokens, outputs]``
+  with ``readout="tokens"``.
+
+Attention goes through ``F.scaled_dot_product_attention``: the fused kernel
+trains fast, and under the math backend (which ``kdbench.budget`` selects while
+measuring) FlopCounterMode counts its two matmuls, ``2*T*T*d`` each per
+sequence and direction. Causal attention is counted (and computed by the math
+backend) over the full ``T x T`` score matrix.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Block(nn.Module):
+    """One pre-LN transformer block: multi-head self-attention then a GELU MLP."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int, causal: bool):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width ({width}) must be a multiple of heads ({heads})")
+        self.heads, self.causal = heads, causal
+        self.ln1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.ln2 = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, mlp_ratio * width)
+        self.fc2 = nn.Linear(mlp_ratio * width, width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b, t, d = h.shape
+        q, k, v = self.qkv(self.ln1(h)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        h = h + self.proj(a.transpose(1, 2).reshape(b, t, d))
+        return h + self.fc2(F.gelu(self.fc1(self.ln2(h))))
+
+
+class Encoder(nn.Module):
+    """Token transformer: ``vocab_size`` input tokens, ``outputs`` logits per read-out position.
+
+    ``max_len`` bounds the sequence length (learned positions). See the module
+    docstring for the layered interface and the read-out rules.
+    """
+
+    def __init__(self, vocab_size: int, outputs: int, max_len: int, width: int, heads: int, layers: int,
+                 mlp_ratio: int = 4, causal: bool = False, readout: Literal["last", "tokens"] = "tokens"):
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
+        self.tok = nn.Embedding(vocab_size, width)
+        self.pos = nn.Embedding(max_len, width)
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, causal) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, outputs)
+        self.num_layers = layers
+        self.width, self.max_len, self.readout = width, max_len, readout
+        self.apply(_init)
+
+    def hidden_size(self, layer: int) -> int:
+        self._check_layer(layer)
+        return self.width
+
+    def layer_parameters(self, layer: int) -> list[nn.Parameter]:
+        self._check_layer(layer)
+        params = list(self.blocks[layer - 1].parameters())
+        if layer == 1:
+            params = [self.tok.weight, self.pos.weight, *params]
+        return params
+
+    def _check_layer(self, layer: int) -> None:
+        if not 1 <= layer <= self.num_layers:
+            raise ValueError(f"layer must be in 1..{self.num_layers}, got {layer}")
+
+    def forward(self, x: torch.Tensor, upto: Optional[int] = None, mask: Optional[torch.Tensor] = None,
+                pre_activation: bool = False) -> torch.Tensor:
+        if upto is not None:
+            self._check_layer(upto)
+        t = x.shape[1]
+        if t > self.max_len:
+            raise ValueError(f"sequence length {t} exceeds max_len {self.max_len}")
+        h = self.tok(x) + self.pos.weight[:t]
+        for i, block in enumerate(self.blocks, start=1):
+            h = block(h)
+            if i == upto:
+                return h
+        if mask is not None:
+            h = h[mask]
+        elif self.readout == "last":
+            h = h[:, -1]
+        return self.head(self.norm(h))
+
+
+def _init(module: nn.Module) -> None:
+    # BERT / GPT-2 initialisation: N(0, 0.02) weights, zero biases
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+def encoder_step_flops(batch: int, tokens: int, width: int, layers: int, outputs: int, read: int,
+                       mlp_ratio: int = 4, backward: bool = True) -> int:
+    """Analytic matmul FLOPs of one encoder forward (and backward) pass.
+
+    Per block and token: QKV ``2*d*3d``, output projection ``2*d*d``, MLP
+    ``2*2*d*r*d``; attention ``QK^T`` and ``AV`` ``2*T*d`` each. The head runs
+    on ``read`` positions (``batch`` for a last-position read-out, the masked
+    count for MLM). Backward doubles every matmul (gradients of both operands:
+    the embeddings are trained, so even block 1 needs its input gradient).
+    Embedding look-ups, norms, softmax and GELU are not matmuls and not counted.
+    """
+    d = width
+    per_token = 2 * d * 3 * d + 2 * d * d + 2 * 2 * d * mlp_ratio * d + 2 * 2 * tokens * d
+    forward = layers * batch * tokens * per_token + 2 * read * d * outputs
+    return 3 * forward if backward else forward

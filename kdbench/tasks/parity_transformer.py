@@ -1,0 +1,121 @@
+"""Sparse parity (n, k) learned by a transformer: bits as tokens, class read at the last position.
+
+The data are those of ``parity-mlp`` (x uniform in {-1, +1}^n, label the product
+over the support as class 0/1, fresh samples every step, a fixed evaluation
+set from the data seed); the n coordinates become n tokens, ``+1 -> 0`` and
+``-1 -> 1`` as in the public progressive-distillation code. Teacher and student
+are :class:`kdbench.models.Encoder` s with a two-class head read at the last
+position; attention is causal by default (that code trains GPT-2), or
+bidirectional with ``causal: false``. Paper sizes (Panigrahi et al. 2024): 2
+layers, head dimension 8, teacher 32 heads (256-d), student 4 heads (32-d in
+the public code; the curriculum-extraction paper uses 256-d students: set
+``student_width``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from ..api import Batch, Params, Recipe, Task, TaskInstance
+from ..hookspecs import hookimpl
+from ..models import Encoder
+from .parity import parity_labels, sample_bits
+
+
+class ParityTransformerParams(Params):
+    n: int = Field(100, ge=1, description="input bits (= tokens)")
+    k: int = Field(6, ge=1, description="support size")
+    support: Literal["first", "random"] = "first"
+    causal: bool = Field(True, description="causal (GPT-style) attention; false: bidirectional")
+    teacher_layers: int = Field(2, ge=1)
+    teacher_heads: int = Field(32, ge=1)
+    teacher_width: int = Field(256, ge=1, description="model width (heads x head dimension)")
+    student_layers: int = Field(2, ge=1)
+    student_heads: int = Field(4, ge=1)
+    student_width: int = Field(32, ge=1)
+    mlp_ratio: int = Field(4, ge=1, description="MLP hidden width / model width")
+    eval_size: int = Field(4096, ge=1)
+    eval_batch_size: int = Field(512, ge=1, description="evaluation chunk (memory only, not results)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) must be <= n ({self.n})")
+        for who in ("teacher", "student"):
+            width, heads = getattr(self, f"{who}_width"), getattr(self, f"{who}_heads")
+            if width % heads:
+                raise ValueError(f"{who}_width ({width}) must be a multiple of {who}_heads ({heads})")
+        return self
+
+
+def bits_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """{+1, -1} coordinates to tokens {0, 1}."""
+    return (x < 0).long()
+
+
+class ParityTransformerInstance(TaskInstance):
+    metric = "accuracy"
+
+    def __init__(self, params: ParityTransformerParams, seed: int, device: torch.device):
+        self.p, self.device = params, device
+        g = torch.Generator(device=device).manual_seed(seed)
+        if params.support == "first":
+            self.support = torch.arange(params.k, device=device)
+        else:
+            self.support = torch.randperm(params.n, generator=g, device=device)[: params.k].sort().values
+        x = sample_bits(g, params.eval_size, params.n, device)
+        self.eval_x, self.eval_y = bits_to_tokens(x), parity_labels(x, self.support)
+
+    def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
+        x = sample_bits(generator, batch_size, self.p.n, self.device)
+        return Batch(bits_to_tokens(x), parity_labels(x, self.support))
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        correct, loss = 0, 0.0
+        for lo in range(0, self.p.eval_size, self.p.eval_batch_size):
+            x, y = self.eval_x[lo:lo + self.p.eval_batch_size], self.eval_y[lo:lo + self.p.eval_batch_size]
+            logits = model(x)
+            correct += int((logits.argmax(-1) == y).sum())
+            loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+        return {"accuracy": correct / self.p.eval_size, "loss": loss / self.p.eval_size}
+
+    def _model(self, who: str) -> Encoder:
+        p = self.p
+        return Encoder(vocab_size=2, outputs=2, max_len=p.n, width=getattr(p, f"{who}_width"),
+                       heads=getattr(p, f"{who}_heads"), layers=getattr(p, f"{who}_layers"),
+                       mlp_ratio=p.mlp_ratio, causal=p.causal, readout="last").to(self.device)
+
+    def teacher_model(self) -> Encoder:
+        return self._model("teacher")
+
+    def student_model(self) -> Encoder:
+        return self._model("student")
+
+
+class ParityTransformer(Task):
+    """Sparse parity with transformer teacher and student (Panigrahi et al. 2024; Gupta & Karmalkar 2025)."""
+
+    name = "parity-transformer"
+    version = "1"
+    Params = ParityTransformerParams
+    description = "sparse parity (n, k), bits as tokens, encoder teacher and student, class at the last position"
+
+    def build(self, params, seed, device, cache_dir=None):
+        return ParityTransformerInstance(params, seed, device)
+
+    def teacher_recipe(self, params):
+        # public code: Adam, batch 32, 8M fresh samples (250k steps), checkpoints every 100k samples
+        return Recipe(optimizer="adam", lr=3e-4, batch_size=32, steps=250_000, checkpoint_every=3125)
+
+    def student_recipe(self, params):
+        return Recipe(optimizer="adam", lr=1e-4, batch_size=32)
+
+
+@hookimpl
+def kdbench_register_tasks():
+    return [ParityTransformer]

@@ -1,0 +1,278 @@
+"""BERT-style masked language modelling on a plain-text corpus (wikipedia-bert).
+
+The corpus (``corpus`` param) is read from:
+
+- a text file, or a folder: every ``*.txt``, ``*.raw`` and ``*.tokens`` file
+  below it, in sorted path order (WikiText's layouts work: ``train.txt``,
+  ``valid.txt``, ... or ``wiki.train.raw``, ...). Relative paths resolve
+  against the current directory. The whole corpus is held in memory.
+- ``hf:NAME`` or ``hf:NAME:CONFIG`` (e.g. ``hf:wikitext:wikitext-103-raw-v1``):
+  the ``train`` split's ``text`` column through HF ``datasets``, for a user who
+  has that package and internet access (never used by the tests).
+
+Lines are the units: blank lines are dropped, the last ``eval_fraction`` of the
+lines is held out for evaluation and the rest trains. A WordPiece tokenizer
+(HF ``tokenizers``, BERT normalisation and pre-tokenisation, ``vocab_size``
+entries with the specials ``[PAD] [UNK] [CLS] [SEP] [MASK]`` as ids 0-4) is
+trained on the training lines; it and the token ids are cached next to the
+teacher (``Task.build``'s ``cache_dir``), keyed by a hash of the corpus text
+and the tokenizer settings, so a teacher and its students always share one
+tokenizer. Training is not bit-reproducible across fresh caches: the
+``tokenizers`` trainer breaks ties between equally frequent merges in hash-map
+order (two trainings on WikiText-2 at 2,000 entries differed by one entry).
+``tokenizer: PATH`` (relative to the current directory) pins a tokenizer JSON,
+e.g. a cached one, instead. Each split's tokens are concatenated and cut into
+sequences ``[CLS] + (seq_len - 2) tokens + [SEP]``; the remainder is dropped.
+Training batches draw sequences uniformly at random (with replacement) and
+mask them afresh (:mod:`kdbench.tasks.mlm`, specials never masked); the
+evaluation set is the first ``eval_size`` held-out sequences, masked once
+from the data seed. Metric: masked-token accuracy.
+
+Reference models (curriculum-extraction paper): teacher 12 blocks, 12 heads,
+768-d; student 256-d, 4 heads. The student's depth is not stated there: 4
+blocks by default (set ``student_layers``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+from filelock import FileLock
+from pydantic import Field, model_validator
+
+from ..api import Batch, Recipe, Task
+from ..errors import UserError
+from ..hookspecs import hookimpl
+from .mlm import Masker, MLMInstance, MLMParams
+
+SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+PAD, UNK, CLS, SEP, MASK = range(len(SPECIALS))
+SUFFIXES = (".txt", ".raw", ".tokens")
+
+
+class WikipediaParams(MLMParams):
+    corpus: str = Field(description="text file, folder of .txt/.raw/.tokens files, or hf:NAME[:CONFIG]")
+    vocab_size: int = Field(30_522, ge=len(SPECIALS) + 1, description="WordPiece vocabulary size (at most)")
+    lowercase: bool = True
+    tokenizer: Optional[str] = Field(None, description="HF tokenizers JSON to use instead of training one "
+                                                       "(e.g. a cached wordpiece-*.json): pins the token ids")
+    seq_len: int = Field(128, ge=3, description="tokens per sequence, [CLS] and [SEP] included")
+    eval_fraction: float = Field(0.05, gt=0, lt=1, description="share of the corpus lines held out")
+    eval_size: int = Field(512, ge=1, description="held-out sequences evaluated (at most)")
+    eval_batch_size: int = Field(128, ge=1, description="evaluation chunk (memory only, not results)")
+    teacher_layers: int = Field(12, ge=1)
+    teacher_heads: int = Field(12, ge=1)
+    teacher_width: int = Field(768, ge=1)
+    student_layers: int = Field(4, ge=1)
+    student_heads: int = Field(4, ge=1)
+    student_width: int = Field(256, ge=1)
+    mlp_ratio: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _widths(self):
+        for who in ("teacher", "student"):
+            width, heads = getattr(self, f"{who}_width"), getattr(self, f"{who}_heads")
+            if width % heads:
+                raise ValueError(f"{who}_width ({width}) must be a multiple of {who}_heads ({heads})")
+        return self
+
+
+def corpus_files(spec: str) -> list[Path]:
+    """The files a corpus path names; a clear error when there are none."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
+        if not files:
+            raise UserError(f"corpus {spec!r}: folder {path.resolve()} has no {'/'.join(SUFFIXES)} files")
+        return files
+    raise UserError(f"corpus {spec!r}: no such file or folder ({path.resolve()})")
+
+
+def read_corpus(spec: str) -> list[str]:
+    """The corpus's non-blank lines, stripped."""
+    if spec.startswith("hf:"):
+        lines = _hf_lines(spec)
+    else:
+        lines = []
+        for f in corpus_files(spec):
+            lines.extend(f.read_text(encoding="utf-8", errors="replace").splitlines())
+    lines = [s for s in (line.strip() for line in lines) if s]
+    if not lines:
+        raise UserError(f"corpus {spec!r} is empty (no non-blank lines)")
+    return lines
+
+
+def _hf_lines(spec: str) -> list[str]:
+    _, _, rest = spec.partition(":")
+    name, _, config = rest.partition(":")
+    try:
+        import datasets
+    except ImportError:
+        raise UserError(f"corpus {spec!r}: loading through HF datasets needs `pip install datasets`") from None
+    try:
+        data = datasets.load_dataset(name, config or None, split="train")
+    except Exception as exc:
+        raise UserError(f"corpus {spec!r}: datasets.load_dataset({name!r}, {config or None!r}) failed: {exc}") from exc
+    if "text" not in data.column_names:
+        raise UserError(f"corpus {spec!r}: the dataset has no 'text' column (has {data.column_names})")
+    return data["text"]
+
+
+def train_tokenizer(lines: list[str], vocab_size: int, lowercase: bool):
+    """A BERT-style WordPiece tokenizer trained on ``lines``."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token=SPECIALS[UNK]))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False)
+    tokenizer.train_from_iterator(lines, trainer)
+    # the trainer numbers part of its alphabet in hash-map order, which changes from run to run: renumber
+    # (specials first, then the rest sorted) so the same corpus always gives the same token ids
+    vocab = tokenizer.get_vocab()
+    ordered = [*SPECIALS, *sorted(t for t in vocab if t not in SPECIALS)]
+    tokenizer.model = models.WordPiece({t: i for i, t in enumerate(ordered)}, unk_token=SPECIALS[UNK])
+    return tokenizer
+
+
+def pack(ids: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """Cut a token stream into ``[CLS] + seq_len - 2 tokens + [SEP]`` rows (remainder dropped)."""
+    body = seq_len - 2
+    n = ids.numel() // body
+    rows = ids[: n * body].view(n, body)
+    return torch.cat([torch.full((n, 1), CLS, dtype=ids.dtype), rows, torch.full((n, 1), SEP, dtype=ids.dtype)], 1)
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class Corpus:
+    """The tokenizer and the two token streams of a corpus, built once and cached in ``cache_dir``.
+
+    Builds of the same cache (teacher and student jobs running at once) take a
+    file lock, so they all use the tokenizer the first one trained.
+    """
+
+    def __init__(self, p: WikipediaParams, cache_dir: Optional[Path]):
+        lines = read_corpus(p.corpus)
+        split = len(lines) - max(1, round(p.eval_fraction * len(lines)))
+        if split < 1:
+            raise UserError(f"corpus {p.corpus!r}: {len(lines)} non-blank line(s) cannot be split into "
+                            f"training and held-out text (eval_fraction {p.eval_fraction})")
+        self.train_lines, self.eval_lines = lines[:split], lines[split:]
+        pinned = _read_pinned(p.tokenizer) if p.tokenizer else None
+        key = hashlib.sha256(repr((hashlib.sha256("\n".join(lines).encode()).hexdigest(), p.vocab_size,
+                                   p.lowercase, p.eval_fraction, pinned)).encode()).hexdigest()[:16]
+        if cache_dir is None:
+            self._build(p, pinned)
+            return
+        cache = Path(cache_dir)
+        cache.mkdir(parents=True, exist_ok=True)
+        tok_path, ids_path = cache / f"wordpiece-{key}.json", cache / f"tokens-{key}.pt"
+        with FileLock(str(cache / f".wordpiece-{key}.lock")):
+            if tok_path.exists() and ids_path.exists():
+                from tokenizers import Tokenizer
+
+                self.tokenizer = Tokenizer.from_file(str(tok_path))
+                saved = torch.load(ids_path, map_location="cpu", weights_only=True)
+                self.train_ids, self.eval_ids = saved["train"], saved["eval"]
+                return
+            self._build(p, pinned)
+            _atomic_write(tok_path, lambda tmp: self.tokenizer.save(tmp))
+            _atomic_write(ids_path, lambda tmp: torch.save({"train": self.train_ids, "eval": self.eval_ids}, tmp))
+
+    def _build(self, p: WikipediaParams, pinned: Optional[str]) -> None:
+        if pinned is not None:
+            from tokenizers import Tokenizer
+
+            self.tokenizer = Tokenizer.from_str(pinned)
+        else:
+            self.tokenizer = train_tokenizer(self.train_lines, p.vocab_size, p.lowercase)
+        for i, special in enumerate(SPECIALS):
+            if self.tokenizer.token_to_id(special) != i:
+                raise UserError(f"tokenizer {p.tokenizer!r}: needs the special tokens {list(SPECIALS)} as ids 0-4")
+        self.train_ids, self.eval_ids = (self._encode(part) for part in (self.train_lines, self.eval_lines))
+
+    def _encode(self, lines: list[str]) -> torch.Tensor:
+        encoded = self.tokenizer.encode_batch(lines, add_special_tokens=False)
+        return torch.tensor([i for e in encoded for i in e.ids], dtype=torch.int32)
+
+
+def _read_pinned(path: str) -> str:
+    try:
+        text = Path(path).read_text()
+        from tokenizers import Tokenizer
+
+        Tokenizer.from_str(text)
+    except OSError as exc:
+        raise UserError(f"tokenizer {path!r}: cannot read it: {exc}") from exc
+    except Exception as exc:
+        raise UserError(f"tokenizer {path!r}: not an HF tokenizers JSON file: {exc}") from exc
+    return text
+
+
+class WikipediaInstance(MLMInstance):
+    """Packed WordPiece sequences of a corpus, masked BERT-style; evaluation on the held-out tail."""
+
+    def __init__(self, params: WikipediaParams, seed: int, device: torch.device, cache_dir=None):
+        self.p, self.device, self.seq_len = params, device, params.seq_len
+        corpus = Corpus(params, cache_dir)
+        self.tokenizer = corpus.tokenizer
+        self.vocab_size = self.tokenizer.get_vocab_size()
+        self.train_seqs = pack(corpus.train_ids, params.seq_len).to(device)
+        eval_seqs = pack(corpus.eval_ids, params.seq_len)[: params.eval_size].to(device).long()
+        for name, seqs in (("training", self.train_seqs), ("held-out", eval_seqs)):
+            if len(seqs) == 0:
+                raise UserError(f"corpus {params.corpus!r}: the {name} text is shorter than one sequence of "
+                                f"{params.seq_len} tokens; lower seq_len or eval_fraction, or use more text")
+        self.masker = Masker.from_params(params, MASK, len(SPECIALS), self.vocab_size)
+        g = torch.Generator(device=device).manual_seed(seed)
+        self.eval_batch = self.masker(eval_seqs, eval_seqs >= len(SPECIALS), g)
+
+    def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
+        rows = torch.randint(0, len(self.train_seqs), (batch_size,), generator=generator, device=self.device)
+        tokens = self.train_seqs[rows].long()
+        return self.masker(tokens, tokens >= len(SPECIALS), generator)
+
+
+class WikipediaBert(Task):
+    """BERT-style MLM on a text corpus (Wikipedia in the papers; WikiText works)."""
+
+    name = "wikipedia-bert"
+    version = "1"
+    Params = WikipediaParams
+    description = "masked language modelling on a plain-text corpus with a WordPiece tokenizer"
+
+    def build(self, params, seed, device, cache_dir=None):
+        return WikipediaInstance(params, seed, device, cache_dir)
+
+    def teacher_recipe(self, params):
+        # BERT-base pre-training (Devlin et al.): AdamW 1e-4, weight decay 0.01, 1% warm-up, linear decay,
+        # batch 256; checkpoints at MultiBERTs' 20k-step cadence for progressive distillation
+        return Recipe(optimizer="adamw", lr=1e-4, betas=(0.9, 0.999), weight_decay=0.01, schedule="linear",
+                      warmup=0.01, batch_size=256, steps=1_000_000, checkpoint_every=20_000)
+
+    def student_recipe(self, params):
+        return Recipe(optimizer="adamw", lr=5e-4, betas=(0.9, 0.98), weight_decay=0.01, schedule="cosine",
+                      warmup=0.06, batch_size=256)
+
+
+@hookimpl
+def kdbench_register_tasks():
+    return [WikipediaBert]
