@@ -1,0 +1,200 @@
+"""A folder for a paper from a results folder: tables in every format, figures, the
+suite, the versions that made it, and how to reproduce it.
+
+Layout of ``kdbench report RESULTS OUT``::
+
+    OUT/README.md                   what is here, how to reproduce it, how to cite it
+    OUT/tables/leaderboard.{md,tex,csv,json}
+    OUT/figures/<task>.{png,pdf}
+    OUT/suite.yaml                  the suite as last run (plus its plugin files when found)
+    OUT/versions.json               kdbench, python, torch, libraries, plugins, git commit; versions the runs used
+    OUT/results/                    the run folders' JSON (config, summary, curve) and teacher summaries/curves
+
+The tables and figures are built from ``OUT/results`` (the copy), so
+``kdbench report OUT/results AGAIN`` rebuilds them from the run folders alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from . import __version__
+from .errors import UserError
+from .leaderboard import build_boards, render, run_table
+from .store import _atomic_write, atomic_write_json, atomic_write_text
+
+TABLE_FORMATS = {"md": "md", "tex": "latex", "csv": "csv", "json": "json"}
+RUN_FILES = ("config.json", "summary.json", "curve.json", "traceback.txt")
+TEACHER_FILES = ("summary.json", "curve.json")
+
+
+def git_commit(path: Path = Path(__file__).resolve().parents[1]) -> Optional[dict]:
+    """The commit of the kdbench source tree at ``path`` (and whether it has uncommitted
+    changes), or None when kdbench is not running from a git checkout."""
+    if not (path / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head, "dirty": bool(dirty)}
+
+
+def _module_version(name: str) -> Optional[str]:
+    try:
+        module = __import__(name)
+    except ImportError:
+        return None
+    return getattr(module, "__version__", None)
+
+
+def versions(results: Path) -> dict:
+    """What made this report (kdbench, python, libraries, installed plugins, git commit)
+    and what the runs recorded (kdbench versions, task and method versions, devices)."""
+    from .plugins import load_plugins
+
+    registry = load_plugins(())
+    plugins = [{"kind": kind, "name": info.name, "version": str(info.version), "from": info.source}
+               for kind in ("task", "method", "launcher") for info in getattr(registry, kind + "s").values()]
+    runs = run_table(results)
+    configs = [json.loads((d / "config.json").read_text()) for d in sorted((results / "runs").glob("*"))
+               if (d / "config.json").is_file()]
+    used = {
+        "kdbench": sorted({str(c.get("kdbench_version")) for c in configs if c.get("kdbench_version")}),
+        "tasks": sorted({f"{c['task']} {c.get('task_version')}" for c in configs if "task" in c}),
+        "methods": sorted({f"{c['method']} {c.get('method_version')}" for c in configs if "method" in c}),
+        "devices": sorted({str(d) for d in runs.device.dropna()}) if not runs.empty else [],
+    }
+    import torch
+
+    return {
+        "kdbench": __version__, "git": git_commit(), "python": sys.version.split()[0],
+        "platform": platform.platform(), "torch": torch.__version__, "cuda": torch.version.cuda,
+        **{name: _module_version(name) for name in ("numpy", "pandas", "matplotlib", "tabulate", "pydantic")},
+        "plugins": plugins, "plugin_failures": dict(registry.failures), "used_by_runs": used,
+    }
+
+
+def copy_results(results: Path, dest: Path) -> int:
+    """Copy the JSON of every run and teacher folder (no weights) and the suite; return
+    the number of run folders copied."""
+    n = 0
+    for kind, names in (("runs", RUN_FILES), ("teachers", TEACHER_FILES)):
+        for d in sorted((results / kind).glob("*")):
+            if not (d / names[0]).is_file():
+                continue
+            n += kind == "runs"
+            for name in names:
+                if (d / name).is_file():
+                    data = (d / name).read_bytes()
+                    _atomic_write(dest / kind / d.name / name, lambda f, data=data: f.write(data))
+    if (results / "suite.yaml").is_file():
+        atomic_write_text(dest / "suite.yaml", (results / "suite.yaml").read_text())
+    return n
+
+
+def _suite_files(results: Path, dest: Path) -> tuple[str, list[str]]:
+    """Copy the suite and the plugin files it names (looked up in the working directory,
+    the results folder and its parent); return the suite's sha256 and the plugin files
+    that could not be found."""
+    suite = results / "suite.yaml"
+    if not suite.is_file():
+        return "", []
+    text = suite.read_text()
+    atomic_write_text(dest / "suite.yaml", text)
+    try:
+        named = (yaml.safe_load(text) or {}).get("plugins") or []
+    except (yaml.YAMLError, AttributeError):
+        named = []
+    missing = []
+    for p in named:
+        found = next((c for c in (Path(p), results / p, results.parent / p) if c.is_file()), None)
+        if found is None:
+            missing.append(str(p))
+        else:  # next to the suite as it names it, so `kdbench run suite.yaml` finds it
+            inside = not Path(p).is_absolute() and ".." not in Path(p).parts
+            atomic_write_text(dest / p if inside else dest / "plugins" / Path(p).name, found.read_text())
+    return hashlib.sha256(text.encode()).hexdigest(), missing
+
+
+def _readme(dest: Path, boards, info: dict, suite_sha: str, missing: list[str],
+            figures: list[Path], runs: int) -> str:
+    git = info.get("git") or {}
+    commit = f"{git['commit']}{' (with uncommitted changes)' if git.get('dirty') else ''}" if git else "not a git checkout"
+    try:
+        name = (yaml.safe_load((dest / "suite.yaml").read_text()) or {}).get("name", "suite")
+    except (OSError, yaml.YAMLError, AttributeError):
+        name = "suite"
+    tasks = ", ".join(b.task for b in boards)
+    budgets = "; ".join(f"{b.task}: {b.budget:.3g} FLOPs" for b in boards if b.budget is not None)
+    lines = [
+        f"# kdbench report: {name}", "",
+        f"Made by kdbench {info['kdbench']} (git {commit}), torch {info['torch']}, python {info['python']}, "
+        f"from {runs} run folders ({tasks}).", "",
+        "| file | what |", "|---|---|",
+        "| `tables/leaderboard.md` | the leaderboard, GitHub markdown |",
+        "| `tables/leaderboard.tex` | the same as LaTeX tables (needs `booktabs`, `graphicx`) |",
+        "| `tables/leaderboard.csv`, `.json` | the same numbers, machine-readable (unrounded) |",
+        *[f"| `figures/{p.name}` | metric vs FLOPs |" for p in figures],
+        "| `suite.yaml` | the suite as run |",
+        "| `versions.json` | versions of everything that made these results and this report |",
+        "| `results/` | every run folder's config, summary and curve; teacher summaries and curves |",
+        "",
+        "## Reproduce", "",
+        "Install the same versions (`versions.json` lists all of them):", "",
+        "```bash",
+        f"pip install torch=={info['torch'].split('+')[0]}",
+        f"pip install kdbench=={info['kdbench']}" + (f"   # or a checkout of commit {git['commit']}" if git else ""),
+        "```", "",
+        "From this folder, rebuild these tables and figures from the stored run folders alone:", "",
+        "```bash", "kdbench report results/ ../report-again/", "```", "",
+        "or rerun the experiments (teachers and students) and report them:", "",
+        "```bash", "kdbench run suite.yaml -o ../results-rerun/", "kdbench report ../results-rerun/ ../report-rerun/",
+        "```", "",
+    ]
+    if missing:
+        lines += [f"The suite names plugin files that were not found when this report was made: "
+                  f"{', '.join(missing)}; the rerun needs them next to the suite.", ""]
+    lines += [
+        "## How to cite these results", "",
+        f"Results from kdbench {info['kdbench']}" + (f" (commit {git['commit'][:12]})" if git else "")
+        + f", suite `{name}` (sha256 {suite_sha[:16]}), budget {budgets or 'see tables'}; FLOPs measured with "
+        "torch.utils.flop_counter (student forward + backward + teacher forwards for targets; teacher training "
+        "reported separately). Mean ± std over seeds; failed or diverged runs are listed under each table.", "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(results: Path, dest: Path, baseline: Optional[str] = None, ci: bool = False,
+                 teacher: bool = False) -> Path:
+    """Write the report folder ``dest`` for results folder ``results``; return ``dest``."""
+    from .plots import write_figures
+
+    results, dest = Path(results), Path(dest)
+    if not (results / "runs").is_dir():
+        raise UserError(f"{results}: not a kdbench results folder (no runs/ inside)")
+    if dest.resolve() == results.resolve():
+        raise UserError(f"{dest}: the report folder must differ from the results folder")
+    copied = dest / "results"
+    runs = copy_results(results, copied)
+    suite_sha, missing = _suite_files(results, dest)
+    table = run_table(copied)
+    boards = build_boards(copied, baseline, ci, runs=table)
+    for ext, fmt in TABLE_FORMATS.items():
+        atomic_write_text(dest / "tables" / f"leaderboard.{ext}", render(boards, fmt, copied))
+    figures = write_figures(copied, dest / "figures", teacher=teacher, runs=table)
+    info = versions(copied)
+    atomic_write_json(dest / "versions.json", {**info, "suite_sha256": suite_sha})
+    atomic_write_text(dest / "README.md", _readme(dest, boards, info, suite_sha, missing, figures, runs))
+    return dest

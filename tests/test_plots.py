@@ -1,0 +1,83 @@
+"""Figures: metric vs FLOPs per task, from hand-made and real run folders."""
+
+import numpy as np
+
+from conftest import kdbench
+from kdbench.leaderboard import run_table
+from kdbench.plots import plot_task, seed_band, write_figures
+from kdbench.store import atomic_write_json
+from test_leaderboard import curve_of, make_run
+
+THREE_PHASES = [{"name": "checkpoint-100", "steps": 10, "step_flops": 10},
+                {"name": "checkpoint-200", "steps": 10, "step_flops": 10},
+                {"name": "final-teacher", "steps": 10, "step_flops": 10}]
+
+
+def two_methods(out):
+    """one-shot (one phase) and progressive (three phases: boundaries at 100 and 200 FLOPs), two seeds each."""
+    for seed in (0, 1):
+        make_run(out, f"o{seed}", "one-shot", seed, 0.7, curve=curve_of([0.5, 0.6, 0.7, 0.7 + seed / 10]))
+        make_run(out, f"p{seed}", "progressive", seed, 0.9, phases=THREE_PHASES,
+                 curve=curve_of([0.5, 0.7, 0.8, 0.9 - seed / 10],
+                                phases=["checkpoint-100"] * 2 + ["checkpoint-200", "final-teacher"]))
+    make_run(out, "x", "progressive", 2, None, status="diverged", curve=curve_of([0.5, 0.55]))
+    atomic_write_json(out / "teachers" / "t-1" / "curve.json", curve_of([0.5, 0.9, 1.0], flops_per_point=1000))
+
+
+def test_seed_band_mean_min_max():
+    a = curve_of([0.0, 1.0, 1.0])
+    b = curve_of([0.0, 0.5])  # shorter: absent beyond its last point
+    x, mean, lo, hi = seed_band([a, b], "accuracy")
+    assert list(x) == [0, 100, 200]
+    np.testing.assert_allclose(mean, [0.0, 0.75, 1.0])
+    np.testing.assert_allclose(lo, [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(hi, [0.0, 1.0, 1.0])
+
+
+def test_figure_has_a_mean_line_per_method_and_a_line_per_phase_boundary(tmp_path):
+    two_methods(tmp_path)
+    runs = run_table(tmp_path)
+    fig = plot_task(runs)
+    ax = fig.axes[0]
+    solid = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]
+    dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    assert len(ax.get_lines()) == 2 + 2  # two mean lines, progressive's two boundaries
+    assert len(solid) == 2 and sorted(ln.get_xdata()[0] for ln in dashed) == [100, 200]
+    progressive = next(ln for ln in solid if ln.get_label().startswith("progressive"))
+    np.testing.assert_allclose(progressive.get_ydata(), [0.5, 0.7, 0.8, 0.85])  # mean over the finished seeds
+    assert progressive.get_label() == "progressive (n=2, 1 diverged)"
+    assert len(ax.collections) == 3  # two seed bands and the diverged run's marker
+    with_teacher = plot_task(runs, teacher_curves={"t-1": curve_of([0.5, 0.9, 1.0], flops_per_point=1000)})
+    assert len(with_teacher.axes[0].get_lines()) == 5
+
+
+def test_write_figures_png_and_pdf(tmp_path):
+    two_methods(tmp_path)
+    make_run(tmp_path, "z", "one-shot", 0, 0.5, task="other", curve=curve_of([0.4, 0.5]))
+    paths = write_figures(tmp_path, teacher=True)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in paths) == [
+        "figures/other.pdf", "figures/other.png", "figures/parity-mlp.pdf", "figures/parity-mlp.png"]
+    assert (tmp_path / "figures" / "parity-mlp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "figures" / "parity-mlp.pdf").read_bytes()[:5] == b"%PDF-"
+    before = (tmp_path / "figures" / "parity-mlp.pdf").read_bytes()
+    write_figures(tmp_path, teacher=True)
+    assert (tmp_path / "figures" / "parity-mlp.pdf").read_bytes() == before  # same folders, same figure
+
+
+def test_plot_command(tmp_path):
+    two_methods(tmp_path)
+    result = kdbench("plot", tmp_path, "--output", tmp_path / "figs", "--teacher-curve")
+    assert "parity-mlp.png" in result.output and (tmp_path / "figs" / "parity-mlp.pdf").is_file()
+    kdbench("leaderboard", tmp_path, "--plot")
+    assert (tmp_path / "figures" / "parity-mlp.png").is_file()
+    assert "not a kdbench results folder" in kdbench("plot", tmp_path / "figs", expect=2).output
+
+
+def test_run_writes_figures_next_to_leaderboard(smoke_results):
+    out, _ = smoke_results
+    assert (out / "leaderboard.md").is_file()
+    for ext in ("png", "pdf"):
+        assert (out / "figures" / f"parity-mlp.{ext}").stat().st_size > 1000
+    fig = plot_task(run_table(out))
+    assert len(fig.axes[0].get_lines()) == 2  # labels and one-shot: one phase each, no boundaries
+    assert {ln.get_label() for ln in fig.axes[0].get_lines()} == {"labels (n=2)", "one-shot (n=2)"}
