@@ -1,0 +1,200 @@
+"""Test helpers for plugin authors, shipped as a pytest plugin (entry point ``pytest11``).
+
+With kdbench installed, every pytest session gets three fixtures:
+
+``tiny_task``
+    A :class:`TinyTask`: a sparse-parity task small enough to train a teacher
+    in well under a second (n=10, k=2, teacher width 64, student width 16).
+``tiny_budget``
+    A student FLOP budget (float) that gives that task a few hundred steps.
+``run_method``
+    ``run_method(method, params=None, *, task=None, budget_flops=TINY_BUDGET, seed=0, ...)``
+    runs ``method`` (a registered name or a :class:`kdbench.Method` subclass that
+    need not be installed) through the real engine, exactly as ``kdbench run``
+    would: params validated by the suite schema, a teacher trained through the
+    teacher cache (shared by the whole test session), FLOPs measured and the
+    budget allotted by the runner. It returns a :class:`MethodRun` (curve,
+    per-phase steps and FLOPs, the trained student).
+
+The same helpers work without pytest: ``from kdbench.testing import run_method``.
+At load this module imports only pytest and the standard library (the kdbench
+package around it imports torch); the harness is imported when a helper runs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import pytest
+
+TINY_BUDGET = 5e6  # FLOPs: ~130 one-shot (~375 labels) steps of the tiny task at batch 16
+
+
+@dataclass
+class TinyTask:
+    """A task as a suite's ``tasks:`` entry gives it: name (or Task class), params, recipes.
+
+    ``name`` may be a registered task name or a :class:`kdbench.Task` subclass
+    (registered on the fly, so an author can test a task that is not installed).
+    """
+
+    name: Any = "parity-mlp"
+    params: dict = field(default_factory=lambda: {"n": 10, "k": 2, "teacher_width": 64, "student_width": 16,
+                                                  "eval_size": 256})
+    teacher: dict = field(default_factory=lambda: {"optimizer": "adam", "lr": 0.01, "batch_size": 32,
+                                                   "steps": 300})
+    student: dict = field(default_factory=lambda: {"optimizer": "adam", "lr": 0.01, "batch_size": 16})
+
+
+@dataclass
+class MethodRun:
+    """What :func:`run_method` returns: the run, its phases as allotted, and the outcome."""
+
+    run: Any  # kdbench.suite.Run
+    curve: list[dict]
+    status: str
+    phases: list  # kdbench.Phase objects the method returned
+    phase_steps: list[int]
+    phase_step_flops: list[int]
+    budget_flops: float
+    flops: int
+    student: Any  # the trained student model
+    task: Any  # the TaskInstance
+
+    @property
+    def final(self) -> dict:
+        """The last curve point (metrics after the last step)."""
+        return self.curve[-1]
+
+    def metric(self, name: Optional[str] = None) -> float:
+        """The final value of ``name`` (default: the task's ranking metric)."""
+        return float(self.final[name or self.task.metric])
+
+    def phase_points(self, phase: str) -> list[dict]:
+        """The curve points recorded during ``phase``."""
+        return [p for p in self.curve if p["phase"] == phase]
+
+
+def _plugin_name(registry, kind: str, plugin: Union[str, type]) -> str:
+    """The name of ``plugin`` in ``registry``, registering a class that is not installed."""
+    from .errors import UserError
+    from .plugins import PluginInfo
+
+    table = getattr(registry, kind + "s")
+    if isinstance(plugin, str):
+        if plugin not in table:
+            raise UserError(f"run_method: unknown {kind} {plugin!r}; allowed: {', '.join(sorted(table))}")
+        return plugin
+    name = getattr(plugin, "name", None)
+    if not name:
+        raise UserError(f"run_method: {plugin!r} has no name")
+    table[name] = PluginInfo(kind, name, str(getattr(plugin, "version", "1")), "kdbench.testing", plugin)
+    return name
+
+
+@contextmanager
+def _torch_threads(threads: Optional[int]):
+    """Set torch's CPU thread count for a block, then restore it."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_method(method: Union[str, type], params: Optional[dict] = None, *, task: Optional[TinyTask] = None,
+               budget_flops: float = TINY_BUDGET, seed: int = 0, teacher_seed: int = 0, eval_points: int = 4,
+               teacher: str = "trained", out: Optional[Path] = None, device: str = "cpu",
+               threads: Optional[int] = 1) -> MethodRun:
+    """Run ``method`` with ``params`` on ``task`` under ``budget_flops`` through the engine.
+
+    ``teacher="trained"`` trains the task's teacher through the teacher cache in
+    ``out`` (once per teacher id; default: a temporary folder removed afterwards);
+    ``"probe"`` uses an untrained teacher of the right shape (enough to test
+    shapes and FLOPs, not learning). Bad params raise :class:`kdbench.UserError`
+    naming the field, as ``kdbench run`` does. ``threads`` sets torch's CPU
+    threads for the call (restored afterwards): tiny models run fastest on one,
+    and several threads on a busy machine run many times slower.
+    """
+    if teacher not in ("trained", "probe"):
+        raise ValueError(f"teacher must be 'trained' or 'probe', got {teacher!r}")
+    with ExitStack() as stack:
+        stack.enter_context(_torch_threads(threads))
+        if out is None:
+            out = stack.enter_context(tempfile.TemporaryDirectory(prefix="kdbench-testing-"))
+        return _run(method, params or {}, task or TinyTask(), budget_flops, seed, teacher_seed, eval_points,
+                    teacher, Path(out), device)
+
+
+def _run(method, params, task, budget_flops, seed, teacher_seed, eval_points, teacher, out, device) -> MethodRun:
+    import torch
+
+    from .api import Recipe
+    from .engine import train
+    from .plugins import load_plugins
+    from .runner import build_task, prepare
+    from .store import teacher_dir
+    from .suite import Budget, Evaluation, MethodEntry, Suite, TaskEntry, expand
+    from .teachers import CachedTeacher, ProbeTeacher, ensure_teacher
+
+    registry = load_plugins()
+    method_name = _plugin_name(registry, "method", method)
+    task_name = _plugin_name(registry, "task", task.name)
+    suite = Suite(name="run-method", seeds=[seed], teacher_seeds=[teacher_seed], budget=Budget(flops=budget_flops),
+                  eval=Evaluation(points=eval_points),
+                  tasks=[TaskEntry(name=task_name, params=task.params, teacher=task.teacher, student=task.student)],
+                  methods=[MethodEntry(name=method_name, params=params)])
+    (run,) = expand(suite, Path("<run_method>"), registry)
+    dev = torch.device(device)
+    instance = build_task(run, registry, dev, out)
+    access = None
+    if registry.methods[method_name].cls.needs_teacher:
+        if teacher == "probe":
+            access = ProbeTeacher(instance, teacher_seed, run.checkpoints)
+        else:
+            ensure_teacher(out, run.teacher_id, instance, teacher_seed, Recipe.model_validate(run.teacher_recipe),
+                           list(run.checkpoints), None, eval_points)
+            access = CachedTeacher(teacher_dir(out, run.teacher_id), instance, teacher_seed)
+    prepared = prepare(run, registry, instance, access, dev)
+    result = train(prepared.job)
+    return MethodRun(run=run, curve=result.curve, status=result.status, phases=prepared.job.phases,
+                     phase_steps=prepared.phase_steps, phase_step_flops=prepared.phase_flops,
+                     budget_flops=prepared.budget_flops, flops=result.flops, student=prepared.job.model,
+                     task=instance)
+
+
+@pytest.fixture
+def tiny_task() -> TinyTask:
+    """A sparse-parity task whose teacher trains in well under a second (a fresh copy per test)."""
+    return TinyTask()
+
+
+@pytest.fixture
+def tiny_budget() -> float:
+    """A student FLOP budget worth a few hundred steps on ``tiny_task``."""
+    return TINY_BUDGET
+
+
+@pytest.fixture(scope="session")
+def _kdbench_teacher_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("kdbench-teachers")
+
+
+@pytest.fixture(name="run_method")
+def _run_method_fixture(_kdbench_teacher_cache):
+    """:func:`run_method` with teachers cached for the whole test session:
+    ``def test_mine(run_method): result = run_method("mine", {"weight": 0.5})``."""
+
+    def run(method, params=None, **kwargs) -> MethodRun:
+        kwargs.setdefault("out", _kdbench_teacher_cache)
+        return run_method(method, params, **kwargs)
+
+    return run

@@ -1,0 +1,65 @@
+"""``kdbench new-method``: the package it writes installs, registers its method and passes its own tests."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from kdbench.plugins import load_plugins
+from kdbench.scaffold import new_method_package, package_names
+
+from conftest import kdbench
+
+
+def test_names():
+    assert package_names("my-kd") == {"name": "my-kd", "dist": "kdbench-my-kd", "package": "kdbench_my_kd",
+                                      "cls": "MyKd"}
+
+
+@pytest.mark.parametrize("bad", ["My-KD", "1kd", "my_kd", "my--kd", "kd-", "", "a b"])
+def test_bad_names_are_user_errors(bad, tmp_path):
+    result = kdbench("new-method", bad, "--output", tmp_path, expect=2)
+    assert "not a valid method name" in result.output
+
+
+def test_refuses_an_installed_name_and_an_existing_folder(tmp_path):
+    assert "already installed" in kdbench("new-method", "one-shot", "--output", tmp_path, expect=2).output
+    kdbench("new-method", "my-kd", "--output", tmp_path)
+    assert "already exists" in kdbench("new-method", "my-kd", "--output", tmp_path, expect=2).output
+
+
+def test_layout_and_entry_point(tmp_path):
+    root = new_method_package("my-kd", tmp_path)
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert files == ["README.md", "kdbench_my_kd/__init__.py", "kdbench_my_kd/method.py", "pyproject.toml",
+                     "tests/test_kdbench_my_kd.py"]
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert project["project"]["name"] == "kdbench-my-kd"
+    assert project["project"]["entry-points"]["kdbench"] == {"my-kd": "kdbench_my_kd"}
+
+
+def test_generated_package_installs_registers_and_passes_its_tests(tmp_path, monkeypatch):
+    root = new_method_package("my-kd", tmp_path)
+    site = tmp_path / "site"
+    # a real install (wheel built by setuptools, metadata and entry point included), into a folder of its own;
+    # offline when this environment has setuptools (Python >= 3.12 venvs do not: pip then fetches it)
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *isolation,
+                    "--target", str(site), str(root)], check=True, capture_output=True)
+
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        info = load_plugins().methods["my-kd"]
+        assert (info.version, info.source) == ("1", "entry point my-kd (kdbench-my-kd 0.1.0)")
+    finally:
+        for name in [m for m in sys.modules if m.startswith("kdbench_my_kd")]:
+            del sys.modules[name]
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 passed" in done.stdout and "skipped" not in done.stdout
