@@ -1,38 +1,120 @@
-"""Launchers execute the unfinished runs of a suite. Built-ins: ``local`` (and ``slurm``)."""
+"""Launchers execute the unfinished runs of a suite. Built-ins: ``local`` and ``slurm``.
+
+A launcher is chosen by ``kdbench run --launcher NAME`` or a suite's
+``launcher: {name: ..., options: {...}}``; its options are validated by its
+``Params`` model (suite options, then ``--launcher-option key=value`` and the
+shortcuts ``--jobs`` / ``--sbatch`` on top).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Optional
 
 import torch
+import yaml
+from pydantic import ValidationError
 
 from ..api import Params
+from ..errors import UserError
 from ..plugins import Registry
 from ..progress import Reporter
-from ..suite import Run
+from ..suite import Run, format_validation_error
 
 
 @dataclass
 class LaunchContext:
-    """What every launcher gets besides the runs."""
+    """What every launcher gets besides the runs.
+
+    ``device`` is resolved on this machine (None for a launcher that runs
+    elsewhere: it resolves ``device_spec`` where the run executes). ``params``
+    is the launcher's validated ``Params``. ``plugin_paths`` are every plugin
+    file the suite and the command line named, so a worker process or a job on
+    another machine can rebuild the same registry.
+    """
 
     out: Path
     registry: Registry
-    device: torch.device
+    device: Optional[torch.device]
     reporter: Reporter
     plugin_paths: tuple = ()
     options: dict = field(default_factory=dict)
+    params: Optional[Params] = None
+    device_spec: str = "auto"
+    precision: str = "fp32"
+    compile: bool = False
+    detach: bool = False
 
 
 class Launcher:
-    """A launcher plugin: ``launch(runs, ctx)`` executes ``runs`` and returns their summaries."""
+    """A launcher plugin: ``launch(runs, ctx)`` executes ``runs`` and returns their summaries.
+
+    ``jobs_option`` names the field of ``Params`` that ``kdbench run --jobs N``
+    sets (how many runs execute at once); ``runs_elsewhere`` says the runs do not
+    execute on this machine (so ``--device`` is resolved where they do);
+    ``detachable`` says ``--detach`` is meaningful (submit and return).
+    """
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
     Params: ClassVar[type[Params]] = Params
     description: ClassVar[str] = ""
+    jobs_option: ClassVar[Optional[str]] = None
+    runs_elsewhere: ClassVar[bool] = False
+    detachable: ClassVar[bool] = False
 
     def launch(self, runs: list[Run], ctx: LaunchContext) -> list[dict]:
         raise NotImplementedError
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``key=value`` from the command line; the value is read as a YAML scalar or list."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--launcher-option: {text!r} is not KEY=VALUE")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def launcher_params(cls: type[Launcher], suite_options: dict, cli_options: dict, where: Path) -> Params:
+    """``cls.Params`` from the suite's options with the command line's on top; a bad key or
+    value is a UserError naming the suite's ``launcher.options`` or the command-line option."""
+    try:
+        cls.Params.model_validate(suite_options)
+    except ValidationError as err:
+        raise UserError(format_validation_error(where, err, "launcher.options")) from err
+    try:
+        return cls.Params.model_validate({**suite_options, **cli_options})
+    except ValidationError as err:
+        raise UserError(format_validation_error(Path("command line"), err, f"--launcher {cls.name} option")) from err
+
+
+def choose_launcher(loaded, registry: Registry, name: Optional[str] = None, jobs: Optional[int] = None,
+                    options: tuple = (), sbatch: tuple = (), detach: bool = False) -> tuple[type[Launcher], Params]:
+    """The launcher class and its validated params for ``kdbench run``: the command line's
+    ``--launcher`` (else the suite's ``launcher.name``), the suite's options when it names
+    the same launcher, then ``--launcher-option KEY=VALUE``, ``--jobs`` and ``--sbatch``."""
+    from ..suite import _unknown
+
+    entry = loaded.suite.launcher
+    name = name or entry.name
+    if name not in registry.launchers:
+        raise _unknown(Path("--launcher"), "launcher", "launcher", name, list(registry.launchers))
+    cls = registry.launchers[name].cls
+    suite_options = dict(entry.options) if entry.name == name else {}
+    cli = dict(parse_option(o) for o in options)
+    if jobs is not None:
+        if cls.jobs_option is None:
+            raise UserError(f"--jobs: the {name!r} launcher does not run jobs at once")
+        cli[cls.jobs_option] = jobs
+    if sbatch:
+        if "sbatch" not in cls.Params.model_fields:
+            raise UserError(f"--sbatch: only for a launcher that submits sbatch jobs (slurm), not {name!r}")
+        cli["sbatch"] = list(cli.get("sbatch", suite_options.get("sbatch", []))) + list(sbatch)
+    if detach and not cls.detachable:
+        raise UserError(f"--detach: the {name!r} launcher runs here and cannot detach; use --launcher slurm")
+    return cls, launcher_params(cls, suite_options, cli, loaded.path)
