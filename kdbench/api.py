@@ -83,6 +83,45 @@ class Recipe(Params):
 
 
 @dataclass
+class CoTrain:
+    """A model trained in lockstep with the student (online distillation's teacher).
+
+    The engine steps it every ``every`` student steps, on the student's batch,
+    with ``loss`` and its own optimizer from ``recipe``, for at most ``steps`` of
+    its steps (default ``recipe.steps``). ``target``, if given, is a frozen copy
+    the student reads; the engine refreshes it from ``model`` every ``refresh``
+    co-training steps. Its FLOPs are measured like a phase's and reported as
+    teacher-training FLOPs of the run.
+    """
+
+    model: nn.Module
+    loss: Callable[["Batch"], torch.Tensor]
+    recipe: "Recipe"
+    every: int = 1
+    steps: Optional[int] = None
+    target: Optional[nn.Module] = None
+    refresh: int = 1
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps if self.steps is not None else self.recipe.steps
+
+
+@dataclass
+class Clock:
+    """Where the engine is: set before every loss call, so a loss can follow a schedule
+    (e.g. a temperature) and stay exact across resumption."""
+
+    step: int = 0  # student steps done before this one
+    phase_step: int = 0  # steps done in the current phase
+    phase_steps: int = 1  # steps allotted to the current phase
+
+    @property
+    def phase_fraction(self) -> float:
+        return self.phase_step / max(1, self.phase_steps)
+
+
+@dataclass
 class Phase:
     """One stage of a method: plain data the engine runs.
 
@@ -96,7 +135,8 @@ class Phase:
     step. ``params`` restricts which student parameters the phase trains (None:
     all). ``teacher`` and ``depth`` describe what the loss uses (for curves and
     reports only: costs are measured, not declared). Phases with the same
-    ``cost_key`` share one FLOP measurement (default: the name).
+    ``cost_key`` share one FLOP measurement (default: the name). ``cotrain``
+    trains another model alongside (see :class:`CoTrain`).
     """
 
     name: str
@@ -108,6 +148,7 @@ class Phase:
     depth: Optional[int] = None
     cost_key: Optional[str] = None
     info: dict[str, Any] = field(default_factory=dict)
+    cotrain: Optional[CoTrain] = None
 
     def __post_init__(self) -> None:
         if self.share is not None and self.steps is not None:
@@ -196,6 +237,8 @@ class MethodContext:
     seed: int
     device: torch.device
     generator: torch.Generator  # seeded from the run seed: draw projections etc. from it
+    clock: Clock = field(default_factory=Clock)  # kept current by the engine
+    make_teacher: Optional[Callable[[], nn.Module]] = None  # a fresh teacher, initialised as the cached one
 
 
 class Method:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import shutil
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -62,19 +60,35 @@ def run(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results folder (default: the suite's)."),
     plugin: Optional[List[Path]] = PluginOpt,
     device: str = typer.Option("auto", help="auto (cuda if present, else cpu), cpu, cuda, cuda:1 ..."),
-    launcher: str = typer.Option("local", help="Launcher plugin that executes the runs."),
+    launcher: Optional[str] = typer.Option(None, help="Launcher plugin that executes the runs "
+                                                       "(default: the suite's launcher.name, else local)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1,
+                                       help="Runs at once (local: worker processes; slurm: array parallelism)."),
+    launcher_option: Optional[List[str]] = typer.Option(None, "--launcher-option", "-L",
+                                                        help="KEY=VALUE option of the launcher (repeatable)."),
+    sbatch: Optional[List[str]] = typer.Option(None, "--sbatch", help="Extra sbatch option for the slurm "
+                                               "launcher, e.g. --sbatch=--qos=high (repeatable)."),
+    detach: bool = typer.Option(False, "--detach", help="Submit the jobs and return (slurm); `kdbench status` "
+                                "and a later `kdbench run` pick them up."),
+    precision: str = typer.Option("fp32", help="fp32, or bf16: autocast the losses to bfloat16 on CUDA "
+                                  "(fp32 on CPU)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile student and teacher "
+                                 "(after their FLOPs are measured)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     """Train teachers and run every unfinished run of SUITE, then write the leaderboard."""
-    from .launchers import LaunchContext
+    from .launchers import LaunchContext, choose_launcher
     from .leaderboard import write_leaderboard
-    from .runner import resolve_device
+    from .runner import check_device_spec, effective_precision, resolve_device
     from .store import atomic_write_text, run_is_done
 
     loaded, registry = _load(suite, plugin, output)
-    if launcher not in registry.launchers:
-        from .suite import _unknown
-        raise _unknown(Path("--launcher"), "launcher", "launcher", launcher, list(registry.launchers))
+    launcher_cls, launcher_params = choose_launcher(loaded, registry, launcher, jobs, tuple(launcher_option or ()),
+                                                    tuple(sbatch or ()), detach)
+    check_device_spec(device)
+    dev = None if launcher_cls.runs_elsewhere else resolve_device(device)
+    if dev is not None and effective_precision(precision, dev) != precision:
+        err_console.print(f"--precision {precision}: bf16 autocast runs on CUDA only; training in fp32 on {dev}.")
     out = loaded.output
     todo = [r for r in loaded.runs if not run_is_done(out, r.run_id)]
     done = len(loaded.runs) - len(todo)
@@ -84,14 +98,36 @@ def run(
     if done:
         err_console.print(f"{done} of {len(loaded.runs)} runs already finished in {out}: skipped.")
     with reporter:
-        ctx = LaunchContext(out=out, registry=registry, device=resolve_device(device), reporter=reporter,
-                            plugin_paths=tuple(str(p) for p in plugin or ()))
-        summaries = registry.launchers[launcher].cls().launch(todo, ctx) if todo else []
+        ctx = LaunchContext(out=out, registry=registry, device=dev, reporter=reporter,
+                            plugin_paths=loaded.plugin_paths, options=launcher_params.model_dump(),
+                            params=launcher_params, device_spec=device, precision=precision, compile=compile,
+                            detach=detach)
+        try:
+            summaries = launcher_cls().launch(todo, ctx) if todo else []
+        except KeyboardInterrupt:
+            summaries = None
+    if detach and todo and summaries is not None:
+        err_console.print(f"detached: `kdbench status {out}` shows the jobs; `kdbench run {suite}` again "
+                          "waits for them and writes the leaderboard.")
+        return
     path = write_leaderboard(out)
+    _write_figures(out)
+    if summaries is None:
+        err_console.print("interrupted: finished runs are kept and the run in progress saved its state; "
+                          "run the same command again to resume.")
+        raise typer.Exit(130)
     if not quiet:
         typer.echo(path.read_text())
+    # a run another process finished while this one waited for its lock comes back "skipped"
+    done += sum(1 for s in summaries if s.get("status") == "skipped")
+    summaries = [s for s in summaries if s.get("status") != "skipped"]
     failed = [s for s in summaries if s.get("status") == "failed"]
-    err_console.print(f"{len(summaries)} runs executed, {done} skipped, {len(failed)} failed; leaderboard: {path}")
+    for s in failed:
+        err_console.print(f"[red]failed:[/red] run {s['run_id']}: {s.get('error')} "
+                          f"(traceback: {out / 'runs' / s['run_id'] / 'traceback.txt'})", highlight=False)
+    diverged = [s for s in summaries if s.get("status") == "diverged"]
+    err_console.print(f"{len(summaries)} runs executed, {done} skipped, {len(failed)} failed, "
+                      f"{len(diverged)} diverged; leaderboard: {path}")
     if failed:
         raise typer.Exit(1)
 
@@ -113,28 +149,90 @@ def plan(
     output: Optional[Path] = typer.Option(None, "--output", "-o"),
     plugin: Optional[List[Path]] = PluginOpt,
     device: str = typer.Option("auto"),
+    probe_steps: int = typer.Option(10, min=0, help="Engine steps timed per phase for the time estimate "
+                                    "(0: no estimate)."),
+    precision: str = typer.Option("fp32", help="Precision the estimate assumes (fp32, bf16)."),
+    compile: bool = typer.Option(False, "--compile", help="Estimate with torch.compile (as `run --compile`)."),
 ):
-    """List SUITE's runs: ids, measured FLOPs per step, steps, budget, and which are done."""
-    from .runner import build_task, prepare, resolve_device
+    """List SUITE's runs: ids, measured FLOPs per step, steps, budget, which are done, and an
+    estimate of each run's time on this device from a few timed engine steps."""
+    from .api import Recipe
+    from .probe import estimate_job, format_seconds, teacher_job
+    from .runner import build_task, effective_precision, prepare, resolve_device
     from .store import run_is_done
+    from .suite import short_hash
     from .teachers import ProbeTeacher
 
     loaded, registry = _load(suite, plugin, output)
     dev = resolve_device(device)
+    precision = effective_precision(precision, dev)
     table = Table(title=f"{loaded.suite.name}: {len(loaded.runs)} runs -> {loaded.output}")
     for col in ("run id", "task", "method", "seed", "budget FLOPs", "phases (steps x FLOPs/step)", "done"):
         table.add_column(col)
-    tasks = {}
+    if probe_steps:
+        table.add_column(f"est. time ({dev.type})")
+    tasks, estimates, teacher_estimates, total = {}, {}, {}, 0.0
     for r in loaded.runs:
         key = (r.teacher_id,)
         if key not in tasks:
             tasks[key] = build_task(r, registry, dev, None)
         task = tasks[key]
-        p = prepare(r, registry, task, ProbeTeacher(task, r.teacher_seed, r.checkpoints), dev)
+        p = prepare(r, registry, task, ProbeTeacher(task, r.teacher_seed, r.checkpoints), dev,
+                    precision=precision, compile=compile)
         phases = ", ".join(f"{ph.name} {n}x{c:.3g}" for ph, n, c in zip(p.job.phases, p.phase_steps, p.phase_flops))
-        table.add_row(r.run_id, r.task_label, r.method_label, str(r.seed), f"{p.budget_flops:.3g}", phases,
-                      "yes" if run_is_done(loaded.output, r.run_id) else "no")
+        done = run_is_done(loaded.output, r.run_id)
+        row = [r.run_id, r.task_label, r.method_label, str(r.seed), f"{p.budget_flops:.3g}", phases,
+               "yes" if done else "no"]
+        if probe_steps:
+            same = short_hash([r.teacher_id, r.method, r.method_params, r.student_recipe, r.budget, r.eval])
+            if same not in estimates:  # seeds do not change the speed
+                estimates[same] = estimate_job(p.job, probe_steps)
+            total += 0.0 if done else estimates[same]
+            row.append(format_seconds(estimates[same]))
+            needs = registry.methods[r.method].cls.needs_teacher and not r.teacher_checkpoint
+            if needs and r.teacher_id not in teacher_estimates:
+                recipe = Recipe.model_validate(r.teacher_recipe)
+                teacher_estimates[r.teacher_id] = estimate_job(
+                    teacher_job(task, r.teacher_seed, recipe, r.eval["points"], precision, compile), probe_steps)
+        table.add_row(*row)
     out_console.print(table)
+    if probe_steps:
+        for tid, seconds in teacher_estimates.items():
+            out_console.print(f"teacher {tid}: est. {format_seconds(seconds)} (trained once, if not cached)")
+        out_console.print(f"estimated time of the unfinished runs, one after another on {dev} ({precision}"
+                          f"{', compiled' if compile else ''}): {format_seconds(total)} + teachers "
+                          f"{format_seconds(sum(teacher_estimates.values()))}; from {probe_steps} timed steps "
+                          "per phase", highlight=False)
+
+
+@app.command()
+@user_errors
+def status(
+    target: Path = typer.Argument(..., help="A results folder, or a suite file (then its output folder)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results folder of the suite."),
+    plugin: Optional[List[Path]] = PluginOpt,
+):
+    """Where every run stands: finished, running (step), pending in Slurm, failed, lost, not started."""
+    from .launchers.status import collect
+
+    if target.is_file():
+        loaded, _ = _load(target, plugin, output)
+        out, runs = loaded.output, loaded.runs
+    elif target.is_dir():
+        out, runs = target, None
+    else:
+        raise UserError(f"{target}: no such results folder or suite file")
+    rows, teachers = collect(out, runs)
+    table = Table(title=f"{out}: {len(rows)} runs")
+    for col in ("run id", "task", "method", "seed", "state", "job", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in teachers + rows:
+        table.add_row(r.run_id, r.task, r.method, "" if r.seed is None else str(r.seed), r.state, r.job, r.detail)
+    out_console.print(table)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    out_console.print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no runs")
 
 
 @app.command(name="list")
@@ -153,16 +251,97 @@ def list_plugins(plugin: Optional[List[Path]] = PluginOpt):
         err_console.print(f"[red]plugin {name} failed to load:[/red] {error}", highlight=False)
 
 
-@app.command()
-@user_errors
-def leaderboard(results: Path = typer.Argument(..., help="A results folder written by `kdbench run`.")):
-    """Print RESULTS' leaderboard and write RESULTS/leaderboard.md."""
-    from .leaderboard import write_leaderboard
-
+def _results_dir(results: Path) -> Path:
     if not (results / "runs").is_dir():
         raise UserError(f"{results}: not a kdbench results folder (no runs/ inside)")
-    path = write_leaderboard(results)
-    typer.echo(path.read_text())
+    return results
+
+
+def _write_figures(out: Path, **kwargs) -> list[Path]:
+    """Figures next to the leaderboard; a plotting problem is reported, never fatal to a run."""
+    from .plots import write_figures
+
+    try:
+        return write_figures(out, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - the runs are saved; `kdbench plot` can retry
+        if _debug["on"]:
+            raise
+        err_console.print(f"[red]figures not written:[/red] {type(exc).__name__}: {exc}", highlight=False)
+        return []
+
+
+BaselineOpt = typer.Option(None, "--baseline", help="Method label the others are compared with over matching "
+                           "seeds (default: one-shot, when present).")
+CiOpt = typer.Option(False, "--ci", help="Add a 95% confidence-interval column (Student t over seeds).")
+TeacherOpt = typer.Option(False, "--teacher-curve", help="Also draw the teacher's training curve.")
+
+
+@app.command(name="new-method")
+@user_errors
+def new_method(
+    name: str = typer.Argument(..., help="The method's name in suites: lower-case letters, digits, dashes."),
+    output: Path = typer.Option(Path("."), "--output", "-o", help="Folder to create kdbench-NAME/ in."),
+):
+    """Scaffold a method plugin package (like plugins/kdbench-fitnets): pyproject with entry point, method, tests."""
+    from .scaffold import new_method_package
+
+    root = new_method_package(name, output, tuple(load_plugins().methods))
+    typer.echo(f"created {root}\nnext:\n  pip install -e {root}\n  kdbench list\n  python -m pytest {root / 'tests'} -q")
+
+
+@app.command()
+@user_errors
+def leaderboard(
+    results: Path = typer.Argument(..., help="A results folder written by `kdbench run`."),
+    fmt: str = typer.Option("md", "--format", "-f", help="md, latex, csv or json."),
+    baseline: Optional[str] = BaselineOpt,
+    ci: bool = CiOpt,
+    plot: bool = typer.Option(False, "--plot", help="Also write RESULTS/figures/<task>.png and .pdf."),
+    teacher_curve: bool = TeacherOpt,
+):
+    """Print RESULTS' leaderboard in FORMAT; write RESULTS/leaderboard.md (and leaderboard.<format>)."""
+    from .leaderboard import FORMATS, build_boards, render
+    from .store import atomic_write_text
+
+    boards = build_boards(_results_dir(results), baseline, ci)
+    text = render(boards, fmt, results)
+    atomic_write_text(results / "leaderboard.md", render(boards, "md", results))
+    atomic_write_text(results / f"leaderboard.{FORMATS[fmt]}", text)
+    typer.echo(text)
+    if plot:
+        for path in _write_figures(results, teacher=teacher_curve):
+            err_console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def plot(
+    results: Path = typer.Argument(..., help="A results folder written by `kdbench run`."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for the figures "
+                                          "(default: RESULTS/figures)."),
+    teacher_curve: bool = TeacherOpt,
+):
+    """Write the metric-vs-FLOPs figure of every task of RESULTS as PNG and PDF."""
+    from .plots import write_figures
+
+    for path in write_figures(_results_dir(results), output, teacher=teacher_curve):
+        out_console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def report(
+    results: Path = typer.Argument(..., help="A results folder written by `kdbench run`."),
+    output: Path = typer.Argument(..., help="The folder to write the report into."),
+    baseline: Optional[str] = BaselineOpt,
+    ci: bool = CiOpt,
+    teacher_curve: bool = TeacherOpt,
+):
+    """Write a folder for a paper: tables in every format, figures, the suite, versions, how to reproduce."""
+    from .report import write_report
+
+    dest = write_report(_results_dir(results), output, baseline, ci, teacher_curve)
+    out_console.print(f"report written to {dest} (see {dest / 'README.md'})", highlight=False)
 
 
 def main() -> None:

@@ -9,7 +9,9 @@ so an interrupted job resumes exactly where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import time
 from bisect import bisect_right
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from .api import Phase, Recipe, TaskInstance
+from .api import Clock, CoTrain, Phase, Recipe, TaskInstance
 from .store import atomic_torch_save
 
 CurvePoint = dict
@@ -42,6 +44,10 @@ class TrainJob:
     save_every_s: float = 60.0
     after_step: Optional[Callable[[int], None]] = None  # e.g. store a teacher checkpoint
     progress: Optional[Callable[[int, int], None]] = None  # (step, total steps)
+    cotrain_flops: Optional[list[int]] = None  # per phase: FLOPs of one step of its CoTrain (if any)
+    clock: Optional[Clock] = None  # updated before every loss call
+    precision: str = "fp32"  # "bf16": autocast the loss to bfloat16 (CUDA only; fp32 elsewhere)
+    compile: bool = False  # torch.compile the model in place (after its FLOPs were measured)
 
     @property
     def total_steps(self) -> int:
@@ -63,6 +69,8 @@ class TrainResult:
     wall_time: float
     diverged_at: Optional[int] = None
     phase_flops: dict[str, int] = field(default_factory=dict)
+    resumed_from: Optional[int] = None  # the step a saved state resumed from
+    teacher_flops: int = 0  # FLOPs spent co-training a teacher inside this job
 
 
 def trainable_parameters(model: nn.Module, phases: list[Phase]) -> list[nn.Parameter]:
@@ -109,6 +117,91 @@ def seed_for_step(stream_seed: int, step: int) -> int:
     return (stream_seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + 1) % (2**63 - 1)
 
 
+class StopRequested(BaseException):
+    """Raised by :func:`train` at a step boundary, after saving its state, once
+    :func:`request_stop` was called (a scheduler's preemption or time-limit signal).
+    A BaseException, like KeyboardInterrupt, so "record the failure" handlers let it pass."""
+
+
+_stop = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask every running :func:`train` loop of this process to save its state and raise
+    :class:`StopRequested` at the end of its current step (safe to call from a signal handler)."""
+    _stop.set()
+
+
+def stop_requested() -> bool:
+    return _stop.is_set()
+
+
+def clear_stop() -> None:
+    _stop.clear()
+
+
+def autocast_for(job: TrainJob, device: torch.device):
+    """The context the loss runs in: bf16 autocast when asked for on CUDA, else nothing."""
+    if job.precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class _CoTrainer:
+    """Steps a :class:`CoTrain` model in lockstep with the student, with its own optimizer."""
+
+    def __init__(self, spec: CoTrain, cost: int):
+        self.spec, self.cost, self.steps = spec, cost, 0
+        self.params = [p for p in spec.model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(self.params, spec.recipe)
+        self.schedule = make_schedule(self.optimizer, spec.recipe, spec.total_steps)
+
+    def step(self, student_step: int, batch, amp) -> int:
+        """One co-training step if this student step is due; returns the FLOPs it spent."""
+        if student_step % self.spec.every or self.steps >= self.spec.total_steps:
+            return 0
+        with amp:
+            loss = self.spec.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.spec.recipe.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.spec.recipe.grad_clip)
+        self.optimizer.step()
+        self.schedule.step()
+        self.steps += 1
+        if self.spec.target is not None and (self.steps % self.spec.refresh == 0
+                                             or self.steps == self.spec.total_steps):
+            self.spec.target.load_state_dict(self.spec.model.state_dict())
+        return self.cost
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "model": self.spec.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "target": self.spec.target.state_dict() if self.spec.target is not None else {}}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.steps = saved["steps"]
+        self.spec.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.schedule.load_state_dict(saved["schedule"])
+        if self.spec.target is not None:
+            self.spec.target.load_state_dict(saved["target"])
+
+
+def _cotrainers(job: TrainJob) -> list[Optional[_CoTrainer]]:
+    """One co-trainer per distinct CoTrain, indexed by phase (None where a phase has none)."""
+    made: dict[int, _CoTrainer] = {}
+    per_phase = []
+    for i, ph in enumerate(job.phases):
+        if ph.cotrain is None:
+            per_phase.append(None)
+            continue
+        if id(ph.cotrain) not in made:
+            made[id(ph.cotrain)] = _CoTrainer(ph.cotrain, (job.cotrain_flops or [0] * len(job.phases))[i])
+        per_phase.append(made[id(ph.cotrain)])
+    return per_phase
+
+
 class _State:
     """Mutable loop state that is saved and restored for resumption."""
 
@@ -119,12 +212,14 @@ class _State:
         self.loss_sum = 0.0
         self.loss_count = 0
         self.wall = 0.0
+        self.teacher_flops = 0
 
 
-def _save_state(job: TrainJob, state: _State, params, optimizer, schedule) -> None:
+def _save_state(job: TrainJob, state: _State, params, optimizer, schedule, cotrainers=()) -> None:
     atomic_torch_save({
         "step": state.step, "flops": state.flops, "curve": state.curve, "wall": state.wall,
-        "loss_sum": state.loss_sum, "loss_count": state.loss_count,
+        "loss_sum": state.loss_sum, "loss_count": state.loss_count, "teacher_flops": state.teacher_flops,
+        "cotrain": [c.state_dict() for c in _distinct(cotrainers)],
         "model": job.model.state_dict(), "params": [p.detach().clone() for p in params],
         "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
         "rng": torch.get_rng_state(),
@@ -132,7 +227,16 @@ def _save_state(job: TrainJob, state: _State, params, optimizer, schedule) -> No
     }, job.state_path)
 
 
-def _load_state(job: TrainJob, state: _State, params, optimizer, schedule) -> bool:
+def _distinct(cotrainers) -> list[_CoTrainer]:
+    seen, out = set(), []
+    for c in cotrainers:
+        if c is not None and id(c) not in seen:
+            seen.add(id(c))
+            out.append(c)
+    return out
+
+
+def _load_state(job: TrainJob, state: _State, params, optimizer, schedule, cotrainers=()) -> bool:
     if job.state_path is None or not Path(job.state_path).exists():
         return False
     saved = torch.load(job.state_path, map_location="cpu", weights_only=True)
@@ -145,8 +249,10 @@ def _load_state(job: TrainJob, state: _State, params, optimizer, schedule) -> bo
     torch.set_rng_state(saved["rng"])
     if saved["cuda_rng"]:
         torch.cuda.set_rng_state_all(saved["cuda_rng"])
-    for key in ("step", "flops", "curve", "wall", "loss_sum", "loss_count"):
+    for key in ("step", "flops", "curve", "wall", "loss_sum", "loss_count", "teacher_flops"):
         setattr(state, key, saved[key])
+    for c, c_saved in zip(_distinct(cotrainers), saved["cotrain"]):
+        c.load_state_dict(c_saved)
     return True
 
 
@@ -158,6 +264,7 @@ def _record(job: TrainJob, state: _State, phase: str) -> None:
     state.loss_sum, state.loss_count = 0.0, 0
     state.curve.append({
         "step": state.step, "samples": state.step * job.recipe.batch_size, "flops": state.flops,
+        **({"teacher_flops": state.teacher_flops} if state.teacher_flops else {}),
         "phase": phase, "train_loss": train_loss, **metrics, "time": round(state.wall, 3),
     })
 
@@ -168,13 +275,18 @@ def train(job: TrainJob) -> TrainResult:
     optimizer = make_optimizer(params, job.recipe)
     schedule = make_schedule(optimizer, job.recipe, job.total_steps)
     state = _State()
-    resumed = _load_state(job, state, params, optimizer, schedule)
+    cotrainers = _cotrainers(job)
+    resumed = _load_state(job, state, params, optimizer, schedule, cotrainers)
+    resumed_step = state.step if resumed else None
 
     ends = list(accumulate(job.steps))  # phase i covers steps [ends[i-1], ends[i])
     eval_at = set(job.eval_at)
     restrict = [None if ph.params is None else {id(p) for p in ph.params} for ph in job.phases]
     device = next(job.model.parameters()).device
     generator = step_generator(device)
+    amp = autocast_for(job, device)
+    if job.compile:
+        job.model.compile()
     job.model.train()
     if not resumed and 0 in eval_at:
         _record(job, state, job.phases[0].name if job.phases else "")
@@ -188,7 +300,12 @@ def train(job: TrainJob) -> TrainResult:
             phase = job.phases[i]
             generator.manual_seed(seed_for_step(job.stream_seed, state.step))
             batch = job.task.train_batch(generator, job.recipe.batch_size)
-            loss = phase.loss(batch)
+            if job.clock is not None:
+                job.clock.step = state.step
+                job.clock.phase_step = state.step - (ends[i - 1] if i else 0)
+                job.clock.phase_steps = job.steps[i]
+            with amp:
+                loss = phase.loss(batch)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 diverged_at = state.step
@@ -203,6 +320,8 @@ def train(job: TrainJob) -> TrainResult:
                 torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], job.recipe.grad_clip)
             optimizer.step()
             schedule.step()
+            if cotrainers[i] is not None:
+                state.teacher_flops += cotrainers[i].step(state.step, batch, amp)
             state.step += 1
             state.flops += job.step_flops[i]
             state.loss_sum += loss_value
@@ -216,11 +335,14 @@ def train(job: TrainJob) -> TrainResult:
             if job.progress is not None and (state.step % 64 == 0 or state.step == job.total_steps):
                 job.progress(state.step, job.total_steps)
             if job.state_path is not None and now - last_save > job.save_every_s and state.step < job.total_steps:
-                _save_state(job, state, params, optimizer, schedule)
+                _save_state(job, state, params, optimizer, schedule, cotrainers)
                 last_save = now
+            if _stop.is_set() and job.state_path is not None and state.step < job.total_steps:
+                _save_state(job, state, params, optimizer, schedule, cotrainers)
+                raise StopRequested(f"stopped at step {state.step} of {job.total_steps}; state saved")
     except KeyboardInterrupt:
         if job.state_path is not None:
-            _save_state(job, state, params, optimizer, schedule)
+            _save_state(job, state, params, optimizer, schedule, cotrainers)
         raise
 
     state.wall = wall_before + (time.monotonic() - started)
@@ -233,4 +355,4 @@ def train(job: TrainJob) -> TrainResult:
         phase_flops[ph.name] = phase_flops.get(ph.name, 0) + cost * n
     return TrainResult(curve=state.curve, status="diverged" if diverged_at is not None else "finished",
                        steps=state.step, flops=state.flops, wall_time=state.wall, diverged_at=diverged_at,
-                       phase_flops=phase_flops)
+                       phase_flops=phase_flops, resumed_from=resumed_step, teacher_flops=state.teacher_flops)

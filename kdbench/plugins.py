@@ -27,11 +27,17 @@ ENTRY_POINT_GROUP = "kdbench"
 
 BUILTIN_PLUGINS = (
     "kdbench.tasks.parity",
+    "kdbench.tasks.parity_transformer",
+    "kdbench.tasks.pcfg",
+    "kdbench.tasks.wikipedia",
     "kdbench.methods.labels",
     "kdbench.methods.one_shot",
     "kdbench.methods.progressive",
     "kdbench.methods.curriculum_extraction",
+    "kdbench.methods.online",
+    "kdbench.methods.pro_kd",
     "kdbench.launchers.local",
+    "kdbench.launchers.slurm",
 )
 
 
@@ -129,7 +135,7 @@ def _collect(registry: Registry) -> None:
     }
     for kind, hook in hooks.items():
         table = getattr(registry, kind + "s")
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # registration order: built-ins first, so they win a name clash
             source = registry.sources.get(impl.plugin_name, impl.plugin_name)
             try:
                 classes = impl.function() or []

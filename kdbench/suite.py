@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -37,6 +37,8 @@ class Budget(_Strict):
     flops: Optional[float] = Field(None, gt=0)
     steps: Optional[int] = Field(None, gt=0)
     method: Optional[str] = None
+    counts: Literal["student", "total"] = Field(
+        "student", description="student FLOPs only, or also the teacher's training (cached or co-trained)")
 
     @model_validator(mode="after")
     def _one_form(self):
@@ -72,20 +74,28 @@ class MethodEntry(_Strict):
     params: dict[str, Any] = {}
 
 
+class LauncherEntry(_Strict):
+    """Which launcher executes the suite's runs, and its options (validated by its ``Params``)."""
+
+    name: str = "local"
+    options: dict[str, Any] = {}
+
+
 class Suite(_Strict):
     """A benchmark: tasks x methods x seeds under one budget per task."""
 
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     output: Optional[str] = None
-    seeds: list[int] = Field(min_length=1)
-    teacher_seeds: list[int] = Field([0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    teacher_seeds: list[Annotated[int, Field(ge=0)]] = Field([0], min_length=1)
     budget: Optional[Budget] = None
     eval: Evaluation = Evaluation()
     tasks: list[TaskEntry] = Field(min_length=1)
     methods: list[MethodEntry] = Field(min_length=1)
     plugins: list[str] = []
     save_every_s: float = Field(60.0, gt=0, description="seconds between resumable state saves")
+    launcher: LauncherEntry = LauncherEntry()
 
     @field_validator("seeds", "teacher_seeds")
     @classmethod
@@ -151,6 +161,7 @@ class LoadedSuite:
     suite: Suite
     path: Path
     runs: list[Run] = field(default_factory=list)
+    plugin_paths: tuple = ()  # every plugin file loaded: the command line's, then the suite's
 
     @property
     def output(self) -> Path:
@@ -219,6 +230,21 @@ def _recipe(path: Path, where: str, default: Recipe, overrides: dict) -> Recipe:
     return _validate_params(path, where, Recipe, {**default.model_dump(), **overrides})
 
 
+def check_state_dict(path: Path, where: str, file: Path) -> Path:
+    """``file`` resolved, if it holds a PyTorch state dict (loaded with weights_only=True)."""
+    import torch
+
+    if not file.is_file():
+        raise UserError(f"{path}: {where}: no such file {str(file)!r}")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{path}: {where}: {file} is not a PyTorch state dict ({type(exc).__name__})") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path}: {where}: {file} is not a PyTorch state dict (name -> tensor)")
+    return file.resolve()
+
+
 def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
     """Validate every plugin reference and param against ``registry``; return the runs."""
     path = Path(path)
@@ -234,8 +260,9 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
         budget = entry.budget or suite.budget
         if budget is None:
             raise UserError(f"{path}: budget: missing (give it for the suite or for tasks[{i}])")
-        if entry.teacher_checkpoint is not None and not Path(entry.teacher_checkpoint).is_file():
-            raise UserError(f"{path}: tasks[{i}].teacher_checkpoint: no such file {entry.teacher_checkpoint!r}")
+        if entry.teacher_checkpoint is not None:
+            entry.teacher_checkpoint = str(check_state_dict(path, f"tasks[{i}].teacher_checkpoint",
+                                                            path.parent / entry.teacher_checkpoint))
         tasks.append((entry, cls, params, teacher, student, budget))
     labels = set()
     for i, entry in enumerate(suite.methods):
@@ -252,7 +279,7 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
         raise UserError(f"{path}: tasks: two entries share the label {task_labels}; give each a distinct label")
     for i, (_, _, _, _, _, budget) in enumerate(tasks):
         if budget.method is not None and budget.method not in labels and budget.method not in registry.methods:
-            raise _unknown(path, f"budget.method", "method", budget.method, sorted(labels | set(registry.methods)))
+            raise _unknown(path, "budget.method", "method", budget.method, sorted(labels | set(registry.methods)))
 
     runs = []
     for (entry, tcls, tparams, trecipe, srecipe, budget) in tasks:
@@ -260,7 +287,8 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
         if budget.method is not None:  # resolve to the method entry it names, params included
             ref = next(((e.name, mp) for e, _, mp in methods if (e.label or e.name) == budget.method),
                        (budget.method, registry.methods[budget.method].cls.Params()))
-            budget_spec = {"steps": budget.steps, "method": ref[0], "method_params": ref[1].model_dump(mode="json")}
+            budget_spec = {"steps": budget.steps, "method": ref[0], "method_params": ref[1].model_dump(mode="json"),
+                           "counts": budget.counts}
         for tseed in suite.teacher_seeds:
             for (mentry, mcls, mparams) in methods:
                 try:
@@ -273,7 +301,7 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
                         suite=suite.name, task=entry.name, task_label=entry.label or entry.name,
                         task_version=str(tcls.version), task_params=tparams.model_dump(mode="json"),
                         teacher_seed=tseed, teacher_recipe=trecipe.model_dump(mode="json"),
-                        teacher_checkpoint=str(Path(entry.teacher_checkpoint).resolve()) if entry.teacher_checkpoint else None,
+                        teacher_checkpoint=entry.teacher_checkpoint,
                         checkpoints=checkpoints, student_recipe=srecipe.model_dump(mode="json"),
                         method=mentry.name, method_label=mentry.label or mentry.name,
                         method_version=str(mcls.version), method_params=mparams.model_dump(mode="json"),
@@ -299,4 +327,9 @@ def load_suite(path: Path, registry_factory, extra_plugins: tuple = ()) -> tuple
     failed = [p for p in plugin_paths + list(extra_plugins) if str(p) in registry.failures]
     if failed:
         raise UserError(f"{path}: plugins: {failed[0]} failed to load: {registry.failures[str(failed[0])]}")
-    return LoadedSuite(suite, path, expand(suite, path, registry)), registry
+    if suite.launcher.name not in registry.launchers:
+        raise _unknown(path, "launcher.name", "launcher", suite.launcher.name, list(registry.launchers))
+    _validate_params(path, "launcher.options", registry.launchers[suite.launcher.name].cls.Params,
+                     suite.launcher.options)
+    runs = expand(suite, path, registry)
+    return LoadedSuite(suite, path, runs, tuple(extra_plugins) + tuple(plugin_paths)), registry

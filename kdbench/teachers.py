@@ -61,18 +61,20 @@ def teacher_is_ready(folder: Path, checkpoints) -> bool:
 
 def ensure_teacher(out: Path, teacher_id: str, task: TaskInstance, seed: int, recipe: Recipe,
                    checkpoints: list[int], source: Optional[str] = None, eval_points: int = 20,
-                   save_every_s: float = 60.0, progress: Optional[Callable] = None) -> dict:
+                   save_every_s: float = 60.0, progress: Optional[Callable] = None,
+                   precision: str = "fp32", compile: bool = False) -> dict:
     """Train (or load) the teacher unless the cache has it with every checkpoint in
-    ``checkpoints``; return its summary. Safe against concurrent callers (file lock)."""
+    ``checkpoints``; return its summary. Safe against concurrent callers (file lock).
+    ``precision`` and ``compile`` are passed to the engine (see :class:`TrainJob`)."""
     folder = teacher_dir(out, teacher_id)
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder / ".lock")):
         if teacher_is_ready(folder, checkpoints):
-            return read_json(folder / "summary.json")
+            return {**read_json(folder / "summary.json"), "cached": True}
         if source is not None:
             return _adopt_teacher(folder, teacher_id, task, seed, source, checkpoints)
         return _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_points,
-                              save_every_s, progress)
+                              save_every_s, progress, precision, compile)
 
 
 def _adopt_teacher(folder, teacher_id, task, seed, source, checkpoints) -> dict:
@@ -92,7 +94,8 @@ def _adopt_teacher(folder, teacher_id, task, seed, source, checkpoints) -> dict:
     return summary
 
 
-def _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_points, save_every_s, progress):
+def _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_points, save_every_s, progress,
+                   precision="fp32", compile=False):
     model = new_teacher(task, seed)
     phase = Phase("teacher", loss=lambda b: F.cross_entropy(logits(model, b), b.labels), steps=recipe.steps)
     probe = task.train_batch(step_generator(next(model.parameters()).device).manual_seed(0), recipe.batch_size)
@@ -107,7 +110,7 @@ def _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_poi
                    task=task, stream_seed=stream_seed(TEACHER_STREAM, seed),
                    eval_at=eval_steps([cost], [recipe.steps], eval_points),
                    state_path=folder / "state.pt", save_every_s=save_every_s,
-                   after_step=save_checkpoint, progress=progress)
+                   after_step=save_checkpoint, progress=progress, precision=precision, compile=compile)
     result = train(job)
     if result.status != "finished":
         raise RuntimeError(f"teacher {teacher_id} diverged at step {result.diverged_at}")
@@ -120,7 +123,7 @@ def _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_poi
         # the state was resumed from a run that did not store these: retrain from scratch
         (folder / "state.pt").unlink(missing_ok=True)
         return _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_points,
-                              save_every_s, progress)
+                              save_every_s, progress, precision, compile)
     stored = sorted(folder.glob("checkpoints/*.pt"))
     summary = {
         "teacher_id": teacher_id, "status": "finished", "steps": result.steps, "flops": result.flops,
@@ -128,6 +131,7 @@ def _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_poi
                                                                        if k not in ("step", "samples", "flops", "phase", "time")},
         "checkpoints": sorted(int(p.stem.split("-")[1]) for p in stored),
         "checkpoint_bytes": sum(p.stat().st_size for p in stored), "recipe": recipe.model_dump(mode="json"),
+        "precision": precision if next(model.parameters()).device.type == "cuda" else "fp32",
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     atomic_write_json(folder / "curve.json", result.curve)
@@ -146,12 +150,23 @@ class CachedTeacher:
         self.curve: list[dict] = read_json(self.folder / "curve.json") or []
         self._final: Optional[nn.Module] = None
         self._loaded: OrderedDict[int, nn.Module] = OrderedDict()
+        self._compile = False
 
     def _load(self, path: Path) -> nn.Module:
         model = new_teacher(self.task, self.seed)
         device = next(model.parameters()).device
         model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        if self._compile:
+            model.compile()
         return freeze(model)
+
+    def compile(self) -> None:
+        """torch.compile (in place) every teacher model loaded so far and from now on.
+        Call it after FLOPs are measured: the counter must see the eager operations."""
+        self._compile = True
+        for model in [self._final, *self._loaded.values()]:
+            if model is not None:
+                model.compile()
 
     def final(self) -> nn.Module:
         if self._final is None:

@@ -1,0 +1,211 @@
+"""Faults injected on purpose: failing and diverging methods, corrupt folders,
+SIGKILL and SIGINT mid-run and mid-teacher, two processes on one folder."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, kdbench
+
+FAULTY = ROOT / "tests" / "data" / "plugins" / "faulty.py"
+
+SUITE = """
+name: rel
+seeds: [0]
+budget: {{flops: {flops}}}
+eval: {{points: 6}}
+save_every_s: {save}
+plugins: [{plugin}]
+tasks:
+  - name: parity-mlp
+    params: {{n: 16, k: 2, teacher_width: {tw}, student_width: 32, eval_size: 256}}
+    teacher: {{optimizer: adam, lr: 0.005, batch_size: 32, steps: {tsteps}, checkpoint_every: {tsteps_half}}}
+    student: {{optimizer: adam, lr: 0.005, batch_size: 32}}
+methods:
+{methods}
+"""
+
+
+def suite(tmp_path, methods, flops=3e6, save=60, tsteps=40, tw=64, name="suite.yaml"):
+    path = tmp_path / name
+    path.write_text(SUITE.format(flops=flops, save=save, plugin=FAULTY, tw=tw, tsteps=tsteps,
+                                 tsteps_half=max(1, tsteps // 2), methods=methods))
+    return path
+
+
+def summaries(out):
+    found = {}
+    for d in (Path(out) / "runs").iterdir():
+        if (d / "summary.json").exists():
+            config = json.loads((d / "config.json").read_text())
+            found[config["method_label"]] = json.loads((d / "summary.json").read_text())
+    return found
+
+
+def curve(out, label):
+    for d in (Path(out) / "runs").iterdir():
+        if json.loads((d / "config.json").read_text())["method_label"] == label:
+            return [{k: v for k, v in row.items() if k != "time"} for row in json.loads((d / "curve.json").read_text())]
+    raise KeyError(label)
+
+
+def test_method_that_raises_is_recorded_and_others_go_on(tmp_path):
+    out = tmp_path / "out"
+    result = kdbench("run", suite(tmp_path, "  - name: explodes\n  - name: labels"), "-o", out, "-q", expect=1)
+    found = summaries(out)
+    assert found["explodes"]["status"] == "failed" and "boom" in found["explodes"]["error"]
+    tb = next(d for d in (out / "runs").iterdir() if (d / "traceback.txt").exists()) / "traceback.txt"
+    assert "RuntimeError: boom from the explodes method" in tb.read_text()
+    assert found["labels"]["status"] == "finished"
+    assert "1 failed" in result.output and "traceback" in result.output
+    assert "1 failed" in (out / "leaderboard.md").read_text()
+    # a failed run is retried on the next invocation (it may have been fixed), finished ones are not
+    again = kdbench("run", suite(tmp_path, "  - name: explodes\n  - name: labels"), "-o", out, "-q", expect=1)
+    assert "1 runs executed, 1 skipped" in again.output
+
+
+def test_divergence_is_recorded_and_the_suite_goes_on(tmp_path):
+    out = tmp_path / "out"
+    result = kdbench("run", suite(tmp_path, "  - name: goes-nan\n  - name: labels"), "-o", out, "-q")
+    found = summaries(out)
+    # the FLOP probe is call 1, so training steps 0..3 are finite and step 4 is NaN
+    assert found["goes-nan"]["status"] == "diverged" and found["goes-nan"]["diverged_at"] == 4
+    assert found["labels"]["status"] == "finished"
+    assert "1 diverged" in result.output
+    assert "diverged" in (out / "leaderboard.md").read_text()
+    again = kdbench("run", suite(tmp_path, "  - name: goes-nan\n  - name: labels"), "-o", out, "-q")
+    assert "0 runs executed, 2 skipped" in again.output  # divergence is a result, not retried
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete-curve", "garbage"])
+def test_corrupt_run_folders_are_rerun_not_read(tmp_path, damage):
+    out = tmp_path / "out"
+    path = suite(tmp_path, "  - name: labels\n  - name: one-shot")
+    kdbench("run", path, "-o", out, "-q")
+    victim = next((out / "runs").iterdir())
+    if damage == "truncate":
+        text = (victim / "summary.json").read_text()
+        (victim / "summary.json").write_text(text[: len(text) // 2])
+    elif damage == "delete-curve":
+        (victim / "curve.json").unlink()
+    else:
+        (victim / "summary.json").write_text("\x00\x01 not json")
+    result = kdbench("run", path, "-o", out, "-q")
+    assert "1 runs executed, 1 skipped" in result.output
+    assert json.loads((victim / "summary.json").read_text())["status"] == "finished"
+
+
+def test_same_suite_same_curves(tmp_path):
+    path = suite(tmp_path, "  - name: progressive\n  - name: curriculum-extraction")
+    kdbench("run", path, "-o", tmp_path / "a", "-q")
+    kdbench("run", path, "-o", tmp_path / "b", "-q")
+    for label in ("progressive", "curriculum-extraction"):
+        assert curve(tmp_path / "a", label) == curve(tmp_path / "b", label)
+
+
+def cli(*args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "kdbench.cli", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(pattern_dir: Path, glob: str, timeout=60.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        hits = list(pattern_dir.glob(glob))
+        if hits:
+            return hits
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing matched {glob} in {timeout} s")
+
+
+# one-shot runs first and finishes; progressive is long enough to be killed mid-way
+LONG = "  - name: one-shot\n  - name: progressive"
+
+
+def test_sigkill_mid_run_resumes_bit_for_bit(tmp_path):
+    path = suite(tmp_path, LONG, flops=1.5e9, save=0.3)
+    reference = tmp_path / "reference"
+    kdbench("run", path, "-o", reference, "-q")
+    out = tmp_path / "out"
+    proc = cli("run", path, "-o", out, "-q")
+    try:
+        # wait until the first run finished and the second saved a state
+        wait_for(out, "runs/*/summary.json")
+        wait_for(out, "runs/*/state.pt")
+        time.sleep(0.4)
+        proc.kill()
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    first_done = summaries(out)["one-shot"]
+    finished_mtime = next(d for d in (out / "runs").iterdir() if not (d / "state.pt").exists()) / "summary.json"
+    before = finished_mtime.stat().st_mtime_ns
+    kdbench("run", path, "-o", out, "-q")
+    assert finished_mtime.stat().st_mtime_ns == before  # the finished run was not redone
+    resumed = summaries(out)["progressive"]
+    assert resumed["resumed_from"] is not None and resumed["resumed_from"] > 0
+    assert first_done["status"] == "finished"
+    for label in ("one-shot", "progressive"):
+        assert curve(out, label) == curve(reference, label)
+
+
+def test_sigkill_mid_teacher_resumes_bit_for_bit(tmp_path):
+    path = suite(tmp_path, "  - name: progressive", tsteps=3000, tw=256, save=0.3)
+    reference = tmp_path / "reference"
+    kdbench("run", path, "-o", reference, "-q")
+    out = tmp_path / "out"
+    proc = cli("run", path, "-o", out, "-q")
+    try:
+        wait_for(out, "teachers/*/state.pt")
+        time.sleep(0.4)
+        proc.kill()
+    finally:
+        proc.wait(timeout=30)
+    assert not list(out.glob("teachers/*/summary.json"))  # killed before the teacher finished
+    kdbench("run", path, "-o", out, "-q")
+    (t_ref,), (t_out,) = list(reference.glob("teachers/*")), list(out.glob("teachers/*"))
+    a = torch.load(t_ref / "final.pt", weights_only=True)
+    b = torch.load(t_out / "final.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]
+    assert strip(json.loads((t_ref / "curve.json").read_text())) == strip(json.loads((t_out / "curve.json").read_text()))
+    assert curve(out, "progressive") == curve(reference, "progressive")
+
+
+def test_sigint_stops_cleanly_after_saving(tmp_path):
+    path = suite(tmp_path, "  - name: labels", flops=3e9, save=1.0)
+    out = tmp_path / "out"
+    proc = cli("run", path, "-o", out, "-q")
+    try:
+        (state,) = wait_for(out, "runs/*/state.pt")  # the first periodic save: inside the loop
+        periodic = torch.load(state, weights_only=True)["step"]
+        time.sleep(0.2)  # well before the next periodic save
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert torch.load(state, weights_only=True)["step"] > periodic  # saved again on the way out
+    assert not list(out.glob("runs/*/summary.json"))
+
+
+def test_two_processes_share_one_folder(tmp_path):
+    path = suite(tmp_path, "  - name: one-shot\n  - name: labels\n  - name: progressive", flops=1e7, tsteps=400)
+    out = tmp_path / "out"
+    procs = [cli("run", path, "-o", out) for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    errs = "".join(err for _, err in outputs)
+    assert errs.count("(trained)") == 1  # the teacher was trained by exactly one process
+    executed = sum(int(err.split(" runs executed")[0].split()[-1]) for _, err in outputs)
+    assert executed == 3  # each run ran in exactly one process
+    assert all(s["status"] == "finished" for s in summaries(out).values())
