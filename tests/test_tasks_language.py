@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+from pydantic import ValidationError
 import torch
 
 from conftest import ROOT, SHARED, SUITES, kdbench
@@ -255,10 +256,11 @@ def test_wikipedia_holds_out_the_last_lines(tmp_path):
 
 
 def test_missing_or_empty_corpus_is_a_clear_error(tmp_path):
-    with pytest.raises(UserError, match="no such file or folder"):
-        WikipediaBert().build(wiki_params(corpus=str(tmp_path / "nope")), 0, CPU)
-    with pytest.raises(UserError, match="has no .txt"):
-        WikipediaBert().build(wiki_params(corpus=str(tmp_path)), 0, CPU)
+    # a missing path or a folder without text files is caught when the params are validated
+    with pytest.raises(ValidationError, match="no such file or folder"):
+        wiki_params(corpus=str(tmp_path / "nope"))
+    with pytest.raises(ValidationError, match="has no .txt"):
+        wiki_params(corpus=str(tmp_path))
     (tmp_path / "empty.txt").write_text("\n \n")
     with pytest.raises(UserError, match="is empty"):
         WikipediaBert().build(wiki_params(corpus=str(tmp_path)), 0, CPU)

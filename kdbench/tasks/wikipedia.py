@@ -43,7 +43,7 @@ from typing import Optional
 
 import torch
 from filelock import FileLock
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..api import Batch, Recipe, Task
 from ..errors import UserError
@@ -72,6 +72,17 @@ class WikipediaParams(MLMParams):
     student_heads: int = Field(4, ge=1)
     student_width: int = Field(256, ge=1)
     mlp_ratio: int = Field(4, ge=1)
+
+    @field_validator("corpus")
+    @classmethod
+    def _corpus_exists(cls, spec: str) -> str:
+        # checked when the suite is validated, before anything is written
+        if not spec.startswith("hf:"):
+            try:
+                corpus_files(spec)
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
+        return spec
 
     @model_validator(mode="after")
     def _widths(self):
