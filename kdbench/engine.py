@@ -280,6 +280,7 @@ def train(job: TrainJob) -> TrainResult:
     resumed_step = state.step if resumed else None
 
     ends = list(accumulate(job.steps))  # phase i covers steps [ends[i-1], ends[i])
+    scheduled = not (job.recipe.schedule == "constant" and job.recipe.warmup == 0)  # a constant lr needs no step
     eval_at = set(job.eval_at)
     restrict = [None if ph.params is None else {id(p) for p in ph.params} for ph in job.phases]
     device = next(job.model.parameters()).device
@@ -319,7 +320,8 @@ def train(job: TrainJob) -> TrainResult:
             if job.recipe.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], job.recipe.grad_clip)
             optimizer.step()
-            schedule.step()
+            if scheduled:
+                schedule.step()
             if cotrainers[i] is not None:
                 state.teacher_flops += cotrainers[i].step(state.step, batch, amp)
             state.step += 1
