@@ -295,10 +295,12 @@ def train(job: TrainJob) -> TrainResult:
     last_save = started = time.monotonic()
     wall_before = state.wall
     diverged_at = None
+    mid_step = False
     try:
         while state.step < job.total_steps:
             i = bisect_right(ends, state.step)
             phase = job.phases[i]
+            mid_step = True  # until the step is counted and recorded, a saved state would be inconsistent
             generator.manual_seed(seed_for_step(job.stream_seed, state.step))
             batch = job.task.train_batch(generator, job.recipe.batch_size)
             if job.clock is not None:
@@ -339,11 +341,14 @@ def train(job: TrainJob) -> TrainResult:
             if job.state_path is not None and now - last_save > job.save_every_s and state.step < job.total_steps:
                 _save_state(job, state, params, optimizer, schedule, cotrainers)
                 last_save = now
+            mid_step = False
             if _stop.is_set() and job.state_path is not None and state.step < job.total_steps:
                 _save_state(job, state, params, optimizer, schedule, cotrainers)
                 raise StopRequested(f"stopped at step {state.step} of {job.total_steps}; state saved")
     except KeyboardInterrupt:
-        if job.state_path is not None:
+        # saved only between steps: a half-done step (parameters updated, step not counted)
+        # would resume onto another curve; the last periodic save stands instead
+        if job.state_path is not None and not mid_step:
             _save_state(job, state, params, optimizer, schedule, cotrainers)
         raise
 

@@ -209,3 +209,42 @@ def test_two_processes_share_one_folder(tmp_path):
     executed = sum(int(err.split(" runs executed")[0].split()[-1]) for _, err in outputs)
     assert executed == 3  # each run ran in exactly one process
     assert all(s["status"] == "finished" for s in summaries(out).values())
+
+
+def test_interrupt_inside_a_step_saves_no_half_step(tmp_path):
+    """A KeyboardInterrupt in the middle of a step must not save parameters one step
+    ahead of the step counter: the last consistent save stands, and the resumed run
+    ends on the uninterrupted curve."""
+    from kdbench.plugins import load_plugins
+    from kdbench.runner import build_task, prepare
+    from kdbench.suite import load_suite
+    from kdbench.engine import train
+
+    path = suite(tmp_path, "  - name: labels", flops=2e7)
+    loaded, registry = load_suite(path, load_plugins)
+    (run,) = loaded.runs
+
+    def job(state_path=None):
+        task = build_task(run, registry, torch.device("cpu"), None)
+        return prepare(run, registry, task, None, torch.device("cpu"), state_path=state_path).job
+
+    reference = train(job())
+    interrupted = job(tmp_path / "state.pt")
+    interrupted.save_every_s = 0.0  # save after every step: the last consistent point is one step back
+    real_loss, calls = interrupted.phases[0].loss, {"n": 0}
+
+    def loss(batch):
+        calls["n"] += 1
+        if calls["n"] == 40:
+            raise KeyboardInterrupt
+        return real_loss(batch)
+
+    interrupted.phases[0].loss = loss
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted)
+    saved = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert saved["step"] == 39  # call 40 is the 40th step: the save after the 39th stands
+    resumed = train(job(tmp_path / "state.pt"))
+    assert resumed.resumed_from == 39
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]
+    assert strip(resumed.curve) == strip(reference.curve)
