@@ -311,12 +311,18 @@ def _drain(progress_queue, bars: _Bars) -> None:
         bars.update(key, done, total)
 
 
-def _teacher_done(future: Future, tid: str, group: dict, ctx: LaunchContext, start_run, summaries: dict) -> None:
+def _worker_error(future: Future):
+    """A worker's exception, re-raised here if it stops the whole suite (an interrupt, bad input)."""
     error = future.exception()
     if isinstance(error, StopRequested):  # the worker was interrupted and saved its state
         raise KeyboardInterrupt(str(error))
     if isinstance(error, UserError):
         raise error
+    return error
+
+
+def _teacher_done(future: Future, tid: str, group: dict, ctx: LaunchContext, start_run, summaries: dict) -> None:
+    error = _worker_error(future)
     if error is None:
         ctx.reporter.log(describe_teacher(tid, future.result()))
         for run in group["runs"]:
@@ -330,11 +336,7 @@ def _teacher_done(future: Future, tid: str, group: dict, ctx: LaunchContext, sta
 
 
 def _run_done(future: Future, run, ctx: LaunchContext) -> dict:
-    error = future.exception()
-    if isinstance(error, StopRequested):  # the worker was interrupted and saved its state
-        raise KeyboardInterrupt(str(error))
-    if isinstance(error, UserError):
-        raise error
+    error = _worker_error(future)
     if error is None:
         summary = future.result()
     else:  # the worker itself died (killed, out of memory): the run resumes from its state next time
