@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,17 @@ SUITES = ROOT / "suites"
 SHARED = ROOT.parent / "shared"
 
 torch.set_num_threads(1)  # tiny models: one thread is as fast and immune to oversubscription
+
+
+def without_time(curve: list[dict]) -> list[dict]:
+    """A curve without its wall-clock column: what must match bit for bit between runs."""
+    return [{k: v for k, v in row.items() if k != "time"} for row in curve]
+
+
+def curves(out) -> dict:
+    """{run id: curve without wall-clock times} of every run under ``out``."""
+    return {d.name: without_time(json.loads((d / "curve.json").read_text()))
+            for d in sorted((Path(out) / "runs").iterdir())}
 
 
 def kdbench(*args, expect: int | None = 0):

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from conftest import SUITES, kdbench, tiny_suite
+from conftest import SUITES, curves, kdbench, tiny_suite, without_time
 
 from kdbench.engine import StopRequested, clear_stop, request_stop, train
 from kdbench.launchers import choose_launcher, parse_option
@@ -18,15 +18,6 @@ from kdbench.suite import load_suite
 from kdbench.teachers import ProbeTeacher
 
 TWO_METHODS = "  - name: labels\n  - name: one-shot"
-
-
-def curves(out):
-    """{run id: curve without wall-clock times} of every run under ``out``."""
-    result = {}
-    for d in sorted((out / "runs").iterdir()):
-        curve = json.loads((d / "curve.json").read_text())
-        result[d.name] = [{k: v for k, v in p.items() if k != "time"} for p in curve]
-    return result
 
 
 def two_seed_suite(write_suite, **kw):
@@ -152,8 +143,7 @@ def test_stop_request_saves_state_and_resume_is_exact(write_suite, tmp_path):
     saved = torch.load(job.state_path, weights_only=True)
     assert saved["step"] == 37
     resumed = train(_tiny_job(write_suite, tmp_path, "state.pt"))  # a fresh process would do exactly this
-    strip = lambda curve: [{k: v for k, v in p.items() if k != "time"} for p in curve]  # noqa: E731
-    assert resumed.steps == reference.steps and strip(resumed.curve) == strip(reference.curve)
+    assert resumed.steps == reference.steps and without_time(resumed.curve) == without_time(reference.curve)
 
 
 def test_compile_counts_the_same_flops(write_suite, tmp_path):

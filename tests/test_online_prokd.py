@@ -12,7 +12,7 @@ from kdbench.runner import build_task, prepare
 from kdbench.suite import load_suite
 from kdbench.teachers import ProbeTeacher
 
-from conftest import kdbench
+from conftest import kdbench, without_time
 
 SUITE = """
 name: online
@@ -118,8 +118,7 @@ def test_online_resumes_bit_for_bit(tmp_path):
         clear_stop()
     resumed = train(prepared(path, "online", tmp_path).job)
     assert resumed.resumed_from == 25
-    strip = lambda curve: [{k: v for k, v in r.items() if k != "time"} for r in curve]
-    assert strip(resumed.curve) == strip(reference.curve)
+    assert without_time(resumed.curve) == without_time(reference.curve)
     assert resumed.teacher_flops == reference.teacher_flops
 
 

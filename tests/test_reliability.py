@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, kdbench
+from conftest import ROOT, kdbench, without_time
 
 FAULTY = ROOT / "tests" / "data" / "plugins" / "faulty.py"
 
@@ -52,7 +52,7 @@ def summaries(out):
 def curve(out, label):
     for d in (Path(out) / "runs").iterdir():
         if json.loads((d / "config.json").read_text())["method_label"] == label:
-            return [{k: v for k, v in row.items() if k != "time"} for row in json.loads((d / "curve.json").read_text())]
+            return without_time(json.loads((d / "curve.json").read_text()))
     raise KeyError(label)
 
 
@@ -175,8 +175,7 @@ def test_sigkill_mid_teacher_resumes_bit_for_bit(tmp_path):
     a = torch.load(t_ref / "final.pt", weights_only=True)
     b = torch.load(t_out / "final.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]
-    assert strip(json.loads((t_ref / "curve.json").read_text())) == strip(json.loads((t_out / "curve.json").read_text()))
+    assert without_time(json.loads((t_ref / "curve.json").read_text())) == without_time(json.loads((t_out / "curve.json").read_text()))
     assert curve(out, "progressive") == curve(reference, "progressive")
 
 
@@ -243,5 +242,4 @@ def test_interrupt_inside_a_step_saves_no_half_step(tmp_path):
     assert torch.load(tmp_path / "state.pt", weights_only=True)["step"] == mark - 1
     resumed = train(job(tmp_path / "state.pt"))
     assert resumed.resumed_from == mark - 1
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]
-    assert strip(resumed.curve) == strip(reference.curve)
+    assert without_time(resumed.curve) == without_time(reference.curve)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, kdbench
+from conftest import ROOT, curves, kdbench
 
 SCRIPTS = ROOT / "scripts"
 
@@ -69,14 +69,6 @@ def slurm_suite(write_suite, name="slurm", flops=2e6, methods="  - name: labels"
                 signal_delay=90):
     return write_suite(SUITE.format(name=name, flops=flops, methods=methods, extra=extra, time_min=time_min,
                                     signal_delay=signal_delay))
-
-
-def curves(out):
-    result = {}
-    for d in sorted((out / "runs").iterdir()):
-        curve = json.loads((d / "curve.json").read_text())
-        result[d.name] = [{k: v for k, v in p.items() if k != "time"} for p in curve]
-    return result
 
 
 def book(out):
