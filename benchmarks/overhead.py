@@ -17,9 +17,9 @@ import torch
 
 from kdbench.api import Recipe
 from kdbench.budget import eval_steps
-from kdbench.engine import TrainJob, make_optimizer, train
-from kdbench.losses import distillation_loss
-from kdbench.methods.one_shot import final_teacher_phase
+from kdbench.engine import PlannedPhase, TrainJob, progress_every, train
+from kdbench.losses import distillation_loss, final_teacher_phase
+from kdbench.optim import make_optimizer
 from kdbench.tasks.parity import ParityMLP, ParityParams
 from kdbench.teachers import ProbeTeacher
 
@@ -63,8 +63,9 @@ def engine(args) -> float:
     ctx = Ctx()
     ctx.teacher, ctx.student = teacher, student
     phase = final_teacher_phase(ctx, 1.0, 0.0)
-    job = TrainJob(model=student, phases=[phase], steps=[args.steps], step_flops=[1], recipe=recipe, task=task,
-                   stream_seed=0, eval_at=eval_steps([1], [args.steps], 0)[1:-1], progress=lambda s, t: None)
+    job = TrainJob(model=student, plan=[PlannedPhase(phase, args.steps, 1)], recipe=recipe, task=task,
+                   stream_seed=0, eval_at=eval_steps([1], [args.steps], 0)[1:-1],
+                   on_step=progress_every(lambda done, total: None))
     start = time.perf_counter()
     train(job)
     return args.steps / (time.perf_counter() - start)

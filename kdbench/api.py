@@ -109,12 +109,17 @@ class CoTrain:
 
 @dataclass
 class Clock:
-    """Where the engine is: set before every loss call, so a loss can follow a schedule
-    (e.g. a temperature) and stay exact across resumption."""
+    """Where the engine is, kept current by it: a loss reads it to follow a schedule (e.g. a
+    temperature) that stays exact across resumption; the engine's per-step callback gets it too.
 
-    step: int = 0  # student steps done before this one
+    During a loss call, ``step`` counts the steps done before this one; after a step (in the
+    callback) it counts that step too.
+    """
+
+    step: int = 0  # steps done
     phase_step: int = 0  # steps done in the current phase
     phase_steps: int = 1  # steps allotted to the current phase
+    total_steps: int = 0  # steps allotted to the whole job
 
     @property
     def phase_fraction(self) -> float:

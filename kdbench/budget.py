@@ -17,18 +17,27 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from .api import Batch, Phase
+from .api import Batch, Phase, TaskInstance
+from .engine import training_only
+from .streams import seed_for_step, step_generator
+
+
+def probe_batch(task: TaskInstance, batch_size: int, device: torch.device) -> Batch:
+    """The batch every FLOP probe measures on (teachers, students, co-trained models alike)."""
+    return task.train_batch(step_generator(device).manual_seed(seed_for_step(0, 0)), batch_size)
 
 
 def measure_step_flops(phase: Phase, batch: Batch, params: Iterable[torch.nn.Parameter]) -> int:
     """FLOPs of one training step of ``phase`` on ``batch``: loss forward plus backward.
 
     Optimizer arithmetic is not counted (the usual convention). ``params`` are
-    the trainable tensors whose gradients the probe must clear afterwards.
+    every trainable tensor of the job; as in the engine, only the phase's own
+    ``params`` (None: all) require gradients during the step, and every gradient
+    is cleared afterwards.
     """
     params = list(params)
     devices = [batch.inputs.device] if batch.inputs.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=devices), training_only(params, phase.params):
         with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
             loss = phase.loss(batch)
             if loss.requires_grad:

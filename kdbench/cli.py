@@ -79,7 +79,7 @@ def run(
     """Train teachers and run every unfinished run of SUITE, then write the leaderboard."""
     from .launchers import LaunchContext, choose_launcher
     from .leaderboard import write_leaderboard
-    from .runner import check_device_spec, effective_precision, resolve_device
+    from .device import check_device_spec, effective_precision, resolve_device
     from .store import atomic_write_text, run_is_done
 
     loaded, registry = _load(suite, plugin, output)
@@ -156,12 +156,12 @@ def plan(
 ):
     """List SUITE's runs: ids, measured FLOPs per step, steps, budget, which are done, and an
     estimate of each run's time on this device from a few timed engine steps."""
-    from .api import Recipe
-    from .probe import estimate_job, format_seconds, teacher_job
-    from .runner import build_task, effective_precision, prepare, resolve_device
+    from .device import effective_precision, resolve_device
+    from .probe import estimate_job, format_seconds
+    from .runner import build_task, prepare
     from .store import run_is_done
     from .suite import short_hash
-    from .teachers import ProbeTeacher
+    from .teachers import ProbeTeacher, teacher_job
 
     loaded, registry = _load(suite, plugin, output)
     dev = resolve_device(device)
@@ -179,21 +179,22 @@ def plan(
         task = tasks[key]
         p = prepare(r, registry, task, ProbeTeacher(task, r.teacher_seed, r.checkpoints), dev,
                     precision=precision, compile=compile)
-        phases = ", ".join(f"{ph.name} {n}x{c:.3g}" for ph, n, c in zip(p.job.phases, p.phase_steps, p.phase_flops))
+        phases = ", ".join(f"{x.phase.name} {x.steps}x{x.step_flops:.3g}" for x in p.job.plan)
         done = run_is_done(loaded.output, r.run_id)
         row = [r.run_id, r.task_label, r.method_label, str(r.seed), f"{p.budget_flops:.3g}", phases,
                "yes" if done else "no"]
         if probe_steps:
-            same = short_hash([r.teacher_id, r.method, r.method_params, r.student_recipe, r.budget, r.eval])
+            same = short_hash([r.teacher_id, r.method, r.method_params, r.config()["student_recipe"],
+                               r.config()["budget"], r.config()["eval"]])
             if same not in estimates:  # seeds do not change the speed
                 estimates[same] = estimate_job(p.job, probe_steps)
             total += 0.0 if done else estimates[same]
             row.append(format_seconds(estimates[same]))
             needs = registry.methods[r.method].cls.needs_teacher and not r.teacher_checkpoint
             if needs and r.teacher_id not in teacher_estimates:
-                recipe = Recipe.model_validate(r.teacher_recipe)
                 teacher_estimates[r.teacher_id] = estimate_job(
-                    teacher_job(task, r.teacher_seed, recipe, r.eval["points"], precision, compile), probe_steps)
+                    teacher_job(task, r.teacher_seed, r.teacher_recipe, r.eval.points, precision=precision,
+                                compile=compile), probe_steps)
         table.add_row(*row)
     out_console.print(table)
     if probe_steps:

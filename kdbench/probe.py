@@ -15,12 +15,9 @@ import time
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 
-from .api import Phase, Recipe, TaskInstance, logits
-from .budget import eval_steps
+from .api import TaskInstance
 from .engine import TrainJob, train
-from .teachers import new_teacher
 
 
 def phase_seconds(job: TrainJob, steps: int = 10, warmup: int = 2) -> dict[str, float]:
@@ -29,23 +26,21 @@ def phase_seconds(job: TrainJob, steps: int = 10, warmup: int = 2) -> dict[str, 
     seconds: dict[str, float] = {}
     cuda = next(job.model.parameters()).device.type == "cuda"
 
-    def stamp(_step: int) -> None:
+    def stamp(_clock) -> None:
         if cuda:
             torch.cuda.synchronize()  # kernels run asynchronously: time them, not their launch
         stamps.append(time.perf_counter())
 
-    for i, (phase, allotted, cost) in enumerate(zip(job.phases, job.steps, job.step_flops)):
-        if allotted == 0 or phase.cost_key in seconds:
+    for planned in job.plan:
+        if planned.steps == 0 or planned.phase.cost_key in seconds:
             continue
         stamps = []
-        per_phase = {"cotrain_flops": [job.cotrain_flops[i]]} if getattr(job, "cotrain_flops", None) else {}
-        probe = replace(job, phases=[phase], steps=[warmup + steps], step_flops=[cost], eval_at=[],
-                        state_path=None, progress=None, after_step=stamp,
-                        **per_phase)
+        probe = replace(job, plan=[replace(planned, steps=warmup + steps)], eval_at=[], state_path=None,
+                        on_step=stamp)
         start = time.perf_counter()
         train(probe)
         times = [b - a for a, b in zip([start] + stamps, stamps)][warmup:]
-        seconds[phase.cost_key] = statistics.median(times)  # robust to a stall of a shared machine
+        seconds[planned.phase.cost_key] = statistics.median(times)  # robust to a stall of a shared machine
     return seconds
 
 
@@ -61,18 +56,8 @@ def eval_seconds(task: TaskInstance, model) -> float:
 def estimate_job(job: TrainJob, steps: int = 10, warmup: int = 2) -> float:
     """Estimated seconds for ``job``: probed step times x allotted steps + its evaluations."""
     per_step = phase_seconds(job, steps, warmup)
-    total = sum(per_step[ph.cost_key] * n for ph, n in zip(job.phases, job.steps) if n)
+    total = sum(per_step[p.phase.cost_key] * p.steps for p in job.plan if p.steps)
     return total + eval_seconds(job.task, job.model) * len(set(job.eval_at))
-
-
-def teacher_job(task: TaskInstance, seed: int, recipe: Recipe, eval_points: int, precision: str = "fp32",
-                compile: bool = False) -> TrainJob:
-    """The engine job that trains this teacher (as the teacher cache does), for probing only."""
-    model = new_teacher(task, seed)
-    phase = Phase("teacher", loss=lambda b: F.cross_entropy(logits(model, b), b.labels), steps=recipe.steps)
-    return TrainJob(model=model, phases=[phase], steps=[recipe.steps], step_flops=[1], recipe=recipe, task=task,
-                    stream_seed=0, eval_at=eval_steps([1], [recipe.steps], eval_points), precision=precision,
-                    compile=compile)
 
 
 def format_seconds(seconds: float) -> str:

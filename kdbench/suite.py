@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -105,9 +105,24 @@ class Suite(_Strict):
         return v
 
 
+class ResolvedBudget(_Strict):
+    """A run's budget as expansion resolved it: raw ``flops``, or ``steps`` of ``method``
+    (with that method entry's resolved ``method_params``), and what it ``counts``."""
+
+    flops: Optional[float] = None
+    steps: Optional[int] = None
+    method: Optional[str] = None
+    method_params: Optional[dict[str, Any]] = None
+    counts: Literal["student", "total"] = "student"
+
+    @property
+    def counts_total(self) -> bool:
+        return self.counts == "total"
+
+
 @dataclass(frozen=True)
 class Run:
-    """One (task, teacher seed, method, seed) of a suite, fully resolved."""
+    """One (task, teacher seed, method, seed) of a suite, fully resolved and typed."""
 
     run_id: str
     suite: str
@@ -116,17 +131,17 @@ class Run:
     task_version: str
     task_params: dict
     teacher_seed: int
-    teacher_recipe: dict
+    teacher_recipe: Recipe
     teacher_checkpoint: Optional[str]
     checkpoints: tuple  # teacher steps this run's method reads
-    student_recipe: dict
+    student_recipe: Recipe
     method: str
     method_label: str
     method_version: str
     method_params: dict
     seed: int
-    budget: dict
-    eval: dict
+    budget: ResolvedBudget
+    eval: Evaluation
     save_every_s: float = 60.0
 
     @property
@@ -135,22 +150,42 @@ class Run:
                           self.teacher_recipe, self.teacher_checkpoint)
 
     def config(self) -> dict:
-        return {**asdict(self), "teacher_id": self.teacher_id, "checkpoints": list(self.checkpoints)}
+        """The run as plain JSON data (config.json; the recipes, budget and eval settings dumped)."""
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        fields.update(teacher_recipe=self.teacher_recipe.model_dump(mode="json"),
+                      student_recipe=self.student_recipe.model_dump(mode="json"),
+                      budget=self.budget.model_dump(exclude_none=True), eval=self.eval.model_dump(mode="json"),
+                      checkpoints=list(self.checkpoints))
+        return {**fields, "teacher_id": self.teacher_id}
 
     @classmethod
     def from_config(cls, config: dict) -> "Run":
         fields = {k: v for k, v in config.items() if k in cls.__dataclass_fields__}
-        fields["checkpoints"] = tuple(fields["checkpoints"])
+        fields.update(checkpoints=tuple(fields["checkpoints"]),
+                      teacher_recipe=Recipe.model_validate(fields["teacher_recipe"]),
+                      student_recipe=Recipe.model_validate(fields["student_recipe"]),
+                      budget=ResolvedBudget.model_validate(fields["budget"]),
+                      eval=Evaluation.model_validate(fields["eval"]))
         return cls(**fields)
+
+
+def run_identity(run: Run) -> str:
+    """The run id: a hash of everything that determines the result (not labels, the suite's name,
+    the save cadence or which checkpoints are stored)."""
+    config = run.config()
+    identity = {k: v for k, v in config.items() if k not in ("run_id", "teacher_id", "suite", "task_label",
+                                                              "method_label", "save_every_s", "checkpoints")}
+    return short_hash(identity, 12)
 
 
 def short_hash(obj: Any, n: int = 10) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-def teacher_id(task, version, params, seed, recipe, checkpoint) -> str:
+def teacher_id(task: str, version: str, params: dict, seed: int, recipe: Recipe, checkpoint: Optional[str]) -> str:
+    """The teacher cache key: task, version, params, seed, recipe and given checkpoint file."""
     # checkpoint cadence does not change the final teacher, so it is not part of the id
-    recipe = {k: v for k, v in recipe.items() if k != "checkpoint_every"}
+    recipe = recipe.model_dump(mode="json", exclude={"checkpoint_every"})
     return f"{task}-{short_hash([task, version, params, seed, recipe, checkpoint], 8)}"
 
 
@@ -191,7 +226,8 @@ def format_validation_error(path: Path, err: ValidationError, prefix: str = "") 
     return "\n".join(lines)
 
 
-def _unknown(path: Path, where: str, kind: str, name: str, allowed: list[str]) -> UserError:
+def unknown_name(path: Path, where: str, kind: str, name: str, allowed: list[str]) -> UserError:
+    """The error for an unknown plugin name: where, the name, the closest allowed one, all allowed."""
     hint = difflib.get_close_matches(str(name), allowed, n=1)
     suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
     return UserError(f"{path}: {where}: unknown {kind} {name!r}{suggestion}; allowed: {', '.join(sorted(allowed))}")
@@ -251,7 +287,7 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
     tasks, methods = [], []
     for i, entry in enumerate(suite.tasks):
         if entry.name not in registry.tasks:
-            raise _unknown(path, f"tasks[{i}].name", "task", entry.name, list(registry.tasks))
+            raise unknown_name(path, f"tasks[{i}].name", "task", entry.name, list(registry.tasks))
         cls = registry.tasks[entry.name].cls
         params = _validate_params(path, f"tasks[{i}].params", cls.Params, entry.params)
         task = cls()
@@ -267,7 +303,7 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
     labels = set()
     for i, entry in enumerate(suite.methods):
         if entry.name not in registry.methods:
-            raise _unknown(path, f"methods[{i}].name", "method", entry.name, list(registry.methods))
+            raise unknown_name(path, f"methods[{i}].name", "method", entry.name, list(registry.methods))
         label = entry.label or entry.name
         if label in labels:
             raise UserError(f"{path}: methods[{i}].label: {label!r} appears twice; give each entry a distinct label")
@@ -279,16 +315,16 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
         raise UserError(f"{path}: tasks: two entries share the label {task_labels}; give each a distinct label")
     for i, (_, _, _, _, _, budget) in enumerate(tasks):
         if budget.method is not None and budget.method not in labels and budget.method not in registry.methods:
-            raise _unknown(path, "budget.method", "method", budget.method, sorted(labels | set(registry.methods)))
+            raise unknown_name(path, "budget.method", "method", budget.method, sorted(labels | set(registry.methods)))
 
     runs = []
     for (entry, tcls, tparams, trecipe, srecipe, budget) in tasks:
-        budget_spec = budget.model_dump(exclude_none=True)
+        resolved = ResolvedBudget(flops=budget.flops, counts=budget.counts)
         if budget.method is not None:  # resolve to the method entry it names, params included
             ref = next(((e.name, mp) for e, _, mp in methods if (e.label or e.name) == budget.method),
                        (budget.method, registry.methods[budget.method].cls.Params()))
-            budget_spec = {"steps": budget.steps, "method": ref[0], "method_params": ref[1].model_dump(mode="json"),
-                           "counts": budget.counts}
+            resolved = ResolvedBudget(steps=budget.steps, method=ref[0], method_params=ref[1].model_dump(mode="json"),
+                                      counts=budget.counts)
         for tseed in suite.teacher_seeds:
             for (mentry, mcls, mparams) in methods:
                 try:
@@ -297,20 +333,14 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
                     i = next(i for i, e in enumerate(suite.methods) if e is mentry)
                     raise UserError(f"{path}: methods[{i}].params: {exc}") from exc
                 for seed in suite.seeds:
-                    fields = dict(
-                        suite=suite.name, task=entry.name, task_label=entry.label or entry.name,
-                        task_version=str(tcls.version), task_params=tparams.model_dump(mode="json"),
-                        teacher_seed=tseed, teacher_recipe=trecipe.model_dump(mode="json"),
-                        teacher_checkpoint=entry.teacher_checkpoint,
-                        checkpoints=checkpoints, student_recipe=srecipe.model_dump(mode="json"),
-                        method=mentry.name, method_label=mentry.label or mentry.name,
-                        method_version=str(mcls.version), method_params=mparams.model_dump(mode="json"),
-                        seed=seed, budget=budget_spec, eval=suite.eval.model_dump(mode="json"),
-                        save_every_s=suite.save_every_s,
-                    )
-                    identity = {k: v for k, v in fields.items()
-                                if k not in ("suite", "task_label", "method_label", "save_every_s", "checkpoints")}
-                    runs.append(Run(run_id=short_hash(identity, 12), **fields))
+                    run = Run(run_id="", suite=suite.name, task=entry.name, task_label=entry.label or entry.name,
+                              task_version=str(tcls.version), task_params=tparams.model_dump(mode="json"),
+                              teacher_seed=tseed, teacher_recipe=trecipe, teacher_checkpoint=entry.teacher_checkpoint,
+                              checkpoints=checkpoints, student_recipe=srecipe, method=mentry.name,
+                              method_label=mentry.label or mentry.name, method_version=str(mcls.version),
+                              method_params=mparams.model_dump(mode="json"), seed=seed, budget=resolved,
+                              eval=suite.eval, save_every_s=suite.save_every_s)
+                    runs.append(replace(run, run_id=run_identity(run)))
     return runs
 
 
@@ -328,7 +358,7 @@ def load_suite(path: Path, registry_factory, extra_plugins: tuple = ()) -> tuple
     if failed:
         raise UserError(f"{path}: plugins: {failed[0]} failed to load: {registry.failures[str(failed[0])]}")
     if suite.launcher.name not in registry.launchers:
-        raise _unknown(path, "launcher.name", "launcher", suite.launcher.name, list(registry.launchers))
+        raise unknown_name(path, "launcher.name", "launcher", suite.launcher.name, list(registry.launchers))
     _validate_params(path, "launcher.options", registry.launchers[suite.launcher.name].cls.Params,
                      suite.launcher.options)
     runs = expand(suite, path, registry)

@@ -18,22 +18,13 @@ import torch.nn.functional as F
 from filelock import FileLock
 from torch import nn
 
-from .api import Phase, Recipe, TaskInstance, logits
-from .budget import eval_steps, measure_step_flops
-from .engine import TrainJob, seed_for_step, step_generator, train
+from .api import Clock, Phase, Recipe, TaskInstance, logits
+from .budget import eval_steps, measure_step_flops, probe_batch
+from .engine import PlannedPhase, TrainJob, progress_every, train
 from .errors import UserError
+from .stop import stop_requested
 from .store import atomic_torch_save, atomic_write_json, read_json, teacher_dir
-
-TEACHER_STREAM = 1  # data streams: teachers and students never share samples
-STUDENT_STREAM = 2
-
-
-def stream_seed(role: int, seed: int) -> int:
-    return role * 1_000_003 + seed
-
-
-def init_seed(role: int, seed: int) -> int:
-    return seed_for_step(stream_seed(role, seed), 0) % (2**31)
+from .streams import TEACHER_STREAM, init_seed, stream_seed
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -59,9 +50,29 @@ def teacher_is_ready(folder: Path, checkpoints) -> bool:
     return all(checkpoint_path(folder, s).exists() for s in checkpoints)
 
 
+def teacher_phase(model: nn.Module, steps: Optional[int] = None) -> Phase:
+    """How a teacher learns: cross-entropy on the task's labels."""
+    return Phase("teacher", loss=lambda b: F.cross_entropy(logits(model, b), b.labels), steps=steps)
+
+
+def teacher_job(task: TaskInstance, seed: int, recipe: Recipe, eval_points: int, *,
+                state_path: Optional[Path] = None, save_every_s: float = 60.0,
+                on_step: Optional[Callable[[Clock], None]] = None, precision: str = "fp32",
+                compile: bool = False) -> TrainJob:
+    """The engine job that trains the teacher of ``seed`` by ``recipe``, its step's FLOPs measured."""
+    model = new_teacher(task, seed)
+    phase = teacher_phase(model, recipe.steps)
+    cost = measure_step_flops(phase, probe_batch(task, recipe.batch_size, next(model.parameters()).device),
+                              model.parameters())
+    return TrainJob(model=model, plan=[PlannedPhase(phase, recipe.steps, cost)], recipe=recipe, task=task,
+                    stream_seed=stream_seed(TEACHER_STREAM, seed),
+                    eval_at=eval_steps([cost], [recipe.steps], eval_points), state_path=state_path, save_every_s=save_every_s, on_step=on_step, should_stop=stop_requested,
+                    precision=precision, compile=compile)
+
+
 def ensure_teacher(out: Path, teacher_id: str, task: TaskInstance, seed: int, recipe: Recipe,
                    checkpoints: list[int], source: Optional[str] = None, eval_points: int = 20,
-                   save_every_s: float = 60.0, progress: Optional[Callable] = None,
+                   save_every_s: float = 60.0, progress: Optional[Callable[[int, int], None]] = None,
                    precision: str = "fp32", compile: bool = False) -> dict:
     """Train (or load) the teacher unless the cache has it with every checkpoint in
     ``checkpoints``; return its summary. Safe against concurrent callers (file lock).
@@ -96,21 +107,16 @@ def _adopt_teacher(folder, teacher_id, task, seed, source, checkpoints) -> dict:
 
 def _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_points, save_every_s, progress,
                    precision="fp32", compile=False):
-    model = new_teacher(task, seed)
-    phase = Phase("teacher", loss=lambda b: F.cross_entropy(logits(model, b), b.labels), steps=recipe.steps)
-    probe = task.train_batch(step_generator(next(model.parameters()).device).manual_seed(0), recipe.batch_size)
-    cost = measure_step_flops(phase, probe, model.parameters())
-    wanted = set(checkpoints)
+    wanted, report = set(checkpoints), progress_every(progress)
 
-    def save_checkpoint(step: int) -> None:
-        if step in wanted and step < recipe.steps:
-            atomic_torch_save(model.state_dict(), checkpoint_path(folder, step))
+    def on_step(clock: Clock) -> None:
+        if clock.step in wanted and clock.step < recipe.steps:
+            atomic_torch_save(job.model.state_dict(), checkpoint_path(folder, clock.step))
+        report(clock)
 
-    job = TrainJob(model=model, phases=[phase], steps=[recipe.steps], step_flops=[cost], recipe=recipe,
-                   task=task, stream_seed=stream_seed(TEACHER_STREAM, seed),
-                   eval_at=eval_steps([cost], [recipe.steps], eval_points),
-                   state_path=folder / "state.pt", save_every_s=save_every_s,
-                   after_step=save_checkpoint, progress=progress, precision=precision, compile=compile)
+    job = teacher_job(task, seed, recipe, eval_points, state_path=folder / "state.pt", save_every_s=save_every_s,
+                      on_step=on_step, precision=precision, compile=compile)
+    model, cost = job.model, job.plan[0].step_flops
     result = train(job)
     if result.status != "finished":
         raise RuntimeError(f"teacher {teacher_id} diverged at step {result.diverged_at}")
@@ -125,10 +131,10 @@ def _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_poi
         return _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_points,
                               save_every_s, progress, precision, compile)
     stored = sorted(folder.glob("checkpoints/*.pt"))
+    final = {k: v for k, v in result.curve[-1].items() if k not in ("step", "samples", "flops", "phase", "time")}
     summary = {
         "teacher_id": teacher_id, "status": "finished", "steps": result.steps, "flops": result.flops,
-        "step_flops": cost, "wall_time": result.wall_time, "metrics": {k: v for k, v in result.curve[-1].items()
-                                                                       if k not in ("step", "samples", "flops", "phase", "time")},
+        "step_flops": cost, "wall_time": result.wall_time, "metrics": final,
         "checkpoints": sorted(int(p.stem.split("-")[1]) for p in stored),
         "checkpoint_bytes": sum(p.stat().st_size for p in stored), "recipe": recipe.model_dump(mode="json"),
         "precision": precision if next(model.parameters()).device.type == "cuda" else "fp32",

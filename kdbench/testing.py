@@ -137,13 +137,9 @@ def run_method(method: Union[str, type], params: Optional[dict] = None, *, task:
 def _run(method, params, task, budget_flops, seed, teacher_seed, eval_points, teacher, out, device) -> MethodRun:
     import torch
 
-    from .api import Recipe
-    from .engine import train
     from .plugins import load_plugins
-    from .runner import build_task, prepare
-    from .store import teacher_dir
+    from .runner import execute_run
     from .suite import Budget, Evaluation, MethodEntry, Suite, TaskEntry, expand
-    from .teachers import CachedTeacher, ProbeTeacher, ensure_teacher
 
     registry = load_plugins()
     method_name = _plugin_name(registry, "method", method)
@@ -153,22 +149,14 @@ def _run(method, params, task, budget_flops, seed, teacher_seed, eval_points, te
                   tasks=[TaskEntry(name=task_name, params=task.params, teacher=task.teacher, student=task.student)],
                   methods=[MethodEntry(name=method_name, params=params)])
     (run,) = expand(suite, Path("<run_method>"), registry)
-    dev = torch.device(device)
-    instance = build_task(run, registry, dev, out)
-    access = None
-    if registry.methods[method_name].cls.needs_teacher:
-        if teacher == "probe":
-            access = ProbeTeacher(instance, teacher_seed, run.checkpoints)
-        else:
-            ensure_teacher(out, run.teacher_id, instance, teacher_seed, Recipe.model_validate(run.teacher_recipe),
-                           list(run.checkpoints), None, eval_points)
-            access = CachedTeacher(teacher_dir(out, run.teacher_id), instance, teacher_seed)
-    prepared = prepare(run, registry, instance, access, dev)
-    result = train(prepared.job)
-    return MethodRun(run=run, curve=result.curve, status=result.status, phases=prepared.job.phases,
-                     phase_steps=prepared.phase_steps, phase_step_flops=prepared.phase_flops,
-                     budget_flops=prepared.budget_flops, flops=result.flops, student=prepared.job.model,
-                     task=instance)
+    outcome = execute_run(run, registry, out, torch.device(device), probe_teacher=teacher == "probe", rerun=True)
+    if outcome.error is not None:  # recorded as a failed run; the author wants the exception itself
+        raise outcome.error
+    prepared, summary = outcome.prepared, outcome.summary
+    return MethodRun(run=run, curve=outcome.curve, status=summary["status"],
+                     phases=[p.phase for p in prepared.job.plan], phase_steps=prepared.phase_steps, phase_step_flops=prepared.phase_flops,
+                     budget_flops=prepared.budget_flops, flops=summary["flops"], student=prepared.job.model,
+                     task=outcome.task)
 
 
 @pytest.fixture

@@ -87,7 +87,7 @@ class Recording(Launcher):
         for run in reversed(runs):
             with open(Path(ctx.out) / "launched.txt", "a") as f:
                 f.write(run.run_id + "\\n")
-            summaries.append(execute_run(run, ctx.registry, ctx.out, ctx.device))
+            summaries.append(execute_run(run, ctx.registry, ctx.out, ctx.device).summary)
         return summaries
 
 

@@ -9,11 +9,13 @@ import pytest
 import torch
 from conftest import SUITES, curves, kdbench, tiny_suite, without_time
 
-from kdbench.engine import StopRequested, clear_stop, request_stop, train
+from kdbench.device import effective_precision, resolve_device
+from kdbench.engine import train
 from kdbench.launchers import choose_launcher, parse_option
 from kdbench.launchers.local import LocalParams, environment, threads_per_job, worker_environment
 from kdbench.plugins import load_plugins
-from kdbench.runner import build_task, effective_precision, prepare, resolve_device
+from kdbench.runner import build_task, prepare
+from kdbench.stop import StopRequested, clear_stop, request_stop
 from kdbench.suite import load_suite
 from kdbench.teachers import ProbeTeacher
 
@@ -134,7 +136,7 @@ def _tiny_job(write_suite, tmp_path, name):
 def test_stop_request_saves_state_and_resume_is_exact(write_suite, tmp_path):
     reference = train(_tiny_job(write_suite, tmp_path, "ref.pt"))
     job = _tiny_job(write_suite, tmp_path, "state.pt")
-    job.after_step = lambda step: request_stop() if step == 37 else None
+    job.on_step = lambda clock: request_stop() if clock.step == 37 else None
     try:
         with pytest.raises(StopRequested, match="stopped at step 37"):
             train(job)

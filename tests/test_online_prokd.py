@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from kdbench.engine import StopRequested, clear_stop, request_stop, train
+from kdbench.engine import train
 from kdbench.methods.pro_kd import temperature_at
 from kdbench.plugins import load_plugins
 from kdbench.runner import build_task, prepare
+from kdbench.stop import StopRequested, clear_stop, request_stop
 from kdbench.suite import load_suite
 from kdbench.teachers import ProbeTeacher
 
@@ -45,7 +46,7 @@ def prepared(path, label, tmp_path=None):
 
 def test_teacher_inside_an_online_run_improves_and_targets_change(tmp_path):
     p = prepared(write(tmp_path, "  - name: online"), "online")
-    cotrain = p.job.phases[0].cotrain
+    cotrain = p.job.plan[0].phase.cotrain
     task = p.job.task
     before = task.evaluate(cotrain.model)["accuracy"]
     initial_target = [t.clone() for t in cotrain.target.state_dict().values()]
@@ -57,12 +58,12 @@ def test_teacher_inside_an_online_run_improves_and_targets_change(tmp_path):
     # the final target is the final co-trained teacher
     assert all(torch.equal(a, b) for a, b in zip(cotrain.model.state_dict().values(),
                                                  cotrain.target.state_dict().values()))
-    assert result.teacher_flops == 40 * p.job.cotrain_flops[0]  # 40 teacher steps, every one charged
+    assert result.teacher_flops == 40 * p.job.plan[0].cotrain_flops  # 40 teacher steps, every one charged
 
 
 def test_target_refreshes_only_every_refresh_teacher_steps(tmp_path):
     p = prepared(write(tmp_path, "  - name: online\n    params: {refresh: 1000}", tsteps=5000), "online")
-    cotrain = p.job.phases[0].cotrain
+    cotrain = p.job.plan[0].phase.cotrain
     initial = [t.clone() for t in cotrain.target.state_dict().values()]
     train(p.job)  # the budget ends long before 1000 teacher steps
     assert all(torch.equal(a, b) for a, b in zip(initial, cotrain.target.state_dict().values()))
@@ -101,7 +102,7 @@ def test_budget_counting_total_flops(tmp_path):
     assert result.flops + result.teacher_flops <= online.budget_flops
     # a budget of "60 one-shot steps" counting totals covers one-shot's cached teacher too:
     # one-shot keeps its 60 steps, online spends the same total on its steps plus its teacher
-    teacher_cost = 40 * online.job.cotrain_flops[0]
+    teacher_cost = 40 * online.job.plan[0].cotrain_flops
     assert one_shot.budget_flops == 60 * one_shot.phase_flops[0] + teacher_cost
     assert one_shot.phase_steps == [60]
 
@@ -110,7 +111,7 @@ def test_online_resumes_bit_for_bit(tmp_path):
     path = write(tmp_path, "  - name: online\n    params: {refresh: 3}")
     reference = train(prepared(path, "online").job)
     p = prepared(path, "online", tmp_path)
-    p.job.after_step = lambda step: request_stop() if step == 25 else None  # mid-way through co-training
+    p.job.on_step = lambda clock: request_stop() if clock.step == 25 else None  # mid-way through co-training
     try:
         with pytest.raises(StopRequested):
             train(p.job)
@@ -131,7 +132,7 @@ def test_pro_kd_temperature_schedule():
 
 def test_pro_kd_loss_follows_the_clock(tmp_path):
     p = prepared(write(tmp_path, "  - name: pro-kd"), "pro-kd")
-    phase, clock = p.job.phases[0], p.job.clock
+    phase, clock = p.job.plan[0].phase, p.job.clock
     batch = p.job.task.train_batch(torch.Generator().manual_seed(0), 32)
     clock.phase_step, clock.phase_steps = 0, 100
     hot = phase.loss(batch).item()

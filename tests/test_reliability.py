@@ -232,11 +232,11 @@ def test_interrupt_inside_a_step_saves_no_half_step(tmp_path):
     interrupted.save_every_s = 0.0  # a consistent save after every step
     mark = interrupted.eval_at[2]  # an evaluation step
 
-    def after_step(step):
-        if step == mark:
+    def on_step(clock):
+        if clock.step == mark:
             raise KeyboardInterrupt  # the step is counted, its evaluation not yet recorded
 
-    interrupted.after_step = after_step
+    interrupted.on_step = on_step
     with pytest.raises(KeyboardInterrupt):
         train(interrupted)
     assert torch.load(tmp_path / "state.pt", weights_only=True)["step"] == mark - 1

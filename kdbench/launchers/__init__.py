@@ -20,7 +20,7 @@ from ..api import Params
 from ..errors import UserError
 from ..plugins import Registry
 from ..progress import Reporter
-from ..suite import Run, format_validation_error
+from ..suite import Run, format_validation_error, unknown_name
 
 
 @dataclass
@@ -98,12 +98,10 @@ def choose_launcher(loaded, registry: Registry, name: Optional[str] = None, jobs
     """The launcher class and its validated params for ``kdbench run``: the command line's
     ``--launcher`` (else the suite's ``launcher.name``), the suite's options when it names
     the same launcher, then ``--launcher-option KEY=VALUE``, ``--jobs`` and ``--sbatch``."""
-    from ..suite import _unknown
-
     entry = loaded.suite.launcher
     name = name or entry.name
     if name not in registry.launchers:
-        raise _unknown(Path("--launcher"), "launcher", "launcher", name, list(registry.launchers))
+        raise unknown_name(Path("--launcher"), "launcher", "launcher", name, list(registry.launchers))
     cls = registry.launchers[name].cls
     suite_options = dict(entry.options) if entry.name == name else {}
     cli = dict(parse_option(o) for o in options)

@@ -25,17 +25,15 @@ from typing import Optional
 import torch
 from pydantic import Field
 
-from ..api import Params, Recipe
-from ..engine import StopRequested, clear_stop, request_stop, stop_requested
+from ..api import Params
 from ..errors import UserError
 from ..hookspecs import hookimpl
-from ..runner import build_task, effective_precision, execute_run
+from ..runner import execute_run, train_teacher
+from ..stop import StopRequested, graceful_interrupt, request_stop, stop_requested
 from ..store import teacher_dir
-from ..teachers import ensure_teacher, teacher_is_ready
+from ..teachers import teacher_is_ready
 from . import LaunchContext, Launcher
-
-# glibc malloc returning memory to the OS on every large free cost up to 2x on mid-size models
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
+from .common import MALLOC_ENV, describe, describe_teacher, teacher_groups
 
 
 class LocalParams(Params):
@@ -92,65 +90,10 @@ def tune_malloc() -> None:
     libc.mallopt(m_mmap_threshold, int(MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]))
 
 
-def _stop_at_step_end(signum, frame) -> None:
-    """SIGINT handler: the first asks the training loop to stop at the end of its step and save
-    its state (so resuming is exact); a second interrupts at once."""
-    if stop_requested():
-        raise KeyboardInterrupt
-    request_stop()
-
-
-@contextlib.contextmanager
-def graceful_interrupt():
-    """Ctrl-C stops training at a step boundary with its state saved, then raises KeyboardInterrupt.
-    (An interrupt in the middle of a step could not be resumed bit for bit.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, _stop_at_step_end)
-    try:
-        yield
-    except StopRequested as exc:
-        raise KeyboardInterrupt(str(exc)) from exc
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        clear_stop()
-
-
-def teacher_groups(runs, registry) -> dict:
-    """Runs that need a teacher, grouped by teacher id, with the union of the checkpoints they read."""
-    groups: dict[str, dict] = {}
-    for run in runs:
-        if not registry.methods[run.method].cls.needs_teacher:
-            continue
-        group = groups.setdefault(run.teacher_id, {"run": run, "checkpoints": set(), "runs": []})
-        group["checkpoints"].update(run.checkpoints)
-        group["runs"].append(run)
-    return groups
-
-
-def train_teacher(run, checkpoints, registry, out, device, precision="fp32", compile=False, progress=None) -> dict:
-    """Make sure ``run``'s teacher is in the cache with ``checkpoints`` (training it if needed); its summary."""
-    recipe = Recipe.model_validate(run.teacher_recipe)
-    task = build_task(run, registry, device, out)
-    summary = ensure_teacher(out, run.teacher_id, task, run.teacher_seed, recipe, sorted(checkpoints),
-                             run.teacher_checkpoint, run.eval["points"], run.save_every_s, progress,
-                             precision=effective_precision(precision, device), compile=compile)
-    return {**summary, "metric": task.metric}
-
-
-def describe_teacher(tid: str, summary: dict) -> str:
-    metric = summary.get("metric", "accuracy")
-    value = summary.get("metrics", {}).get(metric, float("nan"))
-    how = "cached" if summary.get("cached") else "trained"
-    return f"teacher {tid}: {metric} {value:.4f}, {summary['flops']:.3g} FLOPs, {summary['wall_time']:.1f} s ({how})"
-
-
 def train_teachers(runs, ctx: LaunchContext) -> None:
     """Make sure every teacher these runs need is in the cache, training each once (in this process)."""
     for tid, group in teacher_groups(runs, ctx.registry).items():
-        recipe = Recipe.model_validate(group["run"].teacher_recipe)
-        with ctx.reporter.bar(f"teacher {tid}", recipe.steps) as update:
+        with ctx.reporter.bar(f"teacher {tid}", group["run"].teacher_recipe.steps) as update:
             summary = train_teacher(group["run"], group["checkpoints"], ctx.registry, ctx.out, ctx.device,
                                     ctx.precision, ctx.compile, update)
         ctx.reporter.log(describe_teacher(tid, summary))
@@ -180,7 +123,7 @@ class LocalLauncher(Launcher):
                     raise KeyboardInterrupt
                 with ctx.reporter.bar(f"{run.task_label} {run.method_label} seed {run.seed}") as update:
                     summary = execute_run(run, ctx.registry, ctx.out, ctx.device, progress=update,
-                                          precision=ctx.precision, compile=ctx.compile)
+                                          precision=ctx.precision, compile=ctx.compile).summary
                 summaries.append(summary)
                 ctx.reporter.log(describe(run, summary))
         return summaries
@@ -222,7 +165,7 @@ def _worker_run(run, out) -> dict:
     if stop_requested():
         raise StopRequested("interrupted before it started")
     return execute_run(run, w["registry"], out, w["device"], progress=_reporter_for(run.run_id),
-                       precision=w["precision"], compile=w["compile"])
+                       precision=w["precision"], compile=w["compile"]).summary
 
 
 class _Bars:
@@ -343,18 +286,6 @@ def _run_done(future: Future, run, ctx: LaunchContext) -> dict:
         summary = {"run_id": run.run_id, "status": "failed", "error": f"worker failed: {type(error).__name__}: {error}"}
     ctx.reporter.log(describe(run, summary))
     return summary
-
-
-def describe(run, summary: dict) -> str:
-    """One line on a finished run for the console."""
-    status = summary.get("status")
-    if status == "finished":
-        metrics = summary.get("metrics", {})
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and k != "train_loss")
-        return f"  {run.task_label} / {run.method_label} / seed {run.seed}: {shown} ({summary['steps']} steps, {summary['wall_time']:.1f} s)"
-    if status == "failed":
-        return f"  {run.task_label} / {run.method_label} / seed {run.seed}: FAILED: {summary.get('error')}"
-    return f"  {run.task_label} / {run.method_label} / seed {run.seed}: {status}"
 
 
 @hookimpl

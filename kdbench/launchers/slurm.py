@@ -41,7 +41,7 @@ from ..hookspecs import hookimpl
 from ..store import atomic_write_json, read_json, run_dir, teacher_dir
 from ..suite import Run
 from . import LaunchContext, Launcher
-from .local import MALLOC_ENV, describe, describe_teacher, teacher_groups
+from .common import MALLOC_ENV, describe, describe_teacher, teacher_groups
 
 LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
                "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SIGNALING", "STAGE_OUT", "STOPPED"}
@@ -97,9 +97,9 @@ class _Job(submitit.helpers.Checkpointable):
     def __call__(self):
         import torch
 
-        from ..engine import StopRequested, clear_stop, request_stop
+        from ..device import resolve_device
         from ..plugins import load_plugins
-        from ..runner import resolve_device
+        from ..stop import StopRequested, clear_stop, request_stop
 
         torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
         usr_signal = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
@@ -142,7 +142,7 @@ class TeacherJob(_Job):
         self.run, self.checkpoints = run, sorted(checkpoints)
 
     def work(self, registry, device):
-        from .local import train_teacher
+        from ..runner import train_teacher
 
         progress = teacher_dir(self.out, self.run.teacher_id) / "progress.json"
         summary = train_teacher(self.run, self.checkpoints, registry, self.out, device, self.precision,
@@ -164,7 +164,7 @@ class RunJob(_Job):
         progress = run_dir(self.out, self.run.run_id) / "progress.json"
         progress.parent.mkdir(parents=True, exist_ok=True)
         summary = execute_run(self.run, registry, self.out, device, progress=_progress_writer(progress),
-                              precision=self.precision, compile=self.compile)
+                              precision=self.precision, compile=self.compile).summary
         progress.unlink(missing_ok=True)
         return summary
 

@@ -34,7 +34,7 @@ from pydantic import Field, model_validator
 
 from ..api import Method, Params, Phase
 from ..hookspecs import hookimpl
-from .one_shot import final_teacher_phase
+from ..losses import final_teacher_phase
 
 
 class ExtractionParams(Params):

@@ -12,14 +12,11 @@ stored; the teacher's training FLOPs are charged to the run (``teacher_train_flo
 
 from __future__ import annotations
 
-import copy
-
-import torch.nn.functional as F
 from pydantic import Field
 
-from ..api import CoTrain, Method, Params, Phase, logits
+from ..api import Method, Params
 from ..hookspecs import hookimpl
-from .one_shot import distill_phase
+from ..losses import cotrained_teacher, distill_phase, lockstep_phases
 
 
 class OnlineParams(Params):
@@ -27,30 +24,6 @@ class OnlineParams(Params):
     refresh: int = Field(1, ge=1, description="teacher steps between refreshes of the student's target")
     temperature: float = Field(1.0, gt=0)
     label_weight: float = Field(0.0, ge=0, le=1)
-
-
-def cotrained_teacher(ctx, every: int, refresh: int) -> CoTrain:
-    """A fresh teacher trained on labels by its recipe inside the run, with a frozen target copy."""
-    teacher = ctx.make_teacher()
-    teacher.train()
-    target = copy.deepcopy(teacher)
-    target.eval()
-    for p in target.parameters():
-        p.requires_grad_(False)
-    return CoTrain(model=teacher, loss=lambda b: F.cross_entropy(logits(teacher, b), b.labels),
-                   recipe=ctx.teacher_recipe, every=every, target=target, refresh=refresh)
-
-
-def lockstep_phases(ctx, cotrain: CoTrain, name: str, follow, final_temperature: float,
-                    label_weight: float) -> list[Phase]:
-    """``follow`` (a loss reading ``cotrain.target``) while the teacher trains, then the final teacher."""
-    target = cotrain.target
-    return [
-        Phase(name, loss=follow, steps=cotrain.every * cotrain.total_steps, teacher="co-trained",
-              cotrain=cotrain, cost_key="distill"),
-        distill_phase("final-teacher", ctx.student, lambda: target, final_temperature, label_weight,
-                      teacher="final (co-trained)", cost_key="distill"),
-    ]
 
 
 class Online(Method):

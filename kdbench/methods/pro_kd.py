@@ -21,8 +21,7 @@ from pydantic import Field
 
 from ..api import Method, Params, logits
 from ..hookspecs import hookimpl
-from ..losses import distillation_loss
-from .online import cotrained_teacher, lockstep_phases
+from ..losses import cotrained_teacher, distillation_loss, lockstep_phases
 
 
 class ProKDParams(Params):

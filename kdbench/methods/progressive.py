@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 
 from ..api import Method, Params, Recipe
 from ..hookspecs import hookimpl
-from .one_shot import distill_phase, final_teacher_phase
+from ..losses import distill_phase, final_teacher_phase
 
 
 class ProgressiveParams(Params):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from kdbench import Method, MethodContext, Params, Phase, UserError, distillation_loss, logits
+from kdbench import Method, MethodContext, Params, Phase, UserError, final_teacher_phase
 
 
 class FitNetsParams(Params):
@@ -92,16 +92,10 @@ class FitNets(Method):
             guided = student(batch.inputs, upto=s_layer, pre_activation=pre)
             return F.mse_loss(regressor(guided).float(), target.float())
 
-        def logits_loss(batch):
-            with torch.no_grad():
-                target = logits(teacher, batch)
-            return distillation_loss(logits(student, batch), target, batch.labels, params.temperature,
-                                     params.label_weight)
-
         trained = [p for layer in range(1, s_layer + 1) for p in student.layer_parameters(layer)]
         trained += list(regressor.parameters())
         return [
             Phase("hint", loss=hint_loss, share=params.hint_share, params=trained, teacher="final", depth=s_layer,
                   info={"student_layer": s_layer, "teacher_layer": t_layer}),
-            Phase("logits", loss=logits_loss, teacher="final"),
+            final_teacher_phase(ctx, params.temperature, params.label_weight, name="logits"),
         ]
