@@ -8,7 +8,7 @@ here trains anything.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Literal, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, ClassVar, Literal, NamedTuple, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,6 +36,19 @@ class Batch:
     mask: Optional[torch.Tensor] = None
 
 
+class LayerOutputs(NamedTuple):
+    """What ``model(x, layers=[...])`` returns: several layers' representations from one pass.
+
+    ``hidden`` holds one tensor per requested layer, in the order requested
+    (duplicates allowed); ``logits`` are the logits as ``model(x, mask=mask)``
+    gives them, or None when ``with_logits=False`` (then only layers up to the
+    deepest requested one ran).
+    """
+
+    hidden: list[torch.Tensor]
+    logits: Optional[torch.Tensor]
+
+
 @runtime_checkable
 class LayeredModel(Protocol):
     """What every model a task builds exposes, so methods reach inside without hooks.
@@ -45,6 +58,15 @@ class LayeredModel(Protocol):
     (``[batch, hidden]`` for an MLP, ``[batch, tokens, hidden]`` for an encoder).
     ``pre_activation=True`` asks for the representation before the layer's
     nonlinearity where the model has one.
+
+    ``forward(x, layers=[i, j, ...], mask=None, with_logits=True)`` runs the
+    model once and returns :class:`LayerOutputs`: the representations after
+    layers ``i, j, ...`` (as ``upto`` would give each, in the order asked,
+    duplicates allowed) and the logits as ``forward(x, mask=mask)`` gives them.
+    With ``with_logits=False`` the logits are None and only layers up to
+    ``max(layers)`` run, so a loss on several layers pays for one forward, not
+    one per layer. ``upto`` and ``layers`` together, or a layer outside
+    ``1..num_layers``, raise ``ValueError``.
     """
 
     num_layers: int
@@ -54,7 +76,8 @@ class LayeredModel(Protocol):
     def layer_parameters(self, layer: int) -> list[nn.Parameter]: ...
 
     def __call__(self, x: torch.Tensor, upto: Optional[int] = None, mask: Optional[torch.Tensor] = None,
-                 pre_activation: bool = False) -> torch.Tensor: ...
+                 pre_activation: bool = False, layers: Optional[Sequence[int]] = None,
+                 with_logits: bool = True) -> torch.Tensor | LayerOutputs: ...
 
 
 def logits(model: nn.Module, batch: Batch) -> torch.Tensor:

@@ -20,6 +20,10 @@ Layered interface (see :class:`kdbench.api.LayeredModel`):
 - ``model(x)`` returns ``[batch, outputs]`` logits read at the last position
   with ``readout="last"`` (classification), or ``[batch, tokens, outputs]``
   with ``readout="tokens"``.
+- ``model(x, layers=[...], mask=m, with_logits=True)`` runs once and returns
+  :class:`kdbench.api.LayerOutputs`: the block outputs asked for and the
+  logits (``with_logits=False``: no logits, and no block past the deepest one
+  asked for runs).
 
 Attention goes through ``F.scaled_dot_product_attention``: the fused kernel
 trains fast, and under the math backend (which ``kdbench.budget`` selects while
@@ -30,11 +34,14 @@ backend) over the full ``T x T`` score matrix.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..api import LayerOutputs
+from .layered import layers_to_run
 
 
 class Block(nn.Module):
@@ -97,17 +104,26 @@ class Encoder(nn.Module):
             raise ValueError(f"layer must be in 1..{self.num_layers}, got {layer}")
 
     def forward(self, x: torch.Tensor, upto: Optional[int] = None, mask: Optional[torch.Tensor] = None,
-                pre_activation: bool = False) -> torch.Tensor:
-        if upto is not None:
-            self._check_layer(upto)
+                pre_activation: bool = False, layers: Optional[Sequence[int]] = None,
+                with_logits: bool = True) -> torch.Tensor | LayerOutputs:
+        depth = layers_to_run(self.num_layers, upto, layers, with_logits)
         t = x.shape[1]
         if t > self.max_len:
             raise ValueError(f"sequence length {t} exceeds max_len {self.max_len}")
         h = self.tok(x) + self.pos.weight[:t]
-        for i, block in enumerate(self.blocks, start=1):
+        states = []
+        for block in self.blocks[:depth]:
             h = block(h)
-            if i == upto:
-                return h
+            states.append(h)
+        if upto is not None:
+            return h
+        out = self._logits(h, mask) if with_logits else None
+        if layers is None:
+            return out
+        return LayerOutputs([states[i - 1] for i in layers], out)
+
+    def _logits(self, h: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """The head on the last block's output, at the read-out positions."""
         if mask is not None:
             h = h[mask]
         elif self.readout == "last":

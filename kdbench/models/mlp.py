@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
+
+from ..api import LayerOutputs
+from .layered import layers_to_run
 
 
 class MLP(nn.Module):
@@ -13,7 +16,9 @@ class MLP(nn.Module):
 
     Layer ``i`` (1-based) is the i-th hidden layer: ``Linear`` then ``ReLU``.
     ``forward(x, upto=i)`` returns that layer's post-activation output, or its
-    pre-activation output with ``pre_activation=True``.
+    pre-activation output with ``pre_activation=True``; ``forward(x,
+    layers=[...])`` returns several layers' outputs (and the logits) from one
+    pass as :class:`kdbench.api.LayerOutputs`.
     """
 
     def __init__(self, n_in: int, hidden: int | list[int], n_out: int):
@@ -32,16 +37,19 @@ class MLP(nn.Module):
         return list(self.hidden[layer - 1].parameters())
 
     def forward(self, x: torch.Tensor, upto: Optional[int] = None, mask: Optional[torch.Tensor] = None,
-                pre_activation: bool = False) -> torch.Tensor:
+                pre_activation: bool = False, layers: Optional[Sequence[int]] = None,
+                with_logits: bool = True) -> torch.Tensor | LayerOutputs:
         if mask is not None:
             raise ValueError("MLP outputs one prediction per example: mask must be None")
-        if upto is not None and not 1 <= upto <= self.num_layers:
-            raise ValueError(f"upto must be in 1..{self.num_layers}, got {upto}")
-        for i, layer in enumerate(self.hidden, start=1):
-            x = layer(x)
-            if upto == i and pre_activation:
-                return x
-            x = torch.relu(x)
-            if upto == i:
-                return x
-        return self.head(x)
+        depth = layers_to_run(self.num_layers, upto, layers, with_logits)
+        states = []
+        for layer in self.hidden[:depth]:
+            pre = layer(x)
+            x = torch.relu(pre)
+            states.append(pre if pre_activation else x)
+        if upto is not None:
+            return states[-1]
+        out = self.head(x) if with_logits else None
+        if layers is None:
+            return out
+        return LayerOutputs([states[i - 1] for i in layers], out)
