@@ -78,6 +78,7 @@ def run(
 ):
     """Train teachers and run every unfinished run of SUITE, then write the leaderboard."""
     from .launchers import LaunchContext, choose_launcher
+    from .validation import check_runs
     from .leaderboard import write_leaderboard
     from .device import check_device_spec, effective_precision, resolve_device
     from .store import atomic_write_text, run_is_done
@@ -86,6 +87,7 @@ def run(
     launcher_cls, launcher_params = choose_launcher(loaded, registry, launcher, jobs, tuple(launcher_option or ()),
                                                     tuple(sbatch or ()), detach)
     check_device_spec(device)
+    check_runs(loaded, registry)
     dev = None if launcher_cls.runs_elsewhere else resolve_device(device)
     if dev is not None and effective_precision(precision, dev) != precision:
         err_console.print(f"--precision {precision}: bf16 autocast runs on CUDA only; training in fp32 on {dev}.")
@@ -135,8 +137,12 @@ def run(
 @app.command()
 @user_errors
 def validate(suite: Path = typer.Argument(..., help="Suite file (YAML)."), plugin: Optional[List[Path]] = PluginOpt):
-    """Check SUITE against the schema and every plugin's params; train nothing."""
-    loaded, _ = _load(suite, plugin, None)
+    """Check SUITE: the schema, every plugin's params, and one probe step of every (task, method)
+    pair on untrained models; train nothing."""
+    from .validation import check_runs
+
+    loaded, registry = _load(suite, plugin, None)
+    check_runs(loaded, registry)
     s = loaded.suite
     out_console.print(f"{suite}: valid: {len(s.tasks)} task(s) x {len(s.methods)} method(s) x "
                       f"{len(s.seeds)} seed(s) x {len(s.teacher_seeds)} teacher seed(s) = {len(loaded.runs)} runs")
@@ -162,10 +168,12 @@ def plan(
     from .store import run_is_done
     from .suite import short_hash
     from .teachers import ProbeTeacher, teacher_job
+    from .validation import check_runs
 
     loaded, registry = _load(suite, plugin, output)
     dev = resolve_device(device)
     precision = effective_precision(precision, dev)
+    check_runs(loaded, registry)
     table = Table(title=f"{loaded.suite.name}: {len(loaded.runs)} runs -> {loaded.output}")
     for col in ("run id", "task", "method", "seed", "budget FLOPs", "phases (steps x FLOPs/step)", "done"):
         table.add_column(col)

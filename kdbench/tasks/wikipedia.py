@@ -39,7 +39,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import torch
 from filelock import FileLock
@@ -48,19 +48,26 @@ from pydantic import Field, field_validator, model_validator
 from ..api import Batch, Recipe, Task
 from ..errors import UserError
 from ..hookspecs import hookimpl
+from ..inputs import PathParam
+from ..streams import substream
 from .mlm import Masker, MLMInstance, MLMParams
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD, UNK, CLS, SEP, MASK = range(len(SPECIALS))
 SUFFIXES = (".txt", ".raw", ".tokens")
+# a corpus path names files (hashed into run ids); hf:NAME does not
+CORPUS_PATH = PathParam(when=lambda spec: not spec.startswith("hf:"), files=lambda path: corpus_files(str(path)))
 
 
 class WikipediaParams(MLMParams):
-    corpus: str = Field(description="text file, folder of .txt/.raw/.tokens files, or hf:NAME[:CONFIG]")
+    corpus: Annotated[str, CORPUS_PATH] = Field(
+        description="text file, folder of .txt/.raw/.tokens files, or hf:NAME[:CONFIG]; in a suite, relative to "
+                    "the suite's folder, ${ENV_VAR} allowed")
     vocab_size: int = Field(30_522, ge=len(SPECIALS) + 1, description="WordPiece vocabulary size (at most)")
     lowercase: bool = True
-    tokenizer: Optional[str] = Field(None, description="HF tokenizers JSON to use instead of training one "
-                                                       "(e.g. a cached wordpiece-*.json): pins the token ids")
+    tokenizer: Annotated[Optional[str], PathParam()] = Field(
+        None, description="HF tokenizers JSON to use instead of training one (e.g. a cached wordpiece-*.json): "
+                          "pins the token ids")
     seq_len: int = Field(128, ge=3, description="tokens per sequence, [CLS] and [SEP] included")
     eval_fraction: float = Field(0.05, gt=0, lt=1, description="share of the corpus lines held out")
     eval_size: int = Field(512, ge=1, description="held-out sequences evaluated (at most)")
@@ -254,12 +261,12 @@ class WikipediaInstance(MLMInstance):
                                 f"{params.seq_len} tokens; lower seq_len or eval_fraction, or use more text")
         self.masker = Masker.from_params(params, MASK, len(SPECIALS), self.vocab_size)
         g = torch.Generator(device=device).manual_seed(seed)
-        self.eval_batch = self.masker(eval_seqs, eval_seqs >= len(SPECIALS), g)
+        self.eval_batch = self.masker(eval_seqs, eval_seqs >= len(SPECIALS), substream(g, "masking"))
 
     def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
         rows = torch.randint(0, len(self.train_seqs), (batch_size,), generator=generator, device=self.device)
         tokens = self.train_seqs[rows].long()
-        return self.masker(tokens, tokens >= len(SPECIALS), generator)
+        return self.masker(tokens, tokens >= len(SPECIALS), substream(generator, "masking"))
 
 
 class WikipediaBert(Task):
