@@ -182,11 +182,12 @@ def _problems(g: pd.DataFrame) -> list[dict]:
 
 
 def _configs(g: pd.DataFrame) -> dict[str, dict[str, dict[str, str]]]:
+    """Per method label with several configs in this task: the params that differ, by row label."""
     out = {}
     for label, rows in g.groupby("method_label", sort=False):
-        if rows.config_key.nunique() > 1:
-            out[label] = differing_params(dict(zip(rows.drop_duplicates("config_key").method,
-                                                   rows.drop_duplicates("config_key").config)))
+        configs = rows.drop_duplicates("config_key")
+        if len(configs) > 1:
+            out[label] = differing_params(dict(zip(configs.method, configs.config)))
     return out
 
 
@@ -203,7 +204,8 @@ def build_leaderboard(results: "Results", baseline: Optional[str] = None, ci: bo
         raise UserError(f"--baseline: no runs of method {baseline!r} in {results.path}; "
                         f"allowed: {', '.join(sorted(set(runs.method)))}")
     base = baseline or DEFAULT_BASELINE
-    teachers = dict(zip(results.teachers().teacher_id, results.teachers().summary))
+    teacher_rows = results.teachers()
+    teachers = dict(zip(teacher_rows.teacher_id, teacher_rows.summary))
     for task in results.order("tasks", list(dict.fromkeys(runs.task))):
         g = runs[runs.task == task]
         frame = method_frame(g)
