@@ -79,9 +79,8 @@ def run(
     """Train teachers and run every unfinished run of SUITE, then write the leaderboard."""
     from .launchers import LaunchContext, choose_launcher
     from .validation import check_runs
-    from .leaderboard import write_leaderboard
     from .device import check_device_spec, effective_precision, resolve_device
-    from .store import atomic_write_text, run_is_done
+    from .store import atomic_write_text, run_is_done, write_manifest
 
     loaded, registry = _load(suite, plugin, output)
     launcher_cls, launcher_params = choose_launcher(loaded, registry, launcher, jobs, tuple(launcher_option or ()),
@@ -97,6 +96,7 @@ def run(
     reporter = Reporter(quiet)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "suite.yaml", Path(suite).read_text())
+    write_manifest(out, loaded.suite.name, suite, [r.run_id for r in loaded.runs])  # what the leaderboard shows
     if done:
         err_console.print(f"{done} of {len(loaded.runs)} runs already finished in {out}: skipped.")
     with reporter:
@@ -112,13 +112,12 @@ def run(
         err_console.print(f"detached: `kdbench status {out}` shows the jobs; `kdbench run {suite}` again "
                           "waits for them and writes the leaderboard.")
         return
-    path = write_leaderboard(out)
-    _write_figures(out)
+    path = _write_leaderboard_and_figures(out)
     if summaries is None:
         err_console.print("interrupted: finished runs are kept and the run in progress saved its state; "
                           "run the same command again to resume.")
         raise typer.Exit(130)
-    if not quiet:
+    if not quiet and path is not None:
         typer.echo(path.read_text())
     # a run another process finished while this one waited for its lock comes back "skipped"
     done += sum(1 for s in summaries if s.get("status") == "skipped")
@@ -129,7 +128,7 @@ def run(
                           f"(traceback: {out / 'runs' / s['run_id'] / 'traceback.txt'})", highlight=False)
     diverged = [s for s in summaries if s.get("status") == "diverged"]
     err_console.print(f"{len(summaries)} runs executed, {done} skipped, {len(failed)} failed, "
-                      f"{len(diverged)} diverged; leaderboard: {path}")
+                      f"{len(diverged)} diverged; leaderboard: {path or 'none (no run has a result yet)'}")
     if failed:
         raise typer.Exit(1)
 
@@ -260,18 +259,30 @@ def list_plugins(plugin: Optional[List[Path]] = PluginOpt):
         err_console.print(f"[red]plugin {name} failed to load:[/red] {error}", highlight=False)
 
 
-def _results_dir(results: Path) -> Path:
-    if not (results / "runs").is_dir():
-        raise UserError(f"{results}: not a kdbench results folder (no runs/ inside)")
-    return results
+def _write_leaderboard_and_figures(out: Path) -> Optional[Path]:
+    """After ``kdbench run``: OUT/leaderboard.md and the figures of the suite's runs; None
+    (and nothing written) while no run has a folder."""
+    from .leaderboard import build_leaderboard
+    from .render import write_leaderboard
+    from .results import load_results
+
+    if not (out / "runs").is_dir():
+        return None
+    results = load_results(out)
+    board = build_leaderboard(results)
+    if not board.boards:
+        return None
+    path = write_leaderboard(board, out)
+    _write_figures(results)
+    return path
 
 
-def _write_figures(out: Path, **kwargs) -> list[Path]:
+def _write_figures(results, **kwargs) -> list[Path]:
     """Figures next to the leaderboard; a plotting problem is reported, never fatal to a run."""
     from .plots import write_figures
 
     try:
-        return write_figures(out, **kwargs)
+        return write_figures(results, **kwargs)
     except Exception as exc:  # noqa: BLE001 - the runs are saved; `kdbench plot` can retry
         if _debug["on"]:
             raise
@@ -283,6 +294,8 @@ BaselineOpt = typer.Option(None, "--baseline", help="Method label the others are
                            "seeds (default: one-shot, when present).")
 CiOpt = typer.Option(False, "--ci", help="Add a 95% confidence-interval column (Student t over seeds).")
 TeacherOpt = typer.Option(False, "--teacher-curve", help="Also draw the teacher's training curve.")
+AllOpt = typer.Option(False, "--all", help="Every run of the folder, not only the suite last run into it "
+                      "(OUT/suite.json); runs of different configs still get separate rows.")
 
 
 @app.command(name="new-method")
@@ -307,18 +320,25 @@ def leaderboard(
     ci: bool = CiOpt,
     plot: bool = typer.Option(False, "--plot", help="Also write RESULTS/figures/<task>.png and .pdf."),
     teacher_curve: bool = TeacherOpt,
+    all_runs: bool = AllOpt,
 ):
-    """Print RESULTS' leaderboard in FORMAT; write RESULTS/leaderboard.md (and leaderboard.<format>)."""
-    from .leaderboard import FORMATS, build_boards, render
-    from .store import atomic_write_text
+    """Print RESULTS' leaderboard in FORMAT; write RESULTS/leaderboard.md (and leaderboard.<format>).
+    With no run to show, write nothing and exit 2."""
+    from .leaderboard import build_leaderboard
+    from .render import FORMATS, folder_notes, render, write_leaderboard
+    from .results import load_results
 
-    boards = build_boards(_results_dir(results), baseline, ci)
-    text = render(boards, fmt, results)
-    atomic_write_text(results / "leaderboard.md", render(boards, "md", results))
-    atomic_write_text(results / f"leaderboard.{FORMATS[fmt]}", text)
+    res = load_results(results, all_runs)
+    board = build_leaderboard(res, baseline, ci)
+    text = render(board, fmt)
+    if not board.boards:
+        raise UserError(" ".join([f"{results}: no runs to show; nothing written.", *folder_notes(board)]))
+    write_leaderboard(board, results)
+    if FORMATS[fmt] != "md":
+        write_leaderboard(board, results, fmt)
     typer.echo(text)
     if plot:
-        for path in _write_figures(results, teacher=teacher_curve):
+        for path in _write_figures(res, teacher=teacher_curve):
             err_console.print(f"wrote {path}", highlight=False)
 
 
@@ -329,11 +349,13 @@ def plot(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for the figures "
                                           "(default: RESULTS/figures)."),
     teacher_curve: bool = TeacherOpt,
+    all_runs: bool = AllOpt,
 ):
     """Write the metric-vs-FLOPs figure of every task of RESULTS as PNG and PDF."""
     from .plots import write_figures
+    from .results import load_results
 
-    for path in write_figures(_results_dir(results), output, teacher=teacher_curve):
+    for path in write_figures(load_results(results, all_runs), output, teacher=teacher_curve):
         out_console.print(f"wrote {path}", highlight=False)
 
 
@@ -341,15 +363,19 @@ def plot(
 @user_errors
 def report(
     results: Path = typer.Argument(..., help="A results folder written by `kdbench run`."),
-    output: Path = typer.Argument(..., help="The folder to write the report into."),
+    output: Path = typer.Argument(..., help="The folder to write the report into: new, empty, or an earlier "
+                                  "report (whose results/, tables/ and figures/ are replaced)."),
     baseline: Optional[str] = BaselineOpt,
     ci: bool = CiOpt,
     teacher_curve: bool = TeacherOpt,
+    all_runs: bool = AllOpt,
+    force: bool = typer.Option(False, "--force", help="Write into OUTPUT even if it is a non-empty folder "
+                               "that is not a kdbench report."),
 ):
     """Write a folder for a paper: tables in every format, figures, the suite, versions, how to reproduce."""
     from .report import write_report
 
-    dest = write_report(_results_dir(results), output, baseline, ci, teacher_curve)
+    dest = write_report(results, output, baseline, ci, teacher_curve, all_runs, force)
     out_console.print(f"report written to {dest} (see {dest / 'README.md'})", highlight=False)
 
 

@@ -36,8 +36,6 @@ blocks by default (set ``student_layers``).
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -49,6 +47,7 @@ from ..api import Batch, Recipe, Task
 from ..errors import UserError
 from ..hookspecs import hookimpl
 from ..inputs import PathParam
+from ..store import atomic_torch_save, atomic_write_text
 from ..streams import substream
 from .mlm import Masker, MLMInstance, MLMParams
 
@@ -169,17 +168,6 @@ def pack(ids: torch.Tensor, seq_len: int) -> torch.Tensor:
     return torch.cat([torch.full((n, 1), CLS, dtype=ids.dtype), rows, torch.full((n, 1), SEP, dtype=ids.dtype)], 1)
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 class Corpus:
     """The tokenizer and the two token streams of a corpus, built once and cached in ``cache_dir``.
 
@@ -212,8 +200,8 @@ class Corpus:
                 self.train_ids, self.eval_ids = saved["train"], saved["eval"]
                 return
             self._build(p, pinned)
-            _atomic_write(tok_path, lambda tmp: self.tokenizer.save(tmp))
-            _atomic_write(ids_path, lambda tmp: torch.save({"train": self.train_ids, "eval": self.eval_ids}, tmp))
+            atomic_write_text(tok_path, self.tokenizer.to_str(pretty=True))
+            atomic_torch_save({"train": self.train_ids, "eval": self.eval_ids}, ids_path)
 
     def _build(self, p: WikipediaParams, pinned: Optional[str]) -> None:
         if pinned is not None:
