@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Optional
 import pandas as pd
 
 from .errors import UserError
-from .results import NOT_CONFIG
+from .results import SEEDS
+from .suite import Run, identity
 
 if TYPE_CHECKING:
     from .results import Results
@@ -119,7 +120,8 @@ def _flatten(obj, prefix: str = "") -> dict:
 def differing_params(configs: dict[str, dict]) -> dict[str, dict[str, str]]:
     """For configs by row label: the dotted config fields whose values differ between
     them (seeds and bookkeeping aside), each value as JSON text (``-`` where absent)."""
-    flat = {row: _flatten({k: v for k, v in c.items() if k not in NOT_CONFIG}) for row, c in configs.items()}
+    flat = {row: _flatten({k: v for k, v in identity(Run.from_config(c)).items() if k not in SEEDS})
+            for row, c in configs.items()}
     keys = list(dict.fromkeys(k for f in flat.values() for k in f))
     differ = [k for k in keys if len({json.dumps(f.get(k, "-"), sort_keys=True) for f in flat.values()}) > 1]
     return {row: {k: json.dumps(f[k]) if k in f else "-" for k in differ} for row, f in flat.items()}

@@ -34,9 +34,10 @@ import yaml
 
 from .errors import UserError
 from .store import FINAL_STATUSES, MANIFEST, RunFolder, read_json, read_run
+from .suite import Run, identity
 
-# config fields that do not make two runs' results incomparable: seeds and bookkeeping
-NOT_CONFIG = ("seed", "teacher_seed", "teacher_id", "run_id", "suite", "save_every_s", "kdbench_version")
+# what two runs of one config may differ by
+SEEDS = ("seed", "teacher_seed")
 CURVE_COLUMNS = ("step", "samples", "flops", "phase", "time", "train_loss")
 # summary.json numbers carried into runs() as they are
 SUMMARY_NUMBERS = ("flops", "total_flops", "steps", "wall_time")
@@ -90,9 +91,9 @@ def phase_boundaries(summary: dict, curve: list[dict]) -> list[float]:
 
 
 def config_key(config: dict) -> str:
-    """A short hash of a run's config without seeds and bookkeeping (:data:`NOT_CONFIG`):
-    runs with the same key differ only by seed and teacher seed."""
-    kept = {k: v for k, v in config.items() if k not in NOT_CONFIG}
+    """A short hash of what determines a run's result (its identity, as in its run id) without
+    its seeds: runs with the same key differ only by seed and teacher seed."""
+    kept = {k: v for k, v in identity(Run.from_config(config)).items() if k not in SEEDS}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -144,7 +144,7 @@ class Run:
     seed: int
     budget: ResolvedBudget
     eval: Evaluation
-    streams: str  # how random streams are derived (kdbench.streams.VERSION)
+    streams: str = "1"  # how random streams are derived (kdbench.streams.VERSION; 1: before it was recorded)
     inputs: dict = field(default_factory=dict)  # content hashes of the files it reads (kdbench.inputs)
     save_every_s: float = 60.0
 
@@ -169,7 +169,7 @@ class Run:
 
     @classmethod
     def from_config(cls, config: dict) -> "Run":
-        fields = {"streams": "1", **{k: v for k, v in config.items() if k in cls.__dataclass_fields__}}
+        fields = {k: v for k, v in config.items() if k in cls.__dataclass_fields__}
         fields.update(checkpoints=tuple(fields["checkpoints"]),
                       teacher_recipe=Recipe.model_validate(fields["teacher_recipe"]),
                       student_recipe=Recipe.model_validate(fields["student_recipe"]),
@@ -178,14 +178,18 @@ class Run:
         return cls(**fields)
 
 
-def run_identity(run: Run) -> str:
-    """The run id: a hash of everything that determines the result (not labels, the suite's name,
-    the save cadence or which checkpoints are stored)."""
+def identity(run: Run) -> dict:
+    """Everything that determines a run's result: its config without labels, the suite's name,
+    the save cadence or which checkpoints are stored, and with files as their content hashes."""
     config = {**run.config(), "task_params": run.task_identity,
               "teacher_checkpoint": run.inputs.get("teacher_checkpoint")}
-    identity = {k: v for k, v in config.items() if k not in ("run_id", "teacher_id", "suite", "task_label",
-                                                              "method_label", "save_every_s", "checkpoints", "inputs")}
-    return short_hash(identity, 12)
+    return {k: v for k, v in config.items() if k not in ("run_id", "teacher_id", "suite", "task_label",
+                                                          "method_label", "save_every_s", "checkpoints", "inputs")}
+
+
+def run_identity(run: Run) -> str:
+    """The run id: a short hash of :func:`identity`."""
+    return short_hash(identity(run), 12)
 
 
 def short_hash(obj: Any, n: int = 10) -> str:
