@@ -7,10 +7,12 @@ The public API for plugin authors::
     from kdbench import distillation_loss, soft_cross_entropy, distill_phase, final_teacher_phase
     from kdbench import cotrained_teacher, lockstep_phases, MLP, Encoder
 
-Results as pandas DataFrames (imported on first use, so the CLI starts without pandas)::
+The command line as functions, with results as pandas DataFrames (imported on first use,
+so the CLI starts without pandas)::
 
-    from kdbench import load_results
-    print(load_results("results/quickstart").leaderboard(fmt="md"))
+    res = kdbench.run_suite("suites/quickstart.yaml", output="results/qs", jobs=2)
+    res.leaderboard()                                   # one row per (task, method)
+    kdbench.load_results("results/qs").leaderboard(fmt="md")
 
 Test helpers for plugin authors live in :mod:`kdbench.testing` (a pytest plugin).
 """
@@ -29,13 +31,14 @@ __all__ = [
     "Batch", "Clock", "CoTrain", "LayeredModel", "LayerOutputs", "Method", "MethodContext", "Params", "Phase",
     "Recipe", "Task", "TaskInstance", "logits", "hookimpl", "UserError", "distillation_loss", "soft_cross_entropy",
     "distill_phase", "final_teacher_phase", "cotrained_teacher", "lockstep_phases", "MLP", "Encoder", "__version__",
-    "load_results", "Results",
+    "load_results", "Results", "run_suite", "validate_suite", "plan_suite", "suite_status",
 ]
-_LAZY = {"load_results": "results", "Results": "results"}
+_LAZY = {"load_results": "results", "Results": "results", "run_suite": "commands", "validate_suite": "commands",
+         "plan_suite": "commands", "suite_status": "commands"}
 
 
 def __getattr__(name: str):
-    """The results layer, imported when first asked for (it imports pandas)."""
+    """The Python API (results layer and commands), imported when first asked for (it imports pandas)."""
     if name in _LAZY:
         from importlib import import_module
 

@@ -44,15 +44,6 @@ def user_errors(fn):
     return wrapper
 
 
-def _load(suite_path: Path, plugins, output: Optional[Path]):
-    from .suite import load_suite
-
-    loaded, registry = load_suite(suite_path, load_plugins, tuple(str(p) for p in plugins or ()))
-    if output is not None:
-        loaded.suite.output = str(output)
-    return loaded, registry
-
-
 @app.command()
 @user_errors
 def run(
@@ -77,60 +68,35 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     """Train teachers and run every unfinished run of SUITE, then write the leaderboard."""
-    from .launchers import LaunchContext, choose_launcher
-    from .validation import check_runs
-    from .device import check_device_spec, effective_precision, resolve_device
-    from .store import atomic_write_text, run_is_done, write_manifest
+    from .commands import run_suite
 
-    loaded, registry = _load(suite, plugin, output)
-    launcher_cls, launcher_params = choose_launcher(loaded, registry, launcher, jobs, tuple(launcher_option or ()),
-                                                    tuple(sbatch or ()), detach)
-    check_device_spec(device)
-    check_runs(loaded, registry)
-    dev = None if launcher_cls.runs_elsewhere else resolve_device(device)
-    if dev is not None and effective_precision(precision, dev) != precision:
-        err_console.print(f"--precision {precision}: bf16 autocast runs on CUDA only; training in fp32 on {dev}.")
-    out = loaded.output
-    todo = [r for r in loaded.runs if not run_is_done(out, r.run_id)]
-    done = len(loaded.runs) - len(todo)
-    reporter = Reporter(quiet)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "suite.yaml", Path(suite).read_text())
-    write_manifest(out, loaded.suite.name, suite, [r.run_id for r in loaded.runs])  # what the leaderboard shows
-    if done:
-        err_console.print(f"{done} of {len(loaded.runs)} runs already finished in {out}: skipped.")
-    with reporter:
-        ctx = LaunchContext(out=out, registry=registry, device=dev, reporter=reporter,
-                            plugin_paths=loaded.plugin_paths, options=launcher_params.model_dump(),
-                            params=launcher_params, device_spec=device, precision=precision, compile=compile,
-                            detach=detach)
-        try:
-            summaries = launcher_cls().launch(todo, ctx) if todo else []
-        except KeyboardInterrupt:
-            summaries = None
-    if detach and todo and summaries is not None:
-        err_console.print(f"detached: `kdbench status {out}` shows the jobs; `kdbench run {suite}` again "
-                          "waits for them and writes the leaderboard.")
-        return
-    path = _write_leaderboard_and_figures(out)
-    if summaries is None:
+    try:
+        done = run_suite(suite, output, jobs=jobs, device=device, launcher=launcher,
+                         launcher_options=launcher_option or (), sbatch=sbatch or (), detach=detach,
+                         precision=precision, compile=compile, plugins=plugin or (), reporter=Reporter(quiet),
+                         log=_log)
+    except KeyboardInterrupt:
         err_console.print("interrupted: finished runs are kept and the run in progress saved its state; "
                           "run the same command again to resume.")
         raise typer.Exit(130)
-    if not quiet and path is not None:
-        typer.echo(path.read_text())
-    # a run another process finished while this one waited for its lock comes back "skipped"
-    done += sum(1 for s in summaries if s.get("status") == "skipped")
-    summaries = [s for s in summaries if s.get("status") != "skipped"]
-    failed = [s for s in summaries if s.get("status") == "failed"]
-    for s in failed:
+    if done.detached:
+        err_console.print(f"detached: `kdbench status {done.output}` shows the jobs; `kdbench run {suite}` again "
+                          "waits for them and writes the leaderboard.")
+        return
+    if not quiet and done.leaderboard_path is not None:
+        typer.echo(done.leaderboard_path.read_text())
+    for s in done.failed:
         err_console.print(f"[red]failed:[/red] run {s['run_id']}: {s.get('error')} "
-                          f"(traceback: {out / 'runs' / s['run_id'] / 'traceback.txt'})", highlight=False)
-    diverged = [s for s in summaries if s.get("status") == "diverged"]
-    err_console.print(f"{len(summaries)} runs executed, {done} skipped, {len(failed)} failed, "
-                      f"{len(diverged)} diverged; leaderboard: {path or 'none (no run has a result yet)'}")
-    if failed:
+                          f"(traceback: {done.output / 'runs' / s['run_id'] / 'traceback.txt'})", highlight=False)
+    err_console.print(f"{len(done.executed)} runs executed, {done.skipped} skipped, {len(done.failed)} failed, "
+                      f"{len(done.diverged)} diverged; leaderboard: "
+                      f"{done.leaderboard_path or 'none (no run has a result yet)'}")
+    if done.failed:
         raise typer.Exit(1)
+
+
+def _log(message: str) -> None:
+    err_console.print(message, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -138,10 +104,9 @@ def run(
 def validate(suite: Path = typer.Argument(..., help="Suite file (YAML)."), plugin: Optional[List[Path]] = PluginOpt):
     """Check SUITE: the schema, every plugin's params, and one probe step of every (task, method)
     pair on untrained models; train nothing."""
-    from .validation import check_runs
+    from .commands import validate_suite
 
-    loaded, registry = _load(suite, plugin, None)
-    check_runs(loaded, registry)
+    loaded = validate_suite(suite, plugin or ())
     s = loaded.suite
     out_console.print(f"{suite}: valid: {len(s.tasks)} task(s) x {len(s.methods)} method(s) x "
                       f"{len(s.seeds)} seed(s) x {len(s.teacher_seeds)} teacher seed(s) = {len(loaded.runs)} runs")
@@ -161,55 +126,30 @@ def plan(
 ):
     """List SUITE's runs: ids, measured FLOPs per step, steps, budget, which are done, and an
     estimate of each run's time on this device from a few timed engine steps."""
-    from .device import effective_precision, resolve_device
-    from .probe import estimate_job, format_seconds
-    from .runner import build_task, prepare
-    from .store import run_is_done
-    from .suite import short_hash
-    from .teachers import ProbeTeacher, teacher_job
-    from .validation import check_runs
+    from .commands import plan_suite
+    from .probe import format_seconds
 
-    loaded, registry = _load(suite, plugin, output)
-    dev = resolve_device(device)
-    precision = effective_precision(precision, dev)
-    check_runs(loaded, registry)
+    plan = plan_suite(suite, output, device=device, probe_steps=probe_steps, precision=precision, compile=compile,
+                      plugins=plugin or ())
+    loaded, dev = plan.suite, plan.device
     table = Table(title=f"{loaded.suite.name}: {len(loaded.runs)} runs -> {loaded.output}")
     for col in ("run id", "task", "method", "seed", "budget FLOPs", "phases (steps x FLOPs/step)", "done"):
         table.add_column(col)
     if probe_steps:
         table.add_column(f"est. time ({dev.type})")
-    tasks, estimates, teacher_estimates, total = {}, {}, {}, 0.0
-    for r in loaded.runs:
-        key = (r.teacher_id,)
-        if key not in tasks:
-            tasks[key] = build_task(r, registry, dev, None)
-        task = tasks[key]
-        p = prepare(r, registry, task, ProbeTeacher(task, r.teacher_seed, r.checkpoints), dev,
-                    precision=precision, compile=compile)
-        phases = ", ".join(f"{x.phase.name} {x.steps}x{x.step_flops:.3g}" for x in p.job.plan)
-        done = run_is_done(loaded.output, r.run_id)
-        row = [r.run_id, r.task_label, r.method_label, str(r.seed), f"{p.budget_flops:.3g}", phases,
-               "yes" if done else "no"]
-        if probe_steps:
-            same = short_hash([r.teacher_id, r.method, r.method_params, r.config()["student_recipe"],
-                               r.config()["budget"], r.config()["eval"]])
-            if same not in estimates:  # seeds do not change the speed
-                estimates[same] = estimate_job(p.job, probe_steps)
-            total += 0.0 if done else estimates[same]
-            row.append(format_seconds(estimates[same]))
-            needs = registry.methods[r.method].cls.needs_teacher and not r.teacher_checkpoint
-            if needs and r.teacher_id not in teacher_estimates:
-                teacher_estimates[r.teacher_id] = estimate_job(
-                    teacher_job(task, r.teacher_seed, r.teacher_recipe, r.eval.points, precision=precision,
-                                compile=compile), probe_steps)
-        table.add_row(*row)
+    for row in plan.runs:
+        r = row.run
+        phases = ", ".join(f"{name} {steps}x{flops:.3g}" for name, steps, flops in row.phases)
+        cells = [r.run_id, r.task_label, r.method_label, str(r.seed), f"{row.budget_flops:.3g}", phases,
+                 "yes" if row.done else "no"]
+        table.add_row(*cells, *([format_seconds(row.seconds)] if probe_steps else []))
     out_console.print(table)
     if probe_steps:
-        for tid, seconds in teacher_estimates.items():
+        for tid, seconds in plan.teachers.items():
             out_console.print(f"teacher {tid}: est. {format_seconds(seconds)} (trained once, if not cached)")
-        out_console.print(f"estimated time of the unfinished runs, one after another on {dev} ({precision}"
-                          f"{', compiled' if compile else ''}): {format_seconds(total)} + teachers "
-                          f"{format_seconds(sum(teacher_estimates.values()))}; from {probe_steps} timed steps "
+        out_console.print(f"estimated time of the unfinished runs, one after another on {dev} ({plan.precision}"
+                          f"{', compiled' if compile else ''}): {format_seconds(plan.seconds_left)} + teachers "
+                          f"{format_seconds(sum(plan.teachers.values()))}; from {probe_steps} timed steps "
                           "per phase", highlight=False)
 
 
@@ -221,16 +161,9 @@ def status(
     plugin: Optional[List[Path]] = PluginOpt,
 ):
     """Where every run stands: finished, running (step), pending in Slurm, failed, lost, not started."""
-    from .launchers.status import collect
+    from .commands import suite_status
 
-    if target.is_file():
-        loaded, _ = _load(target, plugin, output)
-        out, runs = loaded.output, loaded.runs
-    elif target.is_dir():
-        out, runs = target, None
-    else:
-        raise UserError(f"{target}: no such results folder or suite file")
-    rows, teachers = collect(out, runs)
+    out, rows, teachers = suite_status(target, output, plugin or ())
     table = Table(title=f"{out}: {len(rows)} runs")
     for col in ("run id", "task", "method", "seed", "state", "job", "detail"):
         table.add_column(col, overflow="fold")
@@ -257,24 +190,6 @@ def list_plugins(plugin: Optional[List[Path]] = PluginOpt):
     out_console.print(table)
     for name, error in registry.failures.items():
         err_console.print(f"[red]plugin {name} failed to load:[/red] {error}", highlight=False)
-
-
-def _write_leaderboard_and_figures(out: Path) -> Optional[Path]:
-    """After ``kdbench run``: OUT/leaderboard.md and the figures of the suite's runs; None
-    (and nothing written) while no run has a folder."""
-    from .leaderboard import build_leaderboard
-    from .render import write_leaderboard
-    from .results import load_results
-
-    if not (out / "runs").is_dir():
-        return None
-    results = load_results(out)
-    board = build_leaderboard(results)
-    if not board.boards:
-        return None
-    path = write_leaderboard(board, out)
-    _write_figures(results)
-    return path
 
 
 def _write_figures(results, **kwargs) -> list[Path]:

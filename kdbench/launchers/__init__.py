@@ -47,6 +47,18 @@ class LaunchContext:
     detach: bool = False
 
 
+@dataclass
+class JobState:
+    """A job a launcher holds for a run or a teacher, as ``kdbench status`` shows it: ``state`` is
+    ``pending``, ``running`` or ``lost`` (the job ended without a result); ``labels`` holds the
+    task, method, seed and teacher_id where the launcher recorded them (for a run with no folder yet)."""
+
+    state: str
+    detail: str = ""
+    job: str = ""
+    labels: dict = field(default_factory=dict)
+
+
 class Launcher:
     """A launcher plugin: ``launch(runs, ctx)`` executes ``runs`` and returns their summaries.
 
@@ -66,6 +78,12 @@ class Launcher:
 
     def launch(self, runs: list[Run], ctx: LaunchContext) -> list[dict]:
         raise NotImplementedError
+
+    def job_states(self, out: Path, run_ids: list[str], teacher_ids: list[str]) -> dict[str, JobState]:
+        """Where this launcher's jobs for these runs and teachers of results folder ``out`` stand,
+        for ``kdbench status``: by id, only the ids it holds a job for (they have no result yet).
+        A launcher that runs everything while ``kdbench run`` waits holds none: the default."""
+        return {}
 
 
 def parse_option(text: str) -> tuple[str, Any]:

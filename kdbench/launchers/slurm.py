@@ -24,27 +24,21 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Optional
 
 import submitit
-from filelock import FileLock
 from pydantic import Field, field_validator
-from submitit.core.utils import JobPaths
-from submitit.slurm.slurm import SlurmInfoWatcher
 
 from ..api import Params
 from ..errors import UserError
 from ..hookspecs import hookimpl
-from ..store import atomic_write_json, read_json, run_dir, teacher_dir
+from ..store import atomic_write_json, read_json, read_progress, run_dir, teacher_dir
 from ..suite import Run
-from . import LaunchContext, Launcher
+from . import JobState, LaunchContext, Launcher
 from .common import MALLOC_ENV, describe, describe_teacher, teacher_groups
-
-LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
-               "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SIGNALING", "STAGE_OUT", "STOPPED"}
+from .slurm_queue import LIVE_STATES, JobBook, job_states, run_entry
 
 
 class SlurmParams(Params):
@@ -169,71 +163,6 @@ class RunJob(_Job):
         return summary
 
 
-# ---- what the queue says --------------------------------------------------------------------
-
-def _run_command(command: list[str]) -> Optional[str]:
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
-def _parse(output: str) -> dict[str, str]:
-    """``JobID|State...`` lines (a header first) as {job id: state}; array ranges expanded."""
-    info = SlurmInfoWatcher().read_info(output)
-    return {job_id: stats.get("State", "UNKNOWN").split()[0] for job_id, stats in info.items()}
-
-
-def job_states(job_ids: list[str]) -> dict[str, str]:
-    """Slurm state of each job id (``123`` or ``123_4``): squeue for jobs it still lists,
-    sacct for the rest (a cluster without accounting answers nothing: those are left out)."""
-    bases = sorted({j.split("_")[0] for j in job_ids})
-    if not bases:
-        return {}
-    states: dict[str, str] = {}
-    user = os.environ.get("USER") or os.environ.get("LOGNAME")
-    command = ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T"] + (["-u", user] if user else [])
-    listed = _run_command(command)
-    if listed is not None:
-        states.update(_parse("JobID|State\n" + listed))
-    missing = [b for b in bases if not any(j == b or j.startswith(b + "_") for j in states)]
-    if missing:
-        command = ["sacct", "-o", "JobID,State", "--parsable2", "-X"] + [f"-j{b}" for b in missing]
-        accounted = _run_command(command)
-        if accounted:
-            states.update(_parse(accounted))
-    return {j: states[j] for j in job_ids if j in states}
-
-
-# ---- the book of submitted jobs ---------------------------------------------------------------
-
-class JobBook:
-    """``OUT/slurm/jobs.json``: which Slurm job holds which run and teacher."""
-
-    def __init__(self, out: Path):
-        self.out = Path(out)
-        self.path = self.out / "slurm" / "jobs.json"
-        data = read_json(self.path) or {}
-        self.runs: dict[str, dict] = data.get("runs", {})
-        self.teachers: dict[str, dict] = data.get("teachers", {})
-
-    def lock(self) -> FileLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.path) + ".lock")
-
-    def save(self) -> None:
-        atomic_write_json(self.path, {"runs": self.runs, "teachers": self.teachers})
-
-    def log_path(self, entry: dict) -> Path:
-        return JobPaths(self.out / "slurm" / "%j", job_id=entry["job"], task_id=0).stderr
-
-
-def _run_entry(run: Run, job_id: str, teacher_job: Optional[str]) -> dict:
-    return {"job": job_id, "submitted": time.time(), "teacher_job": teacher_job, "task": run.task_label,
-            "method": run.method_label, "seed": run.seed, "teacher_id": run.teacher_id}
-
-
 # ---- the launcher ------------------------------------------------------------------------------
 
 class SlurmLauncher(Launcher):
@@ -262,6 +191,28 @@ class SlurmLauncher(Launcher):
         if ctx.detach:
             return []
         return wait_for(runs, ctx, params, book)
+
+    def job_states(self, out, run_ids, teacher_ids):
+        """Runs and teachers of ``out`` that a Slurm job recorded in ``OUT/slurm/jobs.json`` holds:
+        pending or running (with its step) while the job is in the queue, lost once it ended."""
+        book = JobBook(out)
+        entries = {i: (book.runs[i], run_dir(out, i)) for i in run_ids if i in book.runs}
+        entries.update({t: (book.teachers[t], teacher_dir(out, t)) for t in teacher_ids if t in book.teachers})
+        states = job_states([entry["job"] for entry, _ in entries.values()])
+        found = {}
+        for key, (entry, folder) in entries.items():
+            state = states.get(entry["job"])
+            labels = {k: entry[k] for k in ("task", "method", "seed", "teacher_id") if k in entry}
+            if state not in LIVE_STATES:
+                found[key] = JobState("lost", f"job ended {state or '(no longer listed)'} without a result",
+                                      entry["job"], labels)
+            elif state == "RUNNING":
+                progress = read_progress(folder)
+                step = f"step {progress['step']}/{progress['total']}" if progress else ""
+                found[key] = JobState("running", step, entry["job"], labels)
+            else:
+                found[key] = JobState("pending", state.lower(), entry["job"], labels)
+        return found
 
 
 def _executor(folder: Path, params: SlurmParams, name: str, dependency: Optional[str]):
@@ -336,7 +287,7 @@ def submit(runs: list[Run], ctx: LaunchContext, params: SlurmParams, book: JobBo
         ids = _submit_array(folder, params, f"kdbench-{batch[0].suite}", jobs,
                             f"afterok:{dependency}" if dependency else None)
         for run, job_id in zip(batch, ids):
-            book.runs[run.run_id] = _run_entry(run, job_id, dependency)
+            book.runs[run.run_id] = run_entry(run, job_id, dependency)
         count += len(batch)
     return count
 

@@ -1,11 +1,12 @@
-"""Where every run of a results folder stands, from the folder itself and the Slurm queue.
+"""Where every run of a results folder stands: from the folder itself, then from the launchers.
 
 The folder is read through :mod:`kdbench.results`: a run is ``finished``/``diverged``/
 ``failed`` once its folder holds a summary, and ``unreadable`` (with the reason) when
-its files fail :func:`kdbench.store.read_run`'s check; otherwise ``pending``/``running``
-while a Slurm job recorded in ``OUT/slurm/jobs.json`` holds it (with its step from
-``progress.json``), ``lost`` when that job ended without a result, ``interrupted``
-when a saved state waits to be resumed, else ``not started``.
+its files fail :func:`kdbench.store.read_run`'s check. For the others every installed
+launcher is asked about the jobs it holds (:meth:`kdbench.launchers.Launcher.job_states`):
+a scheduler's launcher answers ``pending`` or ``running`` (with the step) while a job
+holds the run and ``lost`` when the job ended without a result. Otherwise a run is
+``interrupted`` when a saved state waits to be resumed, else ``not started``.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..plugins import Registry
 from ..results import load_results
-from ..store import read_progress, run_dir, teacher_dir
-from .slurm import LIVE_STATES, JobBook, job_states
+from ..store import run_dir, teacher_dir
+from . import JobState
 
 
 @dataclass
 class RunStatus:
-    """One run's row in ``kdbench status``."""
+    """One row of ``kdbench status`` (a run, or a teacher with ``method`` "teacher")."""
 
     run_id: str
     task: str
@@ -37,82 +39,78 @@ def _metric(run: dict) -> str:
     return f"{run['metric']} {value:.4f}" if isinstance(value, (int, float)) else ""
 
 
-def run_status(out: Path, run_id: str, meta: dict, entry: Optional[dict], state: Optional[str],
-               result: Optional[dict] = None, problem: Optional[str] = None) -> RunStatus:
-    """The state of one run from its row of the results (``result``, or the ``problem`` that
-    made its folder unreadable), its Slurm job (``entry``) and that job's queue ``state``."""
-    folder = run_dir(out, run_id)
-    row = RunStatus(run_id, str(meta.get("task_label") or meta.get("task") or "?"),
-                    str(meta.get("method_label") or meta.get("method") or "?"), meta.get("seed"), "not started",
-                    job=entry["job"] if entry else "")
+def launcher_jobs(registry: Registry, out: Path, run_ids: list[str], teacher_ids: list[str]) -> dict[str, JobState]:
+    """What every installed launcher says of its jobs for these runs and teachers (the first answer wins)."""
+    found: dict[str, JobState] = {}
+    for info in registry.launchers.values():
+        for key, state in info.cls().job_states(out, run_ids, teacher_ids).items():
+            found.setdefault(key, state)
+    return found
+
+
+def run_status(out: Path, run_id: str, meta: dict, result: Optional[dict], problem: Optional[str],
+               job: Optional[JobState]) -> RunStatus:
+    """One run's row from its results row (``result``, or the ``problem`` that made its folder
+    unreadable), the job a launcher holds for it, and its folder."""
+    labels = {**(job.labels if job else {}), **{k: v for k, v in meta.items() if v is not None}}
+    row = RunStatus(run_id, str(labels.get("task") or "?"), str(labels.get("method") or "?"), labels.get("seed"),
+                    "not started", job=job.job if job else "")
     if problem is not None:
         row.state, row.detail = "unreadable", problem
-        return row
-    if result is not None and result["status"] != "incomplete":
+    elif result is not None and result["status"] != "incomplete":
         row.state = result["status"]
         error = result["error"] if isinstance(result["error"], str) else ""
         row.detail = _metric(result) if row.state != "failed" else error[:120]
-        return row
-    progress = read_progress(folder)
-    step = f"step {progress['step']}/{progress['total']}" if progress else ""
-    if entry is not None and state in LIVE_STATES:
-        row.state = "running" if state == "RUNNING" else "pending"
-        row.detail = step if row.state == "running" else state.lower()
-        return row
-    if entry is not None:
-        row.state, row.detail = "lost", f"job ended {state or '(no longer listed)'} without a result"
-        return row
-    if (folder / "state.pt").exists():
+    elif job is not None:
+        row.state, row.detail = job.state, job.detail
+    elif (run_dir(out, run_id) / "state.pt").exists():
         row.state, row.detail = "interrupted", "a saved state will resume on the next run"
     return row
 
 
-def collect(out: Path, runs: Optional[list] = None) -> tuple[list[RunStatus], list[RunStatus]]:
-    """Rows for the runs (a suite's ``runs``, else every run folder and Slurm record under
-    ``out``) and for the teachers they use."""
+def teacher_status(out: Path, tid: str, summary: Optional[dict], job: Optional[JobState]) -> RunStatus:
+    """One teacher's row: finished (its metrics), a launcher's job, interrupted, or not trained."""
+    row = RunStatus(tid, tid.rsplit("-", 1)[0], "teacher", None, "not trained", job=job.job if job else "")
+    if isinstance(summary, dict) and summary.get("status") == "finished":
+        row.state = "finished"
+        row.detail = ", ".join(f"{k} {v:.4f}" for k, v in summary.get("metrics", {}).items()
+                               if isinstance(v, float) and k != "train_loss")
+    elif isinstance(summary, dict) and summary.get("status"):
+        row.state, row.detail = summary["status"], str(summary.get("error", ""))[:120]
+    elif job is not None:
+        row.state, row.detail = job.state, job.detail
+    elif (teacher_dir(out, tid) / "state.pt").exists():
+        row.state = "interrupted"
+    return row
+
+
+def collect(out: Path, registry: Registry, runs: Optional[list] = None) -> tuple[list[RunStatus], list[RunStatus]]:
+    """Rows for the runs (a suite's ``runs``, else every run folder under ``out`` and every run of
+    the suite last run into it) and for the teachers they use."""
     out = Path(out)
-    book = JobBook(out)
     results = load_results(out, all_runs=True) if (out / "runs").is_dir() else None
     found = {r["run_id"]: r for r in results.runs().to_dict("records")} if results else {}
     unreadable = {u["run_id"]: u for u in results.unreadable().to_dict("records")} if results else {}
-    teacher_rows = {t["teacher_id"]: t for t in results.teachers().to_dict("records")} if results else {}
-    metas: dict[str, dict] = {}
+    teacher_rows = {t["teacher_id"]: t["summary"] for t in results.teachers().to_dict("records")} if results else {}
     if runs is not None:
-        metas = {r.run_id: r.config() for r in runs}
+        metas = {r.run_id: {"task": r.task_label, "method": r.method_label, "seed": r.seed,
+                            "teacher_id": r.teacher_id} for r in runs}
     else:
+        metas = {}
         for run_id in sorted([*found, *unreadable]):
             r = found.get(run_id) or unreadable[run_id]
             metas[run_id] = {"task": r["task"], "method": r.get("method_label", r["method"]), "seed": r["seed"],
                              "teacher_id": r.get("teacher_id")}
-        for run_id, entry in book.runs.items():
-            metas.setdefault(run_id, {"task": entry.get("task"), "method": entry.get("method"),
-                                      "seed": entry.get("seed"), "teacher_id": entry.get("teacher_id")})
-    ids = [book.runs[r]["job"] for r in metas if r in book.runs]
-    ids += [e["job"] for e in book.teachers.values()]
-    states = job_states(ids) if ids else {}
-    rows = []
-    for run_id, meta in metas.items():
-        entry = book.runs.get(run_id)
-        rows.append(run_status(out, run_id, meta, entry, states.get(entry["job"]) if entry else None,
-                               found.get(run_id), unreadable.get(run_id, {}).get("reason")))
-    teachers = []
-    tids = sorted({m.get("teacher_id") for m in metas.values() if isinstance(m.get("teacher_id"), str)})
-    for tid in tids:
-        summary = teacher_rows[tid]["summary"] if tid in teacher_rows else None
-        entry = book.teachers.get(tid)
-        if entry is None and not teacher_dir(out, tid).is_dir():
-            continue  # no run has asked for it yet (or none needs a teacher)
-        row = RunStatus(tid, tid.rsplit("-", 1)[0], "teacher", None, "not trained", job=entry["job"] if entry else "")
-        if isinstance(summary, dict) and summary.get("status") == "finished":
-            row.state = "finished"
-            row.detail = ", ".join(f"{k} {v:.4f}" for k, v in summary.get("metrics", {}).items()
-                                   if isinstance(v, float) and k != "train_loss")
-        elif entry is not None and states.get(entry["job"]) in LIVE_STATES:
-            progress = read_progress(teacher_dir(out, tid))
-            row.state = "running" if states[entry["job"]] == "RUNNING" else "pending"
-            if progress:
-                row.detail = f"step {progress['step']}/{progress['total']}"
-        elif (teacher_dir(out, tid) / "state.pt").exists():
-            row.state = "interrupted"
-        teachers.append(row)
+        for run_id in (results.suite or {}).get("run_ids", []) if results else []:
+            metas.setdefault(run_id, {})  # in the suite, no folder yet: a launcher may know its job
+    open_runs = [i for i in metas if i not in unreadable and (found.get(i) or {}).get("status", "incomplete")
+                 == "incomplete"]
+    jobs = launcher_jobs(registry, out, open_runs, [])
+    tids = sorted({m.get("teacher_id") for m in [*metas.values(), *(j.labels for j in jobs.values())]}
+                  - {None} | ({*teacher_rows} if runs is None else set()))
+    jobs.update(launcher_jobs(registry, out, [], [t for t in tids if t not in teacher_rows]))
+    rows = [run_status(out, run_id, meta, found.get(run_id), unreadable.get(run_id, {}).get("reason"),
+                       jobs.get(run_id)) for run_id, meta in metas.items()]
+    teachers = [teacher_status(out, tid, teacher_rows.get(tid), jobs.get(tid)) for tid in tids
+                if tid in teacher_rows or tid in jobs or teacher_dir(out, tid).is_dir()]
     return rows, teachers
