@@ -17,7 +17,7 @@ from typing import Optional
 
 from ..plugins import Registry
 from ..results import load_results
-from ..store import run_dir, teacher_dir
+from ..store import MANIFEST, read_json, run_dir, teacher_dir
 from . import JobState
 
 
@@ -101,7 +101,8 @@ def collect(out: Path, registry: Registry, runs: Optional[list] = None) -> tuple
             r = found.get(run_id) or unreadable[run_id]
             metas[run_id] = {"task": r["task"], "method": r.get("method_label", r["method"]), "seed": r["seed"],
                              "teacher_id": r.get("teacher_id")}
-        for run_id in (results.suite or {}).get("run_ids", []) if results else []:
+        manifest = read_json(out / MANIFEST)
+        for run_id in manifest.get("run_ids", []) if isinstance(manifest, dict) else []:
             metas.setdefault(run_id, {})  # in the suite, no folder yet: a launcher may know its job
     open_runs = [i for i in metas if i not in unreadable and (found.get(i) or {}).get("status", "incomplete")
                  == "incomplete"]
