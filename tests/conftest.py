@@ -68,5 +68,6 @@ methods:
 """
 
 
-def tiny_suite(methods: str = "  - name: one-shot", flops: float = 2e6, **extra) -> str:
+def tiny_suite(methods: str = "  - name: one-shot", flops: float = 2e6) -> str:
+    """A suite of one tiny parity task with ``methods`` (YAML list items) under ``flops``."""
     return TINY_SUITE.format(methods=methods, flops=flops)

@@ -1,6 +1,7 @@
 """The whole path through the CLI: list, run, resume, leaderboard, plan, validate."""
 
 import json
+import shutil
 
 from conftest import SUITES, kdbench
 
@@ -29,8 +30,9 @@ def test_smoke_run_writes_runs_and_leaderboard(smoke_results):
     assert "Teacher `parity-mlp-" in board and "Budget:" in board
 
 
-def test_rerun_trains_nothing(smoke_results):
-    out, _ = smoke_results
+def test_rerun_trains_nothing(smoke_results, tmp_path):
+    out = tmp_path / "smoke"  # a copy: the session's fixture is read-only
+    shutil.copytree(smoke_results[0], out)
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.json")}
     result = kdbench("run", SUITES / "smoke.yaml", "--output", out, "--quiet")
     assert "4 of 4 runs already finished" in result.output
@@ -52,9 +54,14 @@ def test_validate_counts_runs():
 
 
 def test_leaderboard_command_rewrites_file(smoke_results, tmp_path):
-    out, _ = smoke_results
+    out = tmp_path / "smoke"  # a copy: the session's fixture is read-only
+    shutil.copytree(smoke_results[0], out)
+    written = (out / "leaderboard.md").read_text()
+    (out / "leaderboard.md").unlink()
     result = kdbench("leaderboard", out)
     assert "| one-shot" in result.output
+    assert (out / "leaderboard.md").read_text() == written  # rebuilt from the run folders alone
+    assert result.output.strip() == written.strip()
 
 
 def test_leaderboard_on_non_results_folder_is_user_error(tmp_path):

@@ -11,6 +11,7 @@ from conftest import SUITES, curves, kdbench, tiny_suite, without_time
 
 from kdbench.device import effective_precision, resolve_device
 from kdbench.engine import train
+from kdbench.errors import UserError
 from kdbench.launchers import choose_launcher, parse_option
 from kdbench.launchers.local import LocalParams, environment, threads_per_job, worker_environment
 from kdbench.plugins import load_plugins
@@ -181,9 +182,16 @@ def test_plan_estimates_time_from_a_probe(write_suite):
     assert "estimated time" not in kdbench("plan", SUITES / "smoke.yaml", "--probe-steps", "0").output
 
 
-def test_resolve_device():
+def test_resolve_device(monkeypatch):
     assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(UserError, match=r"only 2 GPU\(s\) here \(cuda:0..cuda:1\)"):
+        resolve_device("cuda:2")
 
 
 INTERRUPTER = '''

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from kdbench import distillation_loss, logits
 from kdbench.engine import train
 from kdbench.methods.pro_kd import temperature_at
 from kdbench.plugins import load_plugins
@@ -134,8 +135,11 @@ def test_pro_kd_loss_follows_the_clock(tmp_path):
     p = prepared(write(tmp_path, "  - name: pro-kd"), "pro-kd")
     phase, clock = p.job.plan[0].phase, p.job.clock
     batch = p.job.task.train_batch(torch.Generator().manual_seed(0), 32)
-    clock.phase_step, clock.phase_steps = 0, 100
-    hot = phase.loss(batch).item()
-    clock.phase_step = 100
-    cold = phase.loss(batch).item()
-    assert hot != cold
+    with torch.no_grad():  # the oracle: Hinton's loss at a given temperature, on the same logits
+        student, teacher = logits(p.job.model, batch), logits(phase.cotrain.target, batch)
+    at = {t: distillation_loss(student, teacher, batch.labels, t).item() for t in (4.0, 2.5, 1.0)}
+    assert len(set(at.values())) == 3  # the temperatures are told apart on this batch
+    clock.phase_steps = 100
+    for step, temperature in ((0, 4.0), (50, 2.5), (100, 1.0)):  # defaults: 4 -> 1, linear in the phase's steps
+        clock.phase_step = step
+        assert phase.loss(batch).item() == pytest.approx(at[temperature], rel=1e-6), (step, temperature)

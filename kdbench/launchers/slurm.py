@@ -34,7 +34,7 @@ from pydantic import Field, field_validator
 from ..api import Params
 from ..errors import UserError
 from ..hookspecs import hookimpl
-from ..store import atomic_write_json, read_json, read_progress, run_dir, teacher_dir
+from ..store import atomic_write_json, read_json, read_progress, read_run, run_dir, teacher_dir
 from ..suite import Run
 from . import JobState, LaunchContext, Launcher
 from .common import MALLOC_ENV, describe, describe_teacher, teacher_groups
@@ -294,8 +294,8 @@ def submit(runs: list[Run], ctx: LaunchContext, params: SlurmParams, book: JobBo
 
 def _settled(run: Run, out: Path, entry: Optional[dict], state: Optional[str], book: JobBook) -> Optional[dict]:
     """The run's summary once it is over (a result, or a job that ended without one), else None."""
-    summary = read_json(run_dir(out, run.run_id) / "summary.json")
-    if isinstance(summary, dict) and summary.get("status"):
+    summary = read_run(run_dir(out, run.run_id)).summary
+    if summary is not None:
         return summary
     if entry is None:
         return {"run_id": run.run_id, "status": "failed", "error": "no slurm job holds this run"}
@@ -331,8 +331,8 @@ def wait_for(runs: list[Run], ctx: LaunchContext, params: SlurmParams, book: Job
                             bars.pop(run.run_id).close()
                         ctx.reporter.log(describe(run, summary))
                         continue
-                    progress = read_json(run_dir(ctx.out, run.run_id) / "progress.json")
-                    if isinstance(progress, dict):
+                    progress = read_progress(run_dir(ctx.out, run.run_id))
+                    if progress:
                         if run.run_id not in bars:
                             bars[run.run_id] = contextlib.ExitStack()
                             updates[run.run_id] = bars[run.run_id].enter_context(ctx.reporter.bar(
