@@ -46,11 +46,11 @@ def check_method(method: Union[str, type], params: Optional[dict] = None, *,
        non-zero FLOPs per step.
     4. A second run with the same seed gives the same curve (on the first task).
     """
-    from .testing import TinyTask, tiny_encoder_task
+    from .testing import TinyTask, tiny_encoder_task, torch_threads
 
     tasks = list(tasks) if tasks is not None else [TinyTask(), tiny_encoder_task()]
     passed = [_check_params(method, params or {}, bad_params, tasks[0])]
-    with tempfile.TemporaryDirectory(prefix="kdbench-check-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kdbench-check-") as tmp, torch_threads(1):  # tiny models: 1 is fastest
         out = Path(out or tmp)
         for i, task in enumerate(tasks):
             budget, line = _check_gradients(method, params, task)

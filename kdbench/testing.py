@@ -112,7 +112,7 @@ def _plugin_name(registry, kind: str, plugin: Union[str, type]) -> str:
 
 
 @contextmanager
-def _torch_threads(threads: Optional[int]):
+def torch_threads(threads: Optional[int]):
     """Set torch's CPU thread count for a block, then restore it."""
     import torch
 
@@ -142,7 +142,7 @@ def run_method(method: Union[str, type], params: Optional[dict] = None, *, task:
     if teacher not in ("trained", "probe"):
         raise ValueError(f"teacher must be 'trained' or 'probe', got {teacher!r}")
     with ExitStack() as stack:
-        stack.enter_context(_torch_threads(threads))
+        stack.enter_context(torch_threads(threads))
         if out is None:
             out = stack.enter_context(tempfile.TemporaryDirectory(prefix="kdbench-testing-"))
         return _run(method, params, task, budget_flops, seed, teacher_seed, eval_points, teacher, Path(out), device)
