@@ -149,3 +149,18 @@ def test_a_bad_params_error_must_name_the_param():
 
     with pytest.raises(AssertionError, match="names none of \\['weight'\\]"):
         check_method(Vague, bad_params={"weight": -1.0})
+
+
+TINY_PCFG = TinyTask(name="pcfg-bert",
+                     params={"seq_len": 24, "teacher_layers": 2, "teacher_heads": 2, "teacher_width": 16,
+                             "student_layers": 2, "student_heads": 2, "student_width": 8, "eval_size": 32,
+                             "eval_batch_size": 32},
+                     teacher={"optimizer": "adam", "lr": 0.003, "batch_size": 8, "steps": 20},
+                     student={"optimizer": "adam", "lr": 0.003, "batch_size": 8})
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="curriculum-extraction with positions: masked selects the masked positions under "
+                          "torch.no_grad(), so its extraction loss has no gradient (fix pending; then drop this mark)")
+def test_curriculum_extraction_masked_positions_on_an_mlm_task():
+    check_method("curriculum-extraction", {"positions": "masked"}, tasks=[TINY_PCFG])
