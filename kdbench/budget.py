@@ -18,7 +18,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from .api import Batch, Phase, TaskInstance
-from .engine import training_only
+from .engine import trainable_parameters, training_only
+from .errors import UserError
 from .streams import seed_for_step, step_generator
 
 
@@ -33,18 +34,38 @@ def measure_step_flops(phase: Phase, batch: Batch, params: Iterable[torch.nn.Par
     Optimizer arithmetic is not counted (the usual convention). ``params`` are
     every trainable tensor of the job; as in the engine, only the phase's own
     ``params`` (None: all) require gradients during the step, and every gradient
-    is cleared afterwards.
+    is cleared afterwards. A loss that does not depend on any parameter the
+    phase trains (computed under ``torch.no_grad()``, or from frozen tensors
+    only) would train nothing: that is a plugin error (:class:`UserError`).
     """
     params = list(params)
+    trained = params if phase.params is None else list(phase.params)
     devices = [batch.inputs.device] if batch.inputs.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), training_only(params, phase.params):
         with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
             loss = phase.loss(batch)
             if loss.requires_grad:
                 loss.backward()
+    learns = loss.requires_grad and any(p.grad is not None for p in trained)
     for p in params:
         p.grad = None
+    if not learns:
+        raise UserError(f"phase {phase.name!r}: its loss does not depend on any parameter the phase trains "
+                        "(computed under torch.no_grad(), or from frozen tensors only), so it would train nothing")
     return int(counter.get_total_flops())
+
+
+def measure_phases(phases: list[Phase], model: torch.nn.Module, task: TaskInstance, batch_size: int,
+                   device: torch.device) -> list[int]:
+    """Per-step FLOPs of every phase training ``model``, measured once per distinct ``cost_key``
+    on the probe batch."""
+    probe = probe_batch(task, batch_size, device)
+    params = trainable_parameters(model, phases)
+    cache: dict[str, int] = {}
+    for ph in phases:
+        if ph.cost_key not in cache:
+            cache[ph.cost_key] = measure_step_flops(ph, probe, params)
+    return [cache[ph.cost_key] for ph in phases]
 
 
 def allot_steps(phases: Sequence[Phase], step_flops: Sequence[int], budget: Optional[float]) -> list[int]:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import inspect
 import json
 from dataclasses import asdict, is_dataclass
+from enum import Enum
 from typing import Any, Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .errors import UserError
 from .plugins import PluginInfo, Registry
@@ -24,6 +27,13 @@ KINDS = ("task", "method", "launcher")
 LIST_COLUMNS = ("kind", "name", "version", "from", "description")
 PARAM_COLUMNS = ("param", "type", "allowed", "default", "description")
 FOLDED_MIN_WIDTH = 24  # a column that may fold is never narrower (unless its text is shorter)
+
+
+class Format(str, Enum):
+    """What ``--format`` of ``kdbench list`` and ``kdbench describe`` takes."""
+
+    text = "text"
+    json = "json"
 
 
 def plugin_rows(registry: Registry) -> list[dict[str, str]]:
@@ -93,7 +103,7 @@ def print_table(console: Console, title: str, columns: tuple[str, ...], rows: li
     """A rich table on a terminal, never narrower than the ``keep`` columns need (they are not
     wrapped or cut; the others fold); plain aligned text when the output is not a terminal."""
     if not console.is_terminal:
-        console.print(aligned_text(columns, rows), highlight=False, markup=False, soft_wrap=True)
+        console.out(aligned_text(columns, rows), highlight=False)  # as is: no markup, wrapping or emoji
         return
     widths = [max(len(cell) for cell in cells) for cells in zip(columns, *rows)]
     widths = [w if col in keep else min(w, FOLDED_MIN_WIDTH) for col, w in zip(columns, widths)]
@@ -101,17 +111,36 @@ def print_table(console: Console, title: str, columns: tuple[str, ...], rows: li
     for col, width in zip(columns, widths):
         table.add_column(col, no_wrap=col in keep, overflow="fold", min_width=width)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))  # as written: "[batch, hidden]" is no markup
     needed = sum(widths) + 3 * len(columns) + 1  # each cell padded by one space a side, one border per column + 1
     if needed > console.width:  # rather wider than the terminal than a cut name
         console = Console(file=console.file, width=needed, force_terminal=True, color_system=console.color_system)
     console.print(table, highlight=False)
 
 
-def print_listing(console: Console, registry: Registry) -> None:
-    """``kdbench list`` as text: every plugin, whole names and versions."""
+def print_listing(console: Console, err_console: Console, registry: Registry, fmt: Format = Format.text) -> None:
+    """``kdbench list``: every plugin with whole names and versions, then the ones that failed (in red,
+    on ``err_console``); or all of it as JSON."""
+    if fmt == Format.json:
+        console.out(to_json(listing(registry)), highlight=False)
+        return
     rows = [[r["kind"], r["name"], r["version"], r["source"], r["description"]] for r in plugin_rows(registry)]
     print_table(console, "kdbench plugins", LIST_COLUMNS, rows, keep=("kind", "name", "version"))
+    for line in registry.failure_lines():
+        err_console.print(f"[red]{escape(line)}[/red]", highlight=False)
+
+
+def print_descriptions(console: Console, registry: Registry, name: str, kind: Optional[str] = None,
+                       fmt: Format = Format.text) -> None:
+    """``kdbench describe NAME``: every plugin called ``name`` (of ``kind``), as text or JSON."""
+    infos = [description(info) for info in find(registry, name, kind)]
+    if fmt == Format.json:
+        console.out(to_json(infos), highlight=False)
+        return
+    for i, info in enumerate(infos):
+        if i:
+            console.print()
+        print_description(console, info)
 
 
 def print_description(console: Console, info: dict[str, Any]) -> None:
@@ -129,7 +158,7 @@ def print_description(console: Console, info: dict[str, Any]) -> None:
         lines.append(f"  --jobs sets {info['jobs_option']}")
     where = {"task": "tasks[i].params", "method": "methods[i].params", "launcher": "launcher.options"}[info["kind"]]
     lines.append(f"  params ({where}):" if info["params"] else "  params: none")
-    console.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
+    console.out("\n".join(lines), highlight=False)
     if info["params"]:
         rows = [[p.name, p.type, p.allowed, p.default_text, p.description] for p in info["params"]]
         print_table(console, f"{info['name']} params", PARAM_COLUMNS, rows, keep=("param", "type", "default"))

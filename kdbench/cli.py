@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
+from .catalog import Format
 from .errors import UserError
 from .plugins import load_plugins
 from .progress import LogConsole, Reporter
@@ -78,14 +78,15 @@ def run(
 ):
     """Train teachers and run every unfinished run of SUITE, then write the leaderboard."""
     from .launchers import LaunchContext, choose_launcher
-    from .leaderboard import write_leaderboard
+    from .validation import check_runs
     from .device import check_device_spec, effective_precision, resolve_device
-    from .store import atomic_write_text, run_is_done
+    from .store import atomic_write_text, run_is_done, write_manifest
 
     loaded, registry = _load(suite, plugin, output)
     launcher_cls, launcher_params = choose_launcher(loaded, registry, launcher, jobs, tuple(launcher_option or ()),
                                                     tuple(sbatch or ()), detach)
     check_device_spec(device)
+    check_runs(loaded, registry)
     dev = None if launcher_cls.runs_elsewhere else resolve_device(device)
     if dev is not None and effective_precision(precision, dev) != precision:
         err_console.print(f"--precision {precision}: bf16 autocast runs on CUDA only; training in fp32 on {dev}.")
@@ -95,6 +96,7 @@ def run(
     reporter = Reporter(quiet)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "suite.yaml", Path(suite).read_text())
+    write_manifest(out, loaded.suite.name, suite, [r.run_id for r in loaded.runs])  # what the leaderboard shows
     if done:
         err_console.print(f"{done} of {len(loaded.runs)} runs already finished in {out}: skipped.")
     with reporter:
@@ -110,13 +112,12 @@ def run(
         err_console.print(f"detached: `kdbench status {out}` shows the jobs; `kdbench run {suite}` again "
                           "waits for them and writes the leaderboard.")
         return
-    path = write_leaderboard(out)
-    _write_figures(out)
+    path = _write_leaderboard_and_figures(out)
     if summaries is None:
         err_console.print("interrupted: finished runs are kept and the run in progress saved its state; "
                           "run the same command again to resume.")
         raise typer.Exit(130)
-    if not quiet:
+    if not quiet and path is not None:
         typer.echo(path.read_text())
     # a run another process finished while this one waited for its lock comes back "skipped"
     done += sum(1 for s in summaries if s.get("status") == "skipped")
@@ -127,7 +128,7 @@ def run(
                           f"(traceback: {out / 'runs' / s['run_id'] / 'traceback.txt'})", highlight=False)
     diverged = [s for s in summaries if s.get("status") == "diverged"]
     err_console.print(f"{len(summaries)} runs executed, {done} skipped, {len(failed)} failed, "
-                      f"{len(diverged)} diverged; leaderboard: {path}")
+                      f"{len(diverged)} diverged; leaderboard: {path or 'none (no run has a result yet)'}")
     if failed:
         raise typer.Exit(1)
 
@@ -135,8 +136,12 @@ def run(
 @app.command()
 @user_errors
 def validate(suite: Path = typer.Argument(..., help="Suite file (YAML)."), plugin: Optional[List[Path]] = PluginOpt):
-    """Check SUITE against the schema and every plugin's params; train nothing."""
-    loaded, _ = _load(suite, plugin, None)
+    """Check SUITE: the schema, every plugin's params, and one probe step of every (task, method)
+    pair on untrained models; train nothing."""
+    from .validation import check_runs
+
+    loaded, registry = _load(suite, plugin, None)
+    check_runs(loaded, registry)
     s = loaded.suite
     out_console.print(f"{suite}: valid: {len(s.tasks)} task(s) x {len(s.methods)} method(s) x "
                       f"{len(s.seeds)} seed(s) x {len(s.teacher_seeds)} teacher seed(s) = {len(loaded.runs)} runs")
@@ -162,10 +167,12 @@ def plan(
     from .store import run_is_done
     from .suite import short_hash
     from .teachers import ProbeTeacher, teacher_job
+    from .validation import check_runs
 
     loaded, registry = _load(suite, plugin, output)
     dev = resolve_device(device)
     precision = effective_precision(precision, dev)
+    check_runs(loaded, registry)
     table = Table(title=f"{loaded.suite.name}: {len(loaded.runs)} runs -> {loaded.output}")
     for col in ("run id", "task", "method", "seed", "budget FLOPs", "phases (steps x FLOPs/step)", "done"):
         table.add_column(col)
@@ -236,29 +243,17 @@ def status(
     out_console.print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no runs")
 
 
-FormatOpt = typer.Option("text", "--format", "-f", help="text (a table on a terminal, aligned columns "
+FormatOpt = typer.Option(Format.text, "--format", "-f", help="text (a table on a terminal, aligned columns "
                          "elsewhere) or json.")
-
-
-def _check_format(fmt: str) -> None:
-    if fmt not in ("text", "json"):
-        raise UserError(f"--format: {fmt!r} is not a format; allowed: text, json")
 
 
 @app.command(name="list")
 @user_errors
-def list_plugins(plugin: Optional[List[Path]] = PluginOpt, fmt: str = FormatOpt):
+def list_plugins(plugin: Optional[List[Path]] = PluginOpt, fmt: Format = FormatOpt):
     """Show the tasks, methods and launchers that are installed, with versions and origin."""
-    from .catalog import listing, print_listing, to_json
+    from .catalog import print_listing
 
-    _check_format(fmt)
-    registry = load_plugins(tuple(str(p) for p in plugin or ()))
-    if fmt == "json":
-        typer.echo(to_json(listing(registry)))
-        return
-    print_listing(out_console, registry)
-    for line in registry.failure_lines():
-        err_console.print(f"[red]{escape(line)}[/red]", highlight=False)
+    print_listing(out_console, err_console, load_plugins(tuple(str(p) for p in plugin or ())), fmt)
 
 
 @app.command()
@@ -268,34 +263,38 @@ def describe(
     kind: Optional[str] = typer.Option(None, "--kind", "-k", help="task, method or launcher: only that kind "
                                        "(a name may be both a task and a method)."),
     plugin: Optional[List[Path]] = PluginOpt,
-    fmt: str = FormatOpt,
+    fmt: Format = FormatOpt,
 ):
     """Show a plugin's params: type, allowed values, default and description of each, and its defaults."""
-    from .catalog import description, find, print_description, to_json
+    from .catalog import print_descriptions
 
-    _check_format(fmt)
-    infos = [description(info) for info in find(load_plugins(tuple(str(p) for p in plugin or ())), name, kind)]
-    if fmt == "json":
-        typer.echo(to_json(infos))
-        return
-    for i, info in enumerate(infos):
-        if i:
-            out_console.print()
-        print_description(out_console, info)
+    print_descriptions(out_console, load_plugins(tuple(str(p) for p in plugin or ())), name, kind, fmt)
 
 
-def _results_dir(results: Path) -> Path:
-    if not (results / "runs").is_dir():
-        raise UserError(f"{results}: not a kdbench results folder (no runs/ inside)")
-    return results
+def _write_leaderboard_and_figures(out: Path) -> Optional[Path]:
+    """After ``kdbench run``: OUT/leaderboard.md and the figures of the suite's runs; None
+    (and nothing written) while no run has a folder."""
+    from .leaderboard import build_leaderboard
+    from .render import write_leaderboard
+    from .results import load_results
+
+    if not (out / "runs").is_dir():
+        return None
+    results = load_results(out)
+    board = build_leaderboard(results)
+    if not board.boards:
+        return None
+    path = write_leaderboard(board, out)
+    _write_figures(results)
+    return path
 
 
-def _write_figures(out: Path, **kwargs) -> list[Path]:
+def _write_figures(results, **kwargs) -> list[Path]:
     """Figures next to the leaderboard; a plotting problem is reported, never fatal to a run."""
     from .plots import write_figures
 
     try:
-        return write_figures(out, **kwargs)
+        return write_figures(results, **kwargs)
     except Exception as exc:  # noqa: BLE001 - the runs are saved; `kdbench plot` can retry
         if _debug["on"]:
             raise
@@ -307,6 +306,8 @@ BaselineOpt = typer.Option(None, "--baseline", help="Method label the others are
                            "seeds (default: one-shot, when present).")
 CiOpt = typer.Option(False, "--ci", help="Add a 95% confidence-interval column (Student t over seeds).")
 TeacherOpt = typer.Option(False, "--teacher-curve", help="Also draw the teacher's training curve.")
+AllOpt = typer.Option(False, "--all", help="Every run of the folder, not only the suite last run into it "
+                      "(OUT/suite.json); runs of different configs still get separate rows.")
 
 
 @app.command(name="new-method")
@@ -331,18 +332,25 @@ def leaderboard(
     ci: bool = CiOpt,
     plot: bool = typer.Option(False, "--plot", help="Also write RESULTS/figures/<task>.png and .pdf."),
     teacher_curve: bool = TeacherOpt,
+    all_runs: bool = AllOpt,
 ):
-    """Print RESULTS' leaderboard in FORMAT; write RESULTS/leaderboard.md (and leaderboard.<format>)."""
-    from .leaderboard import FORMATS, build_boards, render
-    from .store import atomic_write_text
+    """Print RESULTS' leaderboard in FORMAT; write RESULTS/leaderboard.md (and leaderboard.<format>).
+    With no run to show, write nothing and exit 2."""
+    from .leaderboard import build_leaderboard
+    from .render import FORMATS, folder_notes, render, write_leaderboard
+    from .results import load_results
 
-    boards = build_boards(_results_dir(results), baseline, ci)
-    text = render(boards, fmt, results)
-    atomic_write_text(results / "leaderboard.md", render(boards, "md", results))
-    atomic_write_text(results / f"leaderboard.{FORMATS[fmt]}", text)
+    res = load_results(results, all_runs)
+    board = build_leaderboard(res, baseline, ci)
+    text = render(board, fmt)
+    if not board.boards:
+        raise UserError(" ".join([f"{results}: no runs to show; nothing written.", *folder_notes(board)]))
+    write_leaderboard(board, results)
+    if FORMATS[fmt] != "md":
+        write_leaderboard(board, results, fmt)
     typer.echo(text)
     if plot:
-        for path in _write_figures(results, teacher=teacher_curve):
+        for path in _write_figures(res, teacher=teacher_curve):
             err_console.print(f"wrote {path}", highlight=False)
 
 
@@ -353,11 +361,13 @@ def plot(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for the figures "
                                           "(default: RESULTS/figures)."),
     teacher_curve: bool = TeacherOpt,
+    all_runs: bool = AllOpt,
 ):
     """Write the metric-vs-FLOPs figure of every task of RESULTS as PNG and PDF."""
     from .plots import write_figures
+    from .results import load_results
 
-    for path in write_figures(_results_dir(results), output, teacher=teacher_curve):
+    for path in write_figures(load_results(results, all_runs), output, teacher=teacher_curve):
         out_console.print(f"wrote {path}", highlight=False)
 
 
@@ -365,15 +375,19 @@ def plot(
 @user_errors
 def report(
     results: Path = typer.Argument(..., help="A results folder written by `kdbench run`."),
-    output: Path = typer.Argument(..., help="The folder to write the report into."),
+    output: Path = typer.Argument(..., help="The folder to write the report into: new, empty, or an earlier "
+                                  "report (whose results/, tables/ and figures/ are replaced)."),
     baseline: Optional[str] = BaselineOpt,
     ci: bool = CiOpt,
     teacher_curve: bool = TeacherOpt,
+    all_runs: bool = AllOpt,
+    force: bool = typer.Option(False, "--force", help="Write into OUTPUT even if it is a non-empty folder "
+                               "that is not a kdbench report."),
 ):
     """Write a folder for a paper: tables in every format, figures, the suite, versions, how to reproduce."""
     from .report import write_report
 
-    dest = write_report(_results_dir(results), output, baseline, ci, teacher_curve)
+    dest = write_report(results, output, baseline, ci, teacher_curve, all_runs, force)
     out_console.print(f"report written to {dest} (see {dest / 'README.md'})", highlight=False)
 
 

@@ -130,9 +130,8 @@ def _build(method, params: Optional[dict], task):
 
 def _check_gradients(method, params: Optional[dict], task) -> tuple[float, str]:
     """Every phase's loss has a gradient on what the phase trains; the budget for the run check."""
-    from .budget import probe_batch
+    from .budget import measure_phases, probe_batch
     from .engine import trainable_parameters, training_only
-    from .runner import measure_phases
 
     where = f"check_method({_name(method)!r}) on {_name(task.name)}"
     try:

@@ -4,14 +4,12 @@ Each method is a mean line over its finished seeds with a band from the seeds'
 minimum to maximum; its phase boundaries (layer switches, checkpoint switches)
 are dashed vertical lines in its colour; a diverged run is an ``x`` at its last
 evaluation; the teacher's own training curve is optional. Figures are drawn
-with matplotlib's Agg canvas (no display, no pyplot state) from the run folders
-alone, and written as PNG and PDF.
+with matplotlib's Agg canvas (no display, no pyplot state) from a
+:class:`kdbench.results.Results` (the run folders alone), and written as PNG and PDF.
 """
 
 from __future__ import annotations
 
-import io
-import math
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -21,21 +19,22 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .leaderboard import phase_boundaries, run_table, suite_order
-from .store import _atomic_write, read_json
+from .results import Results
+from .store import atomic_write
 
 FORMATS = ("png", "pdf")
 
 
-def seed_band(curves: list[list[dict]], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, min and max of ``metric`` over several curves on the union of their FLOP
-    points (each curve linearly interpolated inside its own FLOP range, absent outside)."""
+def seed_band(curves: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, min and max of ``metric`` over several runs' curves (long form, keyed by the
+    first column: ``run_id`` or ``teacher_id``) on the union of their FLOP points, each
+    curve linearly interpolated inside its own FLOP range and absent outside it."""
     series = []
-    for curve in curves:
-        pts = [(float(p["flops"]), float(p[metric])) for p in curve
-               if isinstance(p.get(metric), (int, float)) and math.isfinite(p[metric])]
-        if pts:
-            series.append(np.array(sorted(pts)))
+    for _, curve in curves.groupby(curves.columns[0], sort=False):
+        pts = curve[["flops", metric]].astype(float) if metric in curve else pd.DataFrame()
+        pts = pts[np.isfinite(pts[metric])].sort_values(["flops", metric]) if len(pts) else pts
+        if len(pts):
+            series.append(pts.to_numpy())
     if not series:
         empty = np.array([])
         return empty, empty, empty, empty
@@ -47,19 +46,14 @@ def seed_band(curves: list[list[dict]], metric: str) -> tuple[np.ndarray, np.nda
     return x, np.nanmean(ys, axis=0), np.nanmin(ys, axis=0), np.nanmax(ys, axis=0)
 
 
-def _last_point(curve: list[dict], metric: str) -> Optional[tuple[float, float]]:
-    pts = [(float(p["flops"]), float(p[metric])) for p in curve
-           if isinstance(p.get(metric), (int, float)) and math.isfinite(p[metric])]
-    return pts[-1] if pts else None
-
-
-def plot_task(runs: pd.DataFrame, teacher_curves: Optional[dict[str, list[dict]]] = None,
+def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional[pd.DataFrame] = None,
               colors: Optional[dict[str, str]] = None) -> Figure:
-    """The figure of one task's runs (rows of :func:`kdbench.leaderboard.run_table`).
+    """The figure of one task's runs (rows of :meth:`kdbench.results.Results.runs`) from
+    their ``curves`` (long form, :meth:`~kdbench.results.Results.curves`).
 
     Lines on the axes: one mean line per method with a finished curve, one dashed
     vertical line per distinct phase boundary of each such method, and one line per
-    teacher curve given."""
+    teacher in ``teacher_curves`` (long form, keyed by ``teacher_id``)."""
     metric, hib = runs.metric.iloc[0], bool(runs.higher_is_better.iloc[0])
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     FigureCanvasAgg(fig)
@@ -70,26 +64,28 @@ def plot_task(runs: pd.DataFrame, teacher_curves: Optional[dict[str, list[dict]]
     for k, (method, g) in enumerate(runs.groupby("method", sort=False)):
         color = colors.get(method, palette[k % len(palette)])
         done = g[g.status == "finished"]
-        x, mean, lo, hi = seed_band(list(done.curve), metric)
+        x, mean, lo, hi = seed_band(curves[curves.run_id.isin(done.run_id)], metric)
         problems = g.status[g.status != "finished"].value_counts()
         label = f"{method} (n={len(done)}" + "".join(f", {n} {st}" for st, n in problems.items()) + ")"
         if len(x):
             ax.plot(x, mean, color=color, label=label)
             if len(done) > 1:
                 ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
-            first = done.iloc[0]
-            for b in phase_boundaries(first.summary, first.curve):
+            for b in done.boundaries.iloc[0]:
                 ax.axvline(b, color=color, linestyle="--", linewidth=0.8, alpha=0.6)
         else:  # no finished seed: the method still gets a legend entry, not a line
             extra.append((Line2D([], [], color=color, linestyle=""), label))
-        for curve in g[g.status == "diverged"].curve:
-            last = _last_point(curve, metric)
-            if last is not None:
-                ax.scatter([last[0]], [last[1]], marker="x", color=color, zorder=3)
-    for tid, curve in (teacher_curves or {}).items():
-        x, mean, _, _ = seed_band([curve], metric)
-        if len(x):
-            ax.plot(x, mean, color="0.4", linestyle=":", label=f"teacher {tid} (its training FLOPs)")
+        for run_id in g.run_id[g.status == "diverged"]:
+            points = curves[curves.run_id == run_id]
+            points = points[np.isfinite(points[metric].astype(float))] if metric in points else points.iloc[:0]
+            if len(points):
+                ax.scatter([float(points.flops.iloc[-1])], [float(points[metric].iloc[-1])], marker="x",
+                           color=color, zorder=3)
+    if teacher_curves is not None:
+        for tid, curve in teacher_curves.groupby("teacher_id", sort=False):
+            x, mean, _, _ = seed_band(curve, metric)
+            if len(x):
+                ax.plot(x, mean, color="0.4", linestyle=":", label=f"teacher {tid} (its training FLOPs)")
     handles, labels = ax.get_legend_handles_labels()
     handles += [h for h, _ in extra]
     labels += [lab for _, lab in extra]
@@ -105,34 +101,30 @@ def plot_task(runs: pd.DataFrame, teacher_curves: Optional[dict[str, list[dict]]
 
 
 def _save(fig: Figure, path: Path) -> None:
-    buf = io.BytesIO()
     # no timestamps in the files, so the same run folders give the same figures
     metadata = {"CreationDate": None} if path.suffix == ".pdf" else {"Software": None}
-    fig.savefig(buf, format=path.suffix[1:], dpi=150, metadata=metadata)
-    _atomic_write(path, lambda f: f.write(buf.getvalue()))
+    atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:], dpi=150, metadata=metadata))
 
 
-def write_figures(out: Path, dest: Optional[Path] = None, teacher: bool = False,
-                  formats: Iterable[str] = FORMATS, runs: Optional[pd.DataFrame] = None) -> list[Path]:
-    """Write ``<dest>/<task>.<format>`` for every task of results folder ``out``
-    (``dest`` defaults to ``out/figures``); return the paths written."""
-    runs = run_table(out) if runs is None else runs
-    dest = Path(dest) if dest is not None else Path(out) / "figures"
+def write_figures(results: Results, dest: Optional[Path] = None, teacher: bool = False,
+                  formats: Iterable[str] = FORMATS) -> list[Path]:
+    """Write ``<dest>/<task>.<format>`` for every task of ``results`` (``dest`` defaults
+    to the results folder's ``figures/``); return the paths written."""
+    runs, curves = results.runs(), results.curves()
+    dest = Path(dest) if dest is not None else results.path / "figures"
     if runs.empty:
         return []
-    methods = suite_order(out, "methods", sorted(set(runs.method)))
+    methods = results.order("methods", sorted(set(runs.method)))
     colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}  # one colour per method across tasks
+    teacher_curves = results.teacher_curves() if teacher else None
     paths = []
-    for task in suite_order(out, "tasks", list(dict.fromkeys(runs.task))):
+    for task in results.order("tasks", list(dict.fromkeys(runs.task))):
         g = runs[runs.task == task]
         g = g.iloc[sorted(range(len(g)), key=lambda i: methods.index(g.method.iloc[i]))]
-        curves = {}
-        if teacher:
-            for tid in dict.fromkeys(g.teacher_id.dropna()):
-                curve = read_json(Path(out) / "teachers" / tid / "curve.json")
-                if isinstance(curve, list):
-                    curves[tid] = curve
-        fig = plot_task(g, curves, colors)
+        used = None if teacher_curves is None else pd.concat(
+            [teacher_curves[teacher_curves.teacher_id == t] for t in dict.fromkeys(g.teacher_id.dropna())]
+            or [teacher_curves.iloc[:0]])
+        fig = plot_task(g, curves, used, colors)
         for fmt in formats:
             path = dest / f"{task}.{fmt}"
             _save(fig, path)

@@ -12,13 +12,16 @@ Layout of ``kdbench report RESULTS OUT``::
 
 The tables and figures are built from ``OUT/results`` (the copy), so
 ``kdbench report OUT/results AGAIN`` rebuilds them from the run folders alone.
+``OUT/.kdbench-report`` marks the folder as a report: a report is written only into
+a new or empty folder or over an earlier report (whose ``results/``, ``tables/``
+and ``figures/`` are replaced), unless forced.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,12 +31,16 @@ import yaml
 
 from . import __version__
 from .errors import UserError
-from .leaderboard import build_boards, render, run_table
-from .store import _atomic_write, atomic_write_json, atomic_write_text
+from .leaderboard import build_leaderboard
+from .render import render
+from .results import Results, load_results
+from .store import MANIFEST, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 TABLE_FORMATS = {"md": "md", "tex": "latex", "csv": "csv", "json": "json"}
 RUN_FILES = ("config.json", "summary.json", "curve.json", "traceback.txt")
 TEACHER_FILES = ("summary.json", "curve.json")
+MARKER = ".kdbench-report"
+GENERATED = ("results", "tables", "figures")  # what a rewrite of a report replaces
 
 
 def git_commit(path: Path = Path(__file__).resolve().parents[1]) -> Optional[dict]:
@@ -59,7 +66,7 @@ def _module_version(name: str) -> Optional[str]:
     return getattr(module, "__version__", None)
 
 
-def versions(results: Path) -> dict:
+def versions(results: Results) -> dict:
     """What made this report (kdbench, python, libraries, installed plugins, git commit)
     and what the runs recorded (kdbench versions, task and method versions, devices)."""
     from .plugins import load_plugins
@@ -67,41 +74,66 @@ def versions(results: Path) -> dict:
     registry = load_plugins(())
     plugins = [{"kind": kind, "name": info.name, "version": str(info.version), "from": info.source}
                for kind in ("task", "method", "launcher") for info in getattr(registry, kind + "s").values()]
-    runs = run_table(results)
-    configs = [json.loads((d / "config.json").read_text()) for d in sorted((results / "runs").glob("*"))
-               if (d / "config.json").is_file()]
-    used = {
-        "kdbench": sorted({str(c.get("kdbench_version")) for c in configs if c.get("kdbench_version")}),
-        "tasks": sorted({f"{c['task']} {c.get('task_version')}" for c in configs if "task" in c}),
-        "methods": sorted({f"{c['method']} {c.get('method_version')}" for c in configs if "method" in c}),
-        "devices": sorted({str(d) for d in runs.device.dropna()}) if not runs.empty else [],
-    }
+    runs = results.runs()
+    used = {"kdbench": [], "tasks": [], "methods": [], "devices": []}
+    if not runs.empty:
+        used = {
+            "kdbench": sorted({str(v) for v in runs.kdbench_version.dropna()}),
+            "tasks": sorted({f"{t} {v}" for t, v in zip(runs.task_name, runs.task_version)}),
+            "methods": sorted({f"{m} {v}" for m, v in zip(runs.method_name, runs.version)}),
+            "devices": sorted({str(d) for d in runs.device.dropna()}),
+        }
     import torch
 
     return {
         "kdbench": __version__, "git": git_commit(), "python": sys.version.split()[0],
         "platform": platform.platform(), "torch": torch.__version__, "cuda": torch.version.cuda,
-        **{name: _module_version(name) for name in ("numpy", "pandas", "matplotlib", "tabulate", "pydantic")},
+        **{name: _module_version(name) for name in ("numpy", "pandas", "matplotlib", "tabulate", "jinja2",
+                                                    "pydantic")},
         "plugins": plugins, "plugin_failures": dict(registry.failures), "used_by_runs": used,
     }
 
 
 def copy_results(results: Path, dest: Path) -> int:
-    """Copy the JSON of every run and teacher folder (no weights) and the suite; return
-    the number of run folders copied."""
+    """Copy every run folder's JSON and traceback and every teacher's summary and curve (no
+    weights), the suite and its manifest; return the number of run folders copied. Run
+    folders are copied whatever state they are in, so the copy lists the same unreadable
+    folders as the original."""
     n = 0
     for kind, names in (("runs", RUN_FILES), ("teachers", TEACHER_FILES)):
-        for d in sorted((results / kind).glob("*")):
-            if not (d / names[0]).is_file():
+        for d in sorted(p for p in (results / kind).glob("*") if p.is_dir()):
+            if kind == "teachers" and not (d / names[0]).is_file():
                 continue
             n += kind == "runs"
+            (dest / kind / d.name).mkdir(parents=True, exist_ok=True)
             for name in names:
                 if (d / name).is_file():
-                    data = (d / name).read_bytes()
-                    _atomic_write(dest / kind / d.name / name, lambda f, data=data: f.write(data))
-    if (results / "suite.yaml").is_file():
-        atomic_write_text(dest / "suite.yaml", (results / "suite.yaml").read_text())
+                    atomic_write_bytes(dest / kind / d.name / name, (d / name).read_bytes())
+    for name in ("suite.yaml", MANIFEST):
+        if (results / name).is_file():
+            atomic_write_bytes(dest / name, (results / name).read_bytes())
     return n
+
+
+def prepare_destination(results: Path, dest: Path, force: bool = False) -> None:
+    """Make ``dest`` ready for a report of ``results``: a new or empty folder, or an earlier
+    report (its generated folders are removed); another non-empty folder only with
+    ``force``. Anything else is a UserError, raised before anything is written."""
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"{dest}: is a file; give a folder for the report")
+    if dest.resolve() == results.resolve():
+        raise UserError(f"{dest}: the report folder must differ from the results folder")
+    if dest.resolve() in results.resolve().parents:
+        raise UserError(f"{dest}: the report folder must not contain the results folder {results}; "
+                        "write the report elsewhere")
+    is_report = (dest / MARKER).is_file()
+    if dest.is_dir() and any(dest.iterdir()) and not is_report and not force:
+        raise UserError(f"{dest}: not empty and not a kdbench report (no {MARKER}); choose a new folder, "
+                        "or --force to write the report into it")
+    if is_report:
+        for name in GENERATED:
+            shutil.rmtree(dest / name, ignore_errors=True)
+    atomic_write_json(dest / MARKER, {"kdbench": __version__, "results": str(results)})
 
 
 def _suite_files(results: Path, dest: Path) -> tuple[str, list[str]]:
@@ -128,7 +160,7 @@ def _suite_files(results: Path, dest: Path) -> tuple[str, list[str]]:
     return hashlib.sha256(text.encode()).hexdigest(), missing
 
 
-def _readme(dest: Path, boards, info: dict, suite_sha: str, missing: list[str],
+def _readme(dest: Path, boards: list, info: dict, suite_sha: str, missing: list[str],
             figures: list[Path], runs: int) -> str:
     git = info.get("git") or {}
     commit = f"{git['commit']}{' (with uncommitted changes)' if git.get('dirty') else ''}" if git else "not a git checkout"
@@ -177,24 +209,25 @@ def _readme(dest: Path, boards, info: dict, suite_sha: str, missing: list[str],
 
 
 def write_report(results: Path, dest: Path, baseline: Optional[str] = None, ci: bool = False,
-                 teacher: bool = False) -> Path:
-    """Write the report folder ``dest`` for results folder ``results``; return ``dest``."""
+                 teacher: bool = False, all_runs: bool = False, force: bool = False) -> Path:
+    """Write the report folder ``dest`` for results folder ``results``; return ``dest``.
+    ``all_runs`` reports every run of the folder, not only the last suite's; ``force``
+    writes into a non-empty folder that is not a report."""
     from .plots import write_figures
 
     results, dest = Path(results), Path(dest)
-    if not (results / "runs").is_dir():
-        raise UserError(f"{results}: not a kdbench results folder (no runs/ inside)")
-    if dest.resolve() == results.resolve():
-        raise UserError(f"{dest}: the report folder must differ from the results folder")
+    if not build_leaderboard(load_results(results, all_runs), baseline, ci).boards:
+        raise UserError(f"{results}: no runs to report")
+    prepare_destination(results, dest, force)
     copied = dest / "results"
     runs = copy_results(results, copied)
     suite_sha, missing = _suite_files(results, dest)
-    table = run_table(copied)
-    boards = build_boards(copied, baseline, ci, runs=table)
+    res = load_results(copied, all_runs)
+    board = build_leaderboard(res, baseline, ci)
     for ext, fmt in TABLE_FORMATS.items():
-        atomic_write_text(dest / "tables" / f"leaderboard.{ext}", render(boards, fmt, copied))
-    figures = write_figures(copied, dest / "figures", teacher=teacher, runs=table)
-    info = versions(copied)
+        atomic_write_text(dest / "tables" / f"leaderboard.{ext}", render(board, fmt))
+    figures = write_figures(res, dest / "figures", teacher=teacher)
+    info = versions(res)
     atomic_write_json(dest / "versions.json", {**info, "suite_sha256": suite_sha})
-    atomic_write_text(dest / "README.md", _readme(dest, boards, info, suite_sha, missing, figures, runs))
+    atomic_write_text(dest / "README.md", _readme(dest, board.boards, info, suite_sha, missing, figures, runs))
     return dest

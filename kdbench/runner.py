@@ -20,18 +20,20 @@ from filelock import FileLock
 
 from . import __version__
 from .api import MethodContext, Phase, TaskInstance
-from .budget import allot_steps, eval_steps, measure_step_flops, probe_batch
+from .budget import allot_steps, eval_steps, measure_phases
 from .device import effective_precision
-from .engine import PlannedPhase, TrainJob, progress_every, train, trainable_parameters
+from .engine import PlannedPhase, TrainJob, progress_every, train
 from .errors import UserError
 from .plugins import Registry
 from .stop import stop_requested
 from .store import atomic_write_json, run_dir, run_is_done, teacher_dir
-from .streams import STUDENT_STREAM, init_seed, stream_seed
+from . import streams
 from .suite import Run
-from .teachers import CachedTeacher, ProbeTeacher, checkpoint_path, ensure_teacher, new_teacher, teacher_job
+from .teachers import CachedTeacher, ProbeTeacher, checkpoint_path, ensure_teacher, new_teacher, teacher_phase
 
 Progress = Optional[Callable[[int, int], None]]  # (steps done, total steps)
+# measure(phases, model, task, batch_size, device) -> FLOPs of one step of each phase
+Measure = Callable[[list[Phase], torch.nn.Module, TaskInstance, int, torch.device], list[int]]
 
 
 @dataclass
@@ -68,7 +70,7 @@ def build_task(run: Run, registry: Registry, device: torch.device, out: Optional
     cls = registry.tasks[run.task].cls
     params = cls.Params.model_validate(run.task_params)
     cache = teacher_dir(out, run.teacher_id) if out is not None else None
-    return cls().build(params, run.teacher_seed, device, cache)
+    return cls().build(params, streams.derive_seed("task", run.teacher_seed), device, cache)
 
 
 def method_phases(run: Run, registry: Registry, task: TaskInstance, teacher, device: torch.device,
@@ -76,81 +78,75 @@ def method_phases(run: Run, registry: Registry, task: TaskInstance, teacher, dev
     """A fresh student and ``method``'s phases for it (the run's own method, or the budget's reference)."""
     cls = registry.methods[method].cls
     params = cls.Params.model_validate(method_params)
-    torch.manual_seed(init_seed(STUDENT_STREAM, run.seed))
+    torch.manual_seed(streams.derive_seed("student-init", run.seed))
     student = task.student_model()
     ctx = MethodContext(task=task, student=student, teacher=teacher, teacher_recipe=run.teacher_recipe,
-                        seed=run.seed, device=device,
-                        generator=torch.Generator(device="cpu").manual_seed(init_seed(STUDENT_STREAM, run.seed)),
+                        seed=run.seed, device=device, generator=streams.generator("method", run.seed),
                         make_teacher=lambda: new_teacher(task, run.teacher_seed))
     return student, cls().phases(ctx, params), ctx
 
 
-def measure_phases(phases: list[Phase], student: torch.nn.Module, task: TaskInstance, batch_size: int,
-                   device: torch.device) -> list[int]:
-    """Per-step FLOPs of every phase, measured once per distinct ``cost_key``."""
-    probe = probe_batch(task, batch_size, device)
-    params = trainable_parameters(student, phases)
-    cache: dict[str, int] = {}
-    for ph in phases:
-        if ph.cost_key not in cache:
-            cache[ph.cost_key] = measure_step_flops(ph, probe, params)
-    return [cache[ph.cost_key] for ph in phases]
-
-
-def measure_cotrain(phases: list[Phase], task: TaskInstance, batch_size: int, device: torch.device) -> list[int]:
+def measure_cotrain(phases: list[Phase], task: TaskInstance, batch_size: int, device: torch.device,
+                    measure: Measure = measure_phases) -> list[int]:
     """FLOPs of one co-training step for every phase that co-trains a model (0 elsewhere)."""
-    probe = probe_batch(task, batch_size, device)
     cache: dict[int, int] = {}
     for ph in phases:
         if ph.cotrain is not None and id(ph.cotrain) not in cache:
-            cache[id(ph.cotrain)] = measure_step_flops(Phase("cotrain", loss=ph.cotrain.loss), probe,
-                                                       ph.cotrain.model.parameters())
+            cotrain = Phase("cotrain", loss=ph.cotrain.loss)
+            cache[id(ph.cotrain)] = measure([cotrain], ph.cotrain.model, task, batch_size, device)[0]
     return [cache[id(ph.cotrain)] if ph.cotrain is not None else 0 for ph in phases]
 
 
-def teacher_training_flops(run: Run, task: TaskInstance) -> int:
+def teacher_training_flops(run: Run, task: TaskInstance, device: torch.device,
+                           measure: Measure = measure_phases) -> int:
     """What training this run's cached teacher costs: its recipe's steps times one measured step."""
-    job = teacher_job(task, run.teacher_seed, run.teacher_recipe, run.eval.points)
-    return run.teacher_recipe.steps * job.plan[0].step_flops
+    model = new_teacher(task, run.teacher_seed)
+    step = measure([teacher_phase(model)], model, task, run.teacher_recipe.batch_size, device)[0]
+    return run.teacher_recipe.steps * step
 
 
 def uses_cached_teacher(registry: Registry, method: str) -> bool:
     return registry.methods[method].cls.needs_teacher
 
 
-def budget_flops(run: Run, registry: Registry, task: TaskInstance, device: torch.device) -> float:
-    """The run's budget in FLOPs (measuring the reference method's step if the budget is in steps).
+def budget_flops(run: Run, registry: Registry, task: TaskInstance, device: torch.device,
+                 measure: Measure = measure_phases, teacher: Optional[ProbeTeacher] = None) -> float:
+    """The run's budget in FLOPs (measuring the reference method's step if the budget is in steps,
+    with ``teacher``, an untrained probe teacher of the task: a fresh one if not given).
 
     With ``counts: total`` a budget in steps also covers the reference method's
     cached-teacher training, so it compares with methods that train their own teacher."""
     if run.budget.flops is not None:
         return float(run.budget.flops)
     ref = run.budget.method
-    student, phases, _ = method_phases(run, registry, task, ProbeTeacher(task, run.teacher_seed, run.checkpoints),
-                                       device, ref, run.budget.method_params)
-    budget = run.budget.steps * measure_phases(phases[-1:], student, task, run.student_recipe.batch_size, device)[0]
+    teacher = teacher or ProbeTeacher(task, run.teacher_seed, run.checkpoints)
+    student, phases, _ = method_phases(run, registry, task, teacher, device, ref, run.budget.method_params)
+    budget = run.budget.steps * measure(phases[-1:], student, task, run.student_recipe.batch_size, device)[0]
     if run.budget.counts_total and uses_cached_teacher(registry, ref):
-        budget += teacher_training_flops(run, task)
+        budget += teacher_training_flops(run, task, device, measure)
     return float(budget)
 
 
 def prepare(run: Run, registry: Registry, task: TaskInstance, teacher, device: torch.device,
             state_path: Optional[Path] = None, progress: Progress = None, precision: str = "fp32",
-            compile: bool = False) -> Prepared:
+            compile: bool = False, measure: Measure = measure_phases, budget: Optional[float] = None) -> Prepared:
     """Turn a run into an engine job: phases, measured costs, allotted steps, eval points.
 
     The budget counts student FLOPs (default) or, with ``counts: total``, also the
     teacher's training: a cached teacher's cost is taken off the top, and a
-    co-trained teacher's steps are charged as they happen."""
+    co-trained teacher's steps are charged as they happen. ``measure`` gives the
+    FLOPs of the phases' steps (validation passes a cheaper estimate); ``budget``,
+    if given, is the run's :func:`budget_flops` computed already (it is the same for
+    every run of a task entry)."""
     recipe = run.student_recipe
-    budget = budget_flops(run, registry, task, device)
+    budget = budget_flops(run, registry, task, device, measure) if budget is None else budget
     student, phases, ctx = method_phases(run, registry, task, teacher, device, run.method, run.method_params)
-    costs = measure_phases(phases, student, task, recipe.batch_size, device)
-    cotrain_costs = measure_cotrain(phases, task, recipe.batch_size, device)
+    costs = measure(phases, student, task, recipe.batch_size, device)
+    cotrain_costs = measure_cotrain(phases, task, recipe.batch_size, device, measure)
     allot_costs, allot_budget = costs, budget
     if run.budget.counts_total:
         if uses_cached_teacher(registry, run.method):
-            allot_budget = budget - teacher_training_flops(run, task)
+            allot_budget = budget - teacher_training_flops(run, task, device, measure)
             if allot_budget <= 0:
                 raise UserError(f"budget: {budget:.3g} FLOPs (counts: total) do not cover training the teacher "
                                 f"({budget - allot_budget:.3g} FLOPs)")
@@ -160,7 +156,8 @@ def prepare(run: Run, registry: Registry, task: TaskInstance, teacher, device: t
     steps = allot_steps(phases, allot_costs, allot_budget)
     plan = [PlannedPhase(ph, n, c, t) for ph, n, c, t in zip(phases, steps, costs, cotrain_costs)]
     job = TrainJob(model=student, plan=plan, recipe=recipe, task=task,
-                   stream_seed=stream_seed(STUDENT_STREAM, run.seed), eval_at=eval_steps(costs, steps, run.eval.points), clock=ctx.clock, state_path=state_path,
+                   stream_seed=streams.derive_seed("student-data", run.seed),
+                   eval_at=eval_steps(costs, steps, run.eval.points), clock=ctx.clock, state_path=state_path,
                    save_every_s=run.save_every_s, on_step=progress_every(progress), should_stop=stop_requested,
                    precision=precision, compile=compile)
     return Prepared(job, budget)

@@ -7,6 +7,7 @@ description), so neither can drift from the code.
 
 from __future__ import annotations
 
+import difflib
 import json
 import types
 import typing
@@ -49,6 +50,16 @@ def model_at(model: Optional[type[BaseModel]], loc: tuple) -> Optional[type[Base
                 candidates.append(member)
         model = candidates[0] if len(candidates) == 1 else None
     return model
+
+
+def allowed_fields(model: Optional[type[BaseModel]], name: str) -> str:
+    """What to add to "unknown field" for ``name`` in ``model``: the closest field and all of them
+    (nothing when the model is not known)."""
+    if model is None:
+        return ""
+    allowed = list(model.model_fields)
+    hint = difflib.get_close_matches(name, allowed, n=1)
+    return (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; allowed: {', '.join(allowed) or 'none'}"
 
 
 def type_text(tp: Any) -> str:

@@ -1,31 +1,58 @@
-"""Results on disk: atomic writes, run and teacher folders, loading them back.
+"""Results on disk: atomic writes, run and teacher folders, and the one check of a run folder.
 
 Layout of an output folder::
 
     OUT/suite.yaml                    the suite as last run
+    OUT/suite.json                    its manifest: name, sha256 of the suite file, its run ids, time
     OUT/teachers/<teacher_id>/        final.pt, checkpoints/step-<N>.pt, summary.json, curve.json
     OUT/runs/<run_id>/                config.json, curve.json, summary.json, state.pt (while running)
     OUT/leaderboard.md
 
-A run is finished when its ``summary.json`` exists and parses with status
-``finished`` or ``diverged``; anything else is rerun.
+:func:`read_run` reads a run folder and checks its files for completeness and
+shape. A run is done when that check passes and its status is ``finished`` or
+``diverged``; anything else is run again by ``kdbench run``. The results layer
+(:mod:`kdbench.results`) reads folders through the same function, so a folder
+it cannot read is listed with the reason, never dropped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, Any, Callable, Optional
 
 import torch
 
 FINAL_STATUSES = ("finished", "diverged")
+STATUSES = (*FINAL_STATUSES, "failed")
+MANIFEST = "suite.json"
+
+_DICT, _INT, _STR = (dict,), (int,), (str,)
+_NUMBER = (int, float)
+# what config.json holds for a Run to be rebuilt from it (kdbench.suite.Run's fields without defaults)
+RUN_CONFIG_KEYS = {
+    "run_id": _STR, "suite": _STR, "task": _STR, "task_label": _STR, "task_version": _STR, "task_params": _DICT,
+    "teacher_seed": _INT, "teacher_recipe": _DICT, "teacher_checkpoint": (str, type(None)), "checkpoints": (list,),
+    "student_recipe": _DICT, "method": _STR, "method_label": _STR, "method_version": _STR, "method_params": _DICT,
+    "seed": _INT, "budget": _DICT, "eval": _DICT,
+}
+# what summary.json of a finished or diverged run holds for the leaderboard
+FINAL_SUMMARY_KEYS = {"metric": _STR, "higher_is_better": (bool,), "metrics": _DICT, "steps": _NUMBER,
+                      "flops": _NUMBER, "budget_flops": _NUMBER, "wall_time": _NUMBER}
+CURVE_POINT_KEYS = {"step": _NUMBER, "flops": _NUMBER, "phase": _STR}
 
 
-def _atomic_write(path: Path, write) -> None:
+# ---------------------------------------------------------------- atomic writes
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Call ``write`` with a binary file that becomes ``path`` only once complete (temp
+    file, fsync, rename), so readers never see half a file; parent folders are created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -51,18 +78,27 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    atomic_write(path, lambda f: f.write(data))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file and rename: readers never see half a file."""
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically; NaN becomes null and infinities strings."""
     atomic_write_text(path, json.dumps(_jsonable(obj), indent=1, sort_keys=False) + "\n")
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save`` ``obj`` to ``path`` atomically."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
+
+# ---------------------------------------------------------------- reading
 
 def read_json(path: Path) -> Optional[Any]:
     """The parsed file, or None if it is missing or not valid JSON (a corrupt file is rerun)."""
@@ -73,36 +109,133 @@ def read_json(path: Path) -> Optional[Any]:
 
 
 def run_dir(out: Path, run_id: str) -> Path:
+    """The folder of run ``run_id`` in results folder ``out``."""
     return Path(out) / "runs" / run_id
 
 
 def teacher_dir(out: Path, teacher_id: str) -> Path:
+    """The folder of teacher ``teacher_id`` in results folder ``out``."""
     return Path(out) / "teachers" / teacher_id
 
 
+@dataclass(frozen=True)
+class RunFolder:
+    """A run folder's files as :func:`read_run` found them.
+
+    ``problem`` says why the folder cannot be read (None when it can); ``summary`` is
+    None while the run has not ended; ``curve`` is read for finished and diverged runs."""
+
+    path: Path
+    config: Optional[dict] = None
+    summary: Optional[dict] = None
+    curve: Optional[list] = None
+    problem: Optional[str] = None
+
+    @property
+    def status(self) -> str:
+        """``finished``, ``diverged``, ``failed``, or ``incomplete`` (no summary yet)."""
+        return self.summary["status"] if self.summary is not None else "incomplete"
+
+    @property
+    def done(self) -> bool:
+        """Readable, and finished or diverged: a result ``kdbench run`` keeps."""
+        return self.problem is None and self.status in FINAL_STATUSES
+
+
+def _load(path: Path) -> tuple[Any, Optional[str]]:
+    """(parsed JSON, None), or (None, why not)."""
+    try:
+        return json.loads(path.read_text()), None
+    except FileNotFoundError:
+        return None, f"{path.name} missing"
+    except OSError as exc:
+        return None, f"{path.name} unreadable ({exc.strerror or exc})"
+    except ValueError:
+        return None, f"{path.name} is not valid JSON"
+
+
+def _shape(obj: Any, keys: dict, where: str) -> Optional[str]:
+    """Why ``obj`` is not a dict holding ``keys`` with values of the given types, or None."""
+    if not isinstance(obj, dict):
+        return f"{where} is not a JSON object"
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        return f"{where} lacks {', '.join(missing)}"
+    for key, types in keys.items():
+        value = obj[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            return f"{where}: {key} is {json.dumps(value)[:40]}, not {' or '.join(t.__name__ for t in types)}"
+    return None
+
+
+def _check_summary(summary: Any) -> Optional[str]:
+    if not isinstance(summary, dict):
+        return "summary.json is not a JSON object"
+    if summary.get("status") not in STATUSES:
+        return f"summary.json: status {summary.get('status')!r} is not one of {', '.join(STATUSES)}"
+    if summary["status"] not in FINAL_STATUSES:
+        return None
+    problem = _shape(summary, FINAL_SUMMARY_KEYS, "summary.json")
+    if problem is None and summary["status"] == "finished":
+        value = summary["metrics"].get(summary["metric"])
+        if not isinstance(value, _NUMBER) or isinstance(value, bool):
+            problem = f"summary.json: metrics has no value for {summary['metric']}"
+    return problem
+
+
+def _check_curve(curve: Any) -> Optional[str]:
+    if not isinstance(curve, list) or not curve:
+        return "curve.json is not a non-empty list of evaluations"
+    for i, point in enumerate(curve):
+        problem = _shape(point, CURVE_POINT_KEYS, f"curve.json point {i}")
+        if problem:
+            return problem
+    return None
+
+
+def read_run(folder: Path) -> RunFolder:
+    """Read run folder ``folder`` and check its files: config.json a dict with the keys
+    a Run needs; summary.json (when present) a dict with a known status and, for
+    finished and diverged runs, the numbers the leaderboard reads; curve.json (for
+    those) a non-empty list of evaluations with step, flops and phase."""
+    folder = Path(folder)
+    config, problem = _load(folder / "config.json")
+    problem = problem or _shape(config, RUN_CONFIG_KEYS, "config.json")
+    if problem:
+        return RunFolder(folder, problem=problem)
+    if not (folder / "summary.json").exists():
+        return RunFolder(folder, config)
+    summary, problem = _load(folder / "summary.json")
+    problem = problem or _check_summary(summary)
+    if problem:
+        return RunFolder(folder, config, problem=problem)
+    if summary["status"] not in FINAL_STATUSES:
+        return RunFolder(folder, config, summary)
+    curve, problem = _load(folder / "curve.json")
+    return RunFolder(folder, config, summary, curve, problem or _check_curve(curve))
+
+
 def run_is_done(out: Path, run_id: str) -> bool:
-    summary = read_json(run_dir(out, run_id) / "summary.json")
-    return (isinstance(summary, dict) and summary.get("status") in FINAL_STATUSES
-            and read_json(run_dir(out, run_id) / "curve.json") is not None)
+    """Whether run ``run_id`` has a complete, readable result in ``out`` (see :func:`read_run`)."""
+    return read_run(run_dir(out, run_id)).done
 
 
-def load_runs(out: Path) -> list[dict]:
-    """Every run folder under ``out`` with a readable config and summary, as
-    ``{"config", "summary", "curve", "dir"}``; unreadable folders are skipped."""
-    runs = []
-    for d in sorted((Path(out) / "runs").glob("*")):
-        config, summary = read_json(d / "config.json"), read_json(d / "summary.json")
-        if not isinstance(config, dict) or not isinstance(summary, dict):
-            continue
-        runs.append({"config": config, "summary": summary, "curve": read_json(d / "curve.json") or [], "dir": d})
-    return runs
+def read_progress(folder: Path) -> Optional[dict]:
+    """A running job's ``progress.json`` (``step`` of ``total``), or None."""
+    progress = read_json(Path(folder) / "progress.json")
+    ok = isinstance(progress, dict) and all(isinstance(progress.get(k), int) for k in ("step", "total"))
+    return progress if ok else None
 
 
-def load_teachers(out: Path) -> dict[str, dict]:
-    """Teacher summaries under ``out`` by teacher id."""
-    teachers = {}
-    for d in sorted((Path(out) / "teachers").glob("*")):
-        summary = read_json(d / "summary.json")
-        if isinstance(summary, dict):
-            teachers[d.name] = summary
-    return teachers
+def write_manifest(out: Path, suite_name: str, suite_file: Path, run_ids: list[str]) -> Path:
+    """Record in ``OUT/suite.json`` which runs the suite being run consists of (its name,
+    the sha256 of ``suite_file``, its run ids, and when that was first recorded); the
+    results layer shows only those by default. A rerun of the same suite leaves the file
+    as it is. Return its path."""
+    path = Path(out) / MANIFEST
+    manifest = {"suite": suite_name, "sha256": hashlib.sha256(Path(suite_file).read_bytes()).hexdigest(),
+                "run_ids": list(run_ids)}
+    old = read_json(path)
+    if not (isinstance(old, dict) and all(old.get(k) == v for k, v in manifest.items())):
+        atomic_write_json(path, {**manifest, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return path

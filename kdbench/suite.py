@@ -22,7 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .api import Recipe
 from .errors import UserError
 from .plugins import Registry
-from .schema import model_at
+from .inputs import hash_file, hash_params, resolve_params, resolve_path
+from .schema import allowed_fields, model_at
+from .streams import VERSION as STREAMS_VERSION
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # names become folder names: no separators
 
@@ -143,12 +145,19 @@ class Run:
     seed: int
     budget: ResolvedBudget
     eval: Evaluation
+    streams: str = "1"  # how random streams are derived (kdbench.streams.VERSION; 1: before it was recorded)
+    inputs: dict = field(default_factory=dict)  # content hashes of the files it reads (kdbench.inputs)
     save_every_s: float = 60.0
 
     @property
+    def task_identity(self) -> dict:
+        """The task params, with every file a param names replaced by its content hash."""
+        return {k: self.inputs.get(k, v) for k, v in self.task_params.items()}
+
+    @property
     def teacher_id(self) -> str:
-        return teacher_id(self.task, self.task_version, self.task_params, self.teacher_seed,
-                          self.teacher_recipe, self.teacher_checkpoint)
+        return teacher_id(self.task, self.task_version, self.task_identity, self.teacher_seed, self.teacher_recipe,
+                          self.inputs.get("teacher_checkpoint"), self.streams)
 
     def config(self) -> dict:
         """The run as plain JSON data (config.json; the recipes, budget and eval settings dumped)."""
@@ -170,24 +179,30 @@ class Run:
         return cls(**fields)
 
 
+def identity(run: Run) -> dict:
+    """Everything that determines a run's result: its config without labels, the suite's name,
+    the save cadence or which checkpoints are stored, and with files as their content hashes."""
+    config = {**run.config(), "task_params": run.task_identity,
+              "teacher_checkpoint": run.inputs.get("teacher_checkpoint")}
+    return {k: v for k, v in config.items() if k not in ("run_id", "teacher_id", "suite", "task_label",
+                                                          "method_label", "save_every_s", "checkpoints", "inputs")}
+
+
 def run_identity(run: Run) -> str:
-    """The run id: a hash of everything that determines the result (not labels, the suite's name,
-    the save cadence or which checkpoints are stored)."""
-    config = run.config()
-    identity = {k: v for k, v in config.items() if k not in ("run_id", "teacher_id", "suite", "task_label",
-                                                              "method_label", "save_every_s", "checkpoints")}
-    return short_hash(identity, 12)
+    """The run id: a short hash of :func:`identity`."""
+    return short_hash(identity(run), 12)
 
 
 def short_hash(obj: Any, n: int = 10) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-def teacher_id(task: str, version: str, params: dict, seed: int, recipe: Recipe, checkpoint: Optional[str]) -> str:
-    """The teacher cache key: task, version, params, seed, recipe and given checkpoint file."""
+def teacher_id(task: str, version: str, params: dict, seed: int, recipe: Recipe, checkpoint: Optional[str],
+               streams: str) -> str:
+    """The teacher cache key: task, version, params, seed, recipe, given checkpoint file, stream scheme."""
     # checkpoint cadence does not change the final teacher, so it is not part of the id
     recipe = recipe.model_dump(mode="json", exclude={"checkpoint_every"})
-    return f"{task}-{short_hash([task, version, params, seed, recipe, checkpoint], 8)}"
+    return f"{task}-{short_hash([task, version, params, seed, recipe, checkpoint, 'streams', streams], 8)}"
 
 
 @dataclass
@@ -220,19 +235,11 @@ def format_validation_error(path: Path, err: ValidationError, prefix: str = "", 
         where = f"{prefix}.{where}" if prefix and where else (prefix or where or "(top level)")
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown field" + _allowed_fields(model_at(model, tuple(e["loc"])[:-1]), str(e["loc"][-1]))
+            msg = "unknown field" + allowed_fields(model_at(model, tuple(e["loc"])[:-1]), str(e["loc"][-1]))
         if "input" in e and e["type"] not in ("missing", "extra_forbidden") and not isinstance(e["input"], dict):
             msg += f" (got {e['input']!r})"
         lines.append(f"{path}: {where}: {msg}")
     return "\n".join(lines)
-
-
-def _allowed_fields(model, name: str) -> str:
-    if model is None:
-        return ""
-    allowed = list(model.model_fields)
-    hint = difflib.get_close_matches(name, allowed, n=1)
-    return (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; allowed: {', '.join(allowed) or 'none'}"
 
 
 def unknown_name(path: Path, where: str, kind: str, name: str, allowed: list[str],
@@ -303,17 +310,23 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
             raise unknown_name(path, f"tasks[{i}].name", "task", entry.name, list(registry.tasks),
                                registry.failure_lines())
         cls = registry.tasks[entry.name].cls
-        params = _validate_params(path, f"tasks[{i}].params", cls.Params, entry.params)
+        where = f"tasks[{i}].params"
+        raw = resolve_params(entry.params, cls.Params, path.parent, f"{path}: {where}")
+        params = _validate_params(path, where, cls.Params, raw)
+        inputs = hash_params(params, f"{path}: {where}")
         task = cls()
         teacher = _recipe(path, f"tasks[{i}].teacher", task.teacher_recipe(params), entry.teacher)
         student = _recipe(path, f"tasks[{i}].student", task.student_recipe(params), entry.student)
         budget = entry.budget or suite.budget
         if budget is None:
             raise UserError(f"{path}: budget: missing (give it for the suite or for tasks[{i}])")
+        checkpoint = None
         if entry.teacher_checkpoint is not None:
-            entry.teacher_checkpoint = str(check_state_dict(path, f"tasks[{i}].teacher_checkpoint",
-                                                            path.parent / entry.teacher_checkpoint))
-        tasks.append((entry, cls, params, teacher, student, budget))
+            where = f"tasks[{i}].teacher_checkpoint"
+            file = Path(resolve_path(entry.teacher_checkpoint, path.parent, f"{path}: {where}"))
+            checkpoint = str(check_state_dict(path, where, file))
+            inputs["teacher_checkpoint"] = hash_file(file, f"{path}: {where}")
+        tasks.append((entry, cls, params, teacher, student, budget, checkpoint, inputs))
     labels = set()
     for i, entry in enumerate(suite.methods):
         if entry.name not in registry.methods:
@@ -328,13 +341,13 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
     task_labels = [t[0].label or t[0].name for t in tasks]
     if len(set(task_labels)) != len(task_labels):
         raise UserError(f"{path}: tasks: two entries share the label {task_labels}; give each a distinct label")
-    for i, (_, _, _, _, _, budget) in enumerate(tasks):
+    for i, (_, _, _, _, _, budget, _, _) in enumerate(tasks):
         if budget.method is not None and budget.method not in labels and budget.method not in registry.methods:
             raise unknown_name(path, "budget.method", "method", budget.method, sorted(labels | set(registry.methods)),
                                registry.failure_lines())
 
     runs = []
-    for (entry, tcls, tparams, trecipe, srecipe, budget) in tasks:
+    for (entry, tcls, tparams, trecipe, srecipe, budget, checkpoint, inputs) in tasks:
         resolved = ResolvedBudget(flops=budget.flops, counts=budget.counts)
         if budget.method is not None:  # resolve to the method entry it names, params included
             ref = next(((e.name, mp) for e, _, mp in methods if (e.label or e.name) == budget.method),
@@ -351,11 +364,12 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
                 for seed in suite.seeds:
                     run = Run(run_id="", suite=suite.name, task=entry.name, task_label=entry.label or entry.name,
                               task_version=str(tcls.version), task_params=tparams.model_dump(mode="json"),
-                              teacher_seed=tseed, teacher_recipe=trecipe, teacher_checkpoint=entry.teacher_checkpoint,
+                              teacher_seed=tseed, teacher_recipe=trecipe, teacher_checkpoint=checkpoint,
                               checkpoints=checkpoints, student_recipe=srecipe, method=mentry.name,
                               method_label=mentry.label or mentry.name, method_version=str(mcls.version),
                               method_params=mparams.model_dump(mode="json"), seed=seed, budget=resolved,
-                              eval=suite.eval, save_every_s=suite.save_every_s)
+                              eval=suite.eval, streams=STREAMS_VERSION, inputs=inputs,
+                              save_every_s=suite.save_every_s)
                     runs.append(replace(run, run_id=run_identity(run)))
     return runs
 

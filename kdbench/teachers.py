@@ -19,12 +19,12 @@ from filelock import FileLock
 from torch import nn
 
 from .api import Clock, Phase, Recipe, TaskInstance, logits
-from .budget import eval_steps, measure_step_flops, probe_batch
+from .budget import eval_steps, measure_phases
 from .engine import PlannedPhase, TrainJob, progress_every, train
 from .errors import UserError
 from .stop import stop_requested
 from .store import atomic_torch_save, atomic_write_json, read_json, teacher_dir
-from .streams import TEACHER_STREAM, init_seed, stream_seed
+from .streams import derive_seed
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -39,7 +39,7 @@ def checkpoint_path(folder: Path, step: int) -> Path:
 
 
 def new_teacher(task: TaskInstance, seed: int) -> nn.Module:
-    torch.manual_seed(init_seed(TEACHER_STREAM, seed))
+    torch.manual_seed(derive_seed("teacher-init", seed))
     return task.teacher_model()
 
 
@@ -62,10 +62,9 @@ def teacher_job(task: TaskInstance, seed: int, recipe: Recipe, eval_points: int,
     """The engine job that trains the teacher of ``seed`` by ``recipe``, its step's FLOPs measured."""
     model = new_teacher(task, seed)
     phase = teacher_phase(model, recipe.steps)
-    cost = measure_step_flops(phase, probe_batch(task, recipe.batch_size, next(model.parameters()).device),
-                              model.parameters())
+    cost = measure_phases([phase], model, task, recipe.batch_size, next(model.parameters()).device)[0]
     return TrainJob(model=model, plan=[PlannedPhase(phase, recipe.steps, cost)], recipe=recipe, task=task,
-                    stream_seed=stream_seed(TEACHER_STREAM, seed),
+                    stream_seed=derive_seed("teacher-data", seed),
                     eval_at=eval_steps([cost], [recipe.steps], eval_points), state_path=state_path, save_every_s=save_every_s, on_step=on_step, should_stop=stop_requested,
                     precision=precision, compile=compile)
 

@@ -9,7 +9,7 @@ from kdbench.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ROOT / "suites"
-SHARED = ROOT.parent / "shared"
+DATA = ROOT / "data"  # small data shipped with the repository: a clone needs nothing beside it
 
 torch.set_num_threads(1)  # tiny models: one thread is as fast and immune to oversubscription
 

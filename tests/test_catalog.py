@@ -38,15 +38,17 @@ TWIN = textwrap.dedent('''
 
 def test_list_piped_prints_whole_names_one_plugin_a_line():
     out = kdbench("list").output  # CliRunner's output is not a terminal
-    rows = {tuple(line.split()[:3]) for line in out.splitlines()}
-    assert {("task", "parity-transformer", "1"), ("method", "curriculum-extraction", "1"),
-            ("launcher", "local", "2")} <= rows
+    rows = {tuple(line.split()[:4]) for line in out.splitlines()}
+    registry = load_plugins()
+    expected = {(kind, name, info.version, info.source.split()[0]) for kind in ("task", "method", "launcher")
+                for name, info in getattr(registry, kind + "s").items()}
+    assert expected <= rows and ("task", "parity-transformer", "1", "built-in") in rows
     assert "…" not in out
 
 
 def test_list_on_a_narrow_terminal_keeps_names_and_versions_whole():
     console = Console(file=io.StringIO(), force_terminal=True, width=40, color_system=None)
-    print_listing(console, load_plugins())
+    print_listing(console, console, load_plugins())
     text = console.file.getvalue()
     assert "parity-transformer" in text and "curriculum-extraction" in text and "…" not in text
 

@@ -159,8 +159,7 @@ TINY_PCFG = TinyTask(name="pcfg-bert",
                      student={"optimizer": "adam", "lr": 0.003, "batch_size": 8})
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="curriculum-extraction with positions: masked selects the masked positions under "
-                          "torch.no_grad(), so its extraction loss has no gradient (fix pending; then drop this mark)")
 def test_curriculum_extraction_masked_positions_on_an_mlm_task():
+    """positions: masked once selected the masked positions under torch.no_grad(), so the extraction
+    loss had no gradient: exactly what check_method's gradient check reports."""
     check_method("curriculum-extraction", {"positions": "masked"}, tasks=[TINY_PCFG])

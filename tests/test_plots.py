@@ -1,9 +1,10 @@
 """Figures: metric vs FLOPs per task, from hand-made and real run folders."""
 
 import numpy as np
+import pandas as pd
 
 from conftest import kdbench
-from kdbench.leaderboard import run_table
+from kdbench import load_results
 from kdbench.plots import plot_task, seed_band, write_figures
 from kdbench.store import atomic_write_json
 from test_leaderboard import curve_of, make_run
@@ -27,7 +28,8 @@ def two_methods(out):
 def test_seed_band_mean_min_max():
     a = curve_of([0.0, 1.0, 1.0])
     b = curve_of([0.0, 0.5])  # shorter: absent beyond its last point
-    x, mean, lo, hi = seed_band([a, b], "accuracy")
+    long_form = pd.DataFrame([{"run_id": "a", **p} for p in a] + [{"run_id": "b", **p} for p in b])
+    x, mean, lo, hi = seed_band(long_form, "accuracy")
     assert list(x) == [0, 100, 200]
     np.testing.assert_allclose(mean, [0.0, 0.75, 1.0])
     np.testing.assert_allclose(lo, [0.0, 0.5, 1.0])
@@ -36,8 +38,8 @@ def test_seed_band_mean_min_max():
 
 def test_figure_has_a_mean_line_per_method_and_a_line_per_phase_boundary(tmp_path):
     two_methods(tmp_path)
-    runs = run_table(tmp_path)
-    fig = plot_task(runs)
+    results = load_results(tmp_path)
+    fig = plot_task(results.runs(), results.curves())
     ax = fig.axes[0]
     solid = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]
     dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
@@ -47,20 +49,20 @@ def test_figure_has_a_mean_line_per_method_and_a_line_per_phase_boundary(tmp_pat
     np.testing.assert_allclose(progressive.get_ydata(), [0.5, 0.7, 0.8, 0.85])  # mean over the finished seeds
     assert progressive.get_label() == "progressive (n=2, 1 diverged)"
     assert len(ax.collections) == 3  # two seed bands and the diverged run's marker
-    with_teacher = plot_task(runs, teacher_curves={"t-1": curve_of([0.5, 0.9, 1.0], flops_per_point=1000)})
+    with_teacher = plot_task(results.runs(), results.curves(), teacher_curves=results.teacher_curves())
     assert len(with_teacher.axes[0].get_lines()) == 5
 
 
 def test_write_figures_png_and_pdf(tmp_path):
     two_methods(tmp_path)
     make_run(tmp_path, "z", "one-shot", 0, 0.5, task="other", curve=curve_of([0.4, 0.5]))
-    paths = write_figures(tmp_path, teacher=True)
+    paths = write_figures(load_results(tmp_path), teacher=True)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in paths) == [
         "figures/other.pdf", "figures/other.png", "figures/parity-mlp.pdf", "figures/parity-mlp.png"]
     assert (tmp_path / "figures" / "parity-mlp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "figures" / "parity-mlp.pdf").read_bytes()[:5] == b"%PDF-"
     before = (tmp_path / "figures" / "parity-mlp.pdf").read_bytes()
-    write_figures(tmp_path, teacher=True)
+    write_figures(load_results(tmp_path), teacher=True)
     assert (tmp_path / "figures" / "parity-mlp.pdf").read_bytes() == before  # same folders, same figure
 
 
@@ -78,6 +80,7 @@ def test_run_writes_figures_next_to_leaderboard(smoke_results):
     assert (out / "leaderboard.md").is_file()
     for ext in ("png", "pdf"):
         assert (out / "figures" / f"parity-mlp.{ext}").stat().st_size > 1000
-    fig = plot_task(run_table(out))
+    results = load_results(out)
+    fig = plot_task(results.runs(), results.curves())
     assert len(fig.axes[0].get_lines()) == 2  # labels and one-shot: one phase each, no boundaries
     assert {ln.get_label() for ln in fig.axes[0].get_lines()} == {"labels (n=2)", "one-shot (n=2)"}

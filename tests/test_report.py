@@ -3,7 +3,7 @@
 import json
 
 from conftest import kdbench
-from kdbench.leaderboard import build_boards, render
+from kdbench import load_results
 from test_leaderboard import add_teacher, curve_of, make_run
 
 SUITE = "name: demo\nplugins: [mine.py]\nseeds: [0, 1]\ntasks: [{name: parity-mlp}]\nmethods: [{name: one-shot}]\n"
@@ -52,7 +52,7 @@ def test_tables_rebuild_from_the_copied_run_folders(tmp_path):
     for ext in ("md", "tex", "csv", "json"):
         first = (tmp_path / "paper" / "tables" / f"leaderboard.{ext}").read_text()
         assert (tmp_path / "again" / "tables" / f"leaderboard.{ext}").read_text() == first
-    assert (tmp_path / "paper" / "tables" / "leaderboard.md").read_text() == render(build_boards(results), "md")
+    assert (tmp_path / "paper" / "tables" / "leaderboard.md").read_text() == load_results(results).leaderboard(fmt="md")
     assert "run c (labels, seed 0) failed" in (tmp_path / "paper" / "tables" / "leaderboard.md").read_text()
 
 

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 import torch
 
-from conftest import ROOT, SHARED, SUITES, kdbench
+from conftest import DATA, ROOT, SUITES, kdbench
 from kdbench.errors import UserError
 from kdbench.tasks.grammar import NAMED_GRAMMARS, load_grammar, parse_grammar
 from kdbench.tasks.mlm import Masker, MLMParams
@@ -16,7 +16,7 @@ from kdbench.tasks.pcfg import PCFGBert, PCFGParams
 from kdbench.tasks.wikipedia import WikipediaBert, WikipediaParams, read_corpus
 
 CPU = torch.device("cpu")
-WIKITEXT = SHARED / "data" / "wikitext-2"
+WIKITEXT = DATA / "wikitext-2-excerpt"
 TINY = dict(teacher_layers=2, teacher_heads=2, teacher_width=16, student_layers=1, student_heads=2, student_width=8)
 
 
@@ -297,7 +297,7 @@ tasks:
     teacher: {{steps: 20, checkpoint_every: 10, batch_size: 8}}
     student: {{batch_size: 8}}
   - name: wikipedia-bert
-    params: {{corpus: {WIKITEXT / 'valid.txt'}, vocab_size: 300, seq_len: 16, teacher_layers: 2,
+    params: {{corpus: {WIKITEXT / 'wiki.valid.excerpt.txt'}, vocab_size: 300, seq_len: 16, teacher_layers: 2,
              teacher_heads: 2, teacher_width: 16, student_layers: 2, student_heads: 2, student_width: 8,
              eval_size: 32}}
     teacher: {{steps: 20, checkpoint_every: 10, batch_size: 8}}
@@ -326,7 +326,7 @@ def test_cli_runs_all_methods_on_the_three_tasks_and_reports_masked_accuracy(wri
 
 
 def test_cli_missing_corpus_exits_2_naming_the_path(write_suite, tmp_path):
-    suite = LANGUAGE_SUITE.replace(str(WIKITEXT / "valid.txt"), str(tmp_path / "no-corpus"))
+    suite = LANGUAGE_SUITE.replace(str(WIKITEXT / "wiki.valid.excerpt.txt"), str(tmp_path / "no-corpus"))
     start, end = suite.index("  - name: parity-transformer"), suite.index("  - name: wikipedia-bert")
     suite = suite[:start] + suite[end:]  # the wikipedia task only
     result = kdbench("run", write_suite(suite), "--output", tmp_path / "out", "--quiet", expect=2)
@@ -335,6 +335,7 @@ def test_cli_missing_corpus_exits_2_naming_the_path(write_suite, tmp_path):
 
 @pytest.mark.parametrize("suite", ["language-smoke.yaml", "paper/parity-transformer.yaml",
                                    "paper/pcfg-bert.yaml", "paper/wikipedia-bert.yaml"])
-def test_shipped_language_suites_validate(suite, monkeypatch):
-    monkeypatch.chdir(ROOT)
+def test_shipped_language_suites_validate(suite, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # paths in a suite are relative to the suite file, not the working directory
+    monkeypatch.setenv("KDBENCH_WIKI_CORPUS", str(WIKITEXT))  # the paper suite's corpus, given by the user
     kdbench("validate", SUITES / suite)

@@ -94,11 +94,30 @@ def stage_layers(params: ExtractionParams, student_layers: int, teacher_layers: 
     return list(zip(layers, mapped))
 
 
+class StageLoss:
+    """One extraction stage's loss: MSE between the student's layer ``s_layer`` and the teacher's
+    layer ``t_layer`` times the stage's fixed ``projection`` (kept here, so it can be inspected)."""
+
+    def __init__(self, student, teacher, s_layer: int, t_layer: int, projection: torch.Tensor,
+                 params: ExtractionParams):
+        self.student, self.teacher, self.s_layer, self.t_layer = student, teacher, s_layer, t_layer
+        self.projection, self.params = projection, params
+
+    def __call__(self, batch) -> torch.Tensor:
+        p = self.params
+        rep = self.student(batch.inputs, upto=self.s_layer, pre_activation=p.student_repr == "pre")
+        with torch.no_grad():
+            target = self.teacher(batch.inputs, upto=self.t_layer, pre_activation=p.teacher_repr == "pre")
+        if p.positions == "masked" and batch.mask is not None:  # outside no_grad: the student keeps its gradient
+            rep, target = rep[batch.mask], target[batch.mask]
+        return F.mse_loss(rep.float(), (target @ self.projection).float())
+
+
 class CurriculumExtraction(Method):
     """Layer-wise MSE to fixed random projections of the final teacher's layers, then its logits."""
 
     name = "curriculum-extraction"
-    version = "1"
+    version = "2"  # 2: projections drawn from the method's own random stream; positions: masked trains
     Params = ExtractionParams
     description = "extract a curriculum from the final teacher's layers (Gupta & Karmalkar 2025)"
 
@@ -114,7 +133,7 @@ class CurriculumExtraction(Method):
                                          student.hidden_size(s_layer), params.projection_scale,
                                          ctx.generator).to(ctx.device)
             phases.append(Phase(
-                f"extract-layer-{s_layer}", loss=self._stage_loss(student, teacher, s_layer, t_layer, projection, params),
+                f"extract-layer-{s_layer}", loss=StageLoss(student, teacher, s_layer, t_layer, projection, params),
                 share=params.extraction_share * w / sum(weights), params=self._trained(student, s_layer, params.train),
                 teacher=f"final, layer {t_layer}", depth=s_layer, info={"teacher_layer": t_layer}))
         phases.append(final_teacher_phase(ctx, params.temperature, params.label_weight))
@@ -126,19 +145,6 @@ class CurriculumExtraction(Method):
             return None
         layers = [layer] if which == "layer" else range(1, layer + 1)
         return [p for l in layers for p in student.layer_parameters(l)]
-
-    @staticmethod
-    def _stage_loss(student, teacher, s_layer, t_layer, projection, params):
-        def loss(batch):
-            rep = student(batch.inputs, upto=s_layer, pre_activation=params.student_repr == "pre")
-            with torch.no_grad():
-                target = teacher(batch.inputs, upto=t_layer, pre_activation=params.teacher_repr == "pre")
-                if params.positions == "masked" and batch.mask is not None:
-                    rep, target = rep[batch.mask], target[batch.mask]
-                target = target @ projection
-            return F.mse_loss(rep.float(), target.float())
-
-        return loss
 
 
 @hookimpl

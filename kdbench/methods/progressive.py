@@ -63,7 +63,12 @@ def checkpoint_schedule(params: ProgressiveParams, recipe: Recipe) -> list[int]:
         steps = list(range(every, recipe.steps, every))
     else:
         steps = list(params.checkpoints)
-    steps = sorted({s for s in steps if s < recipe.steps})
+    beyond = sorted(s for s in steps if s > recipe.steps)
+    if beyond:
+        field = "intermediate" if params.checkpoints == "2-shot" else "checkpoints"
+        raise ValueError(f"{field}: teacher step(s) {beyond} are never reached: the teacher trains "
+                         f"{recipe.steps} steps; allowed: 1..{recipe.steps}")
+    steps = sorted({s for s in steps if s < recipe.steps})  # the last step's checkpoint is the final teacher
     if not steps:
         raise ValueError(f"no teacher checkpoint falls before the teacher's last step ({recipe.steps}); "
                          "set checkpoint_every in the task's teacher recipe, `every`, or a checkpoint list")

@@ -9,7 +9,9 @@ the corrupted ``inputs``, the boolean ``mask`` of chosen positions and the
 original tokens there as ``labels`` (flattened, aligned with the logits an
 :class:`kdbench.models.Encoder` returns for ``mask``). A batch in which no
 position was drawn gets one (the maskable position with the highest draw), so
-the loss is never an empty mean.
+the loss is never an empty mean. The masks of a batch are drawn from its own
+``masking`` random stream (:func:`kdbench.streams.substream` of the batch's
+generator), not from the bits that chose its sequences.
 """
 
 from __future__ import annotations

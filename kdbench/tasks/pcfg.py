@@ -25,7 +25,7 @@ cosine with 6% warm-up, batch 512.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Annotated, Optional
 
 import torch
 from pydantic import Field, model_validator
@@ -33,12 +33,15 @@ from pydantic import Field, model_validator
 from ..api import Batch, Recipe, Task
 from ..errors import UserError
 from ..hookspecs import hookimpl
-from .grammar import Grammar, load_grammar
+from ..inputs import PathParam
+from ..streams import substream
+from .grammar import NAMED_GRAMMARS, Grammar, load_grammar
 from .mlm import Masker, MLMInstance, MLMParams
 
 
 class PCFGParams(MLMParams):
-    grammar: str = Field("cfg3b", description="cfg3b, cfg3b-pd, or a grammar file path")
+    grammar: Annotated[str, PathParam(when=lambda spec: spec not in NAMED_GRAMMARS)] = Field(
+        "cfg3b", description="cfg3b, cfg3b-pd, or a grammar file (in a suite: relative to the suite's folder)")
     seq_len: Optional[int] = Field(None, ge=2, description="tokens per sequence ([CLS] included); "
                                                            "default: the longest string + 1")
     mask_rate: float = Field(0.3, gt=0, le=1, description="fraction of positions chosen for prediction")
@@ -80,7 +83,7 @@ class PCFGInstance(MLMInstance):
         self.masker = Masker.from_params(params, self.mask_id, 1, n_terminals + 1)
         g = torch.Generator(device=device).manual_seed(seed)
         tokens = self.sequences(g, params.eval_size)
-        self.eval_batch = self.masker(tokens, self.maskable(tokens), g)
+        self.eval_batch = self.masker(tokens, self.maskable(tokens), substream(g, "masking"))
 
     def sequences(self, generator: torch.Generator, n: int) -> torch.Tensor:
         """``n`` sampled strings as ``[n, seq_len]`` token ids: [CLS], terminals, padding."""
@@ -96,7 +99,7 @@ class PCFGInstance(MLMInstance):
 
     def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
         tokens = self.sequences(generator, batch_size)
-        return self.masker(tokens, self.maskable(tokens), generator)
+        return self.masker(tokens, self.maskable(tokens), substream(generator, "masking"))
 
 
 def mlm_recipe(steps: int = 1000, checkpoint_every: int = 0) -> Recipe:

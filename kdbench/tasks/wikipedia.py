@@ -36,10 +36,8 @@ blocks by default (set ``student_layers``).
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import torch
 from filelock import FileLock
@@ -48,19 +46,27 @@ from pydantic import Field, field_validator, model_validator
 from ..api import Batch, Recipe, Task
 from ..errors import UserError
 from ..hookspecs import hookimpl
+from ..inputs import PathParam
+from ..store import atomic_torch_save, atomic_write_text
+from ..streams import substream
 from .mlm import Masker, MLMInstance, MLMParams
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD, UNK, CLS, SEP, MASK = range(len(SPECIALS))
 SUFFIXES = (".txt", ".raw", ".tokens")
+# a corpus path names files (hashed into run ids); hf:NAME does not
+CORPUS_PATH = PathParam(when=lambda spec: not spec.startswith("hf:"), files=lambda path: corpus_files(str(path)))
 
 
 class WikipediaParams(MLMParams):
-    corpus: str = Field(description="text file, folder of .txt/.raw/.tokens files, or hf:NAME[:CONFIG]")
+    corpus: Annotated[str, CORPUS_PATH] = Field(
+        description="text file, folder of .txt/.raw/.tokens files, or hf:NAME[:CONFIG]; in a suite, relative to "
+                    "the suite's folder, ${ENV_VAR} allowed")
     vocab_size: int = Field(30_522, ge=len(SPECIALS) + 1, description="WordPiece vocabulary size (at most)")
     lowercase: bool = Field(True, description="lower-case the text before tokenizing (BERT uncased)")
-    tokenizer: Optional[str] = Field(None, description="HF tokenizers JSON to use instead of training one "
-                                                       "(e.g. a cached wordpiece-*.json): pins the token ids")
+    tokenizer: Annotated[Optional[str], PathParam()] = Field(
+        None, description="HF tokenizers JSON to use instead of training one (e.g. a cached wordpiece-*.json): "
+                          "pins the token ids")
     seq_len: int = Field(128, ge=3, description="tokens per sequence, [CLS] and [SEP] included")
     eval_fraction: float = Field(0.05, gt=0, lt=1, description="share of the corpus lines held out")
     eval_size: int = Field(512, ge=1, description="held-out sequences evaluated (at most)")
@@ -162,17 +168,6 @@ def pack(ids: torch.Tensor, seq_len: int) -> torch.Tensor:
     return torch.cat([torch.full((n, 1), CLS, dtype=ids.dtype), rows, torch.full((n, 1), SEP, dtype=ids.dtype)], 1)
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 class Corpus:
     """The tokenizer and the two token streams of a corpus, built once and cached in ``cache_dir``.
 
@@ -205,8 +200,8 @@ class Corpus:
                 self.train_ids, self.eval_ids = saved["train"], saved["eval"]
                 return
             self._build(p, pinned)
-            _atomic_write(tok_path, lambda tmp: self.tokenizer.save(tmp))
-            _atomic_write(ids_path, lambda tmp: torch.save({"train": self.train_ids, "eval": self.eval_ids}, tmp))
+            atomic_write_text(tok_path, self.tokenizer.to_str(pretty=True))
+            atomic_torch_save({"train": self.train_ids, "eval": self.eval_ids}, ids_path)
 
     def _build(self, p: WikipediaParams, pinned: Optional[str]) -> None:
         if pinned is not None:
@@ -254,12 +249,12 @@ class WikipediaInstance(MLMInstance):
                                 f"{params.seq_len} tokens; lower seq_len or eval_fraction, or use more text")
         self.masker = Masker.from_params(params, MASK, len(SPECIALS), self.vocab_size)
         g = torch.Generator(device=device).manual_seed(seed)
-        self.eval_batch = self.masker(eval_seqs, eval_seqs >= len(SPECIALS), g)
+        self.eval_batch = self.masker(eval_seqs, eval_seqs >= len(SPECIALS), substream(g, "masking"))
 
     def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
         rows = torch.randint(0, len(self.train_seqs), (batch_size,), generator=generator, device=self.device)
         tokens = self.train_seqs[rows].long()
-        return self.masker(tokens, tokens >= len(SPECIALS), generator)
+        return self.masker(tokens, tokens >= len(SPECIALS), substream(generator, "masking"))
 
 
 class WikipediaBert(Task):

@@ -74,7 +74,7 @@ class FitNets(Method):
     """Hint training of a middle layer through a learned regressor, then logit distillation."""
 
     name = "fitnets"
-    version = "1"
+    version = "2"  # 2: the regressor is drawn from the method's own random stream (kdbench.streams)
     Params = FitNetsParams
     description = "hint: regress the student's middle layer onto the teacher's (MSE), then logits (Romero et al. 2015)"
 
