@@ -36,8 +36,8 @@ def check_method(method: Union[str, type], params: Optional[dict] = None, *,
 
     1. ``params`` (default: none) validate; an unknown param and a value of a wrong type (a mapping)
        for each param are rejected; every dict in ``bad_params`` is rejected with a
-       :class:`kdbench.UserError` naming one of its keys, when the suite is validated or, for
-       checks that need the models, when the phases are built.
+       :class:`kdbench.UserError` (or ValueError) naming one of its keys, when the suite is
+       validated or, for checks that need the models, when the phases are built.
     2. On each task (default: the tiny MLP task and :func:`kdbench.testing.tiny_encoder_task`):
        the phases build; each loss is a scalar with a gradient, and after ``backward()`` at least
        one parameter the phase trains has a non-zero gradient; ``info`` is JSON.
@@ -91,15 +91,15 @@ def _check_params(method, params: dict, bad_params, task) -> str:
         try:
             resolve_run(method, {**params, **values}, task=task)
             _build(method, {**params, **values}, task)  # checks that need the models run in phases()
-        except UserError as exc:
+        except (UserError, ValueError) as exc:  # kdbench validate reports either, naming the method and task
             if not any(key in str(exc) for key in values):
                 raise AssertionError(f"{who}: the error for bad params {values} names none of "
                                      f"{sorted(values)}: {exc}") from exc
             rejected += 1
             continue
-        except Exception as exc:  # a run would be recorded as failed, not stopped with the user's mistake
+        except Exception as exc:  # a bug's traceback, not a message naming the user's mistake
             raise AssertionError(f"{who}: bad params {values} raised {type(exc).__name__}: {exc}; a mistake in "
-                                 f"params must raise kdbench.UserError naming the param") from exc
+                                 f"params must raise kdbench.UserError (or ValueError) naming the param") from exc
         raise AssertionError(f"{who}: bad params {values} were accepted (validated, and the phases built)")
     return f"params: {params or 'defaults'} validate; {rejected} bad values rejected, each naming its field"
 
