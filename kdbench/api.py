@@ -165,7 +165,8 @@ class Phase:
     all). ``teacher`` and ``depth`` describe what the loss uses (for curves and
     reports only: costs are measured, not declared). Phases with the same
     ``cost_key`` share one FLOP measurement (default: the name). ``cotrain``
-    trains another model alongside (see :class:`CoTrain`).
+    trains another model alongside (see :class:`CoTrain`). ``info`` (a dict of
+    JSON values) is recorded with the phase in the run's ``summary.json``.
     """
 
     name: str

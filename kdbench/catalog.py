@@ -22,6 +22,7 @@ from rich.text import Text
 from .errors import UserError
 from .plugins import PluginInfo, Registry
 from .schema import params_of
+from .suite import unknown_name
 
 KINDS = ("task", "method", "launcher")
 LIST_COLUMNS = ("kind", "name", "version", "from", "description")
@@ -57,8 +58,6 @@ def find(registry: Registry, name: str, kind: Optional[str] = None) -> list[Plug
     kinds = [kind] if kind else KINDS
     found = [getattr(registry, k + "s")[name] for k in kinds if name in getattr(registry, k + "s")]
     if not found:
-        from .suite import unknown_name
-
         names = sorted({row["name"] for row in plugin_rows(registry) if kind in (None, row["kind"])})
         raise unknown_name("describe", "NAME", kind or "plugin", name, names, registry.failure_lines())
     return found
