@@ -178,8 +178,8 @@ def _run(method, params, task, budget_flops, seed, teacher_seed, eval_points, te
     if outcome.error is not None:  # recorded as a failed run; the author wants the exception itself
         raise outcome.error
     prepared, summary = outcome.prepared, outcome.summary
-    return MethodRun(run=run, curve=outcome.curve, status=summary["status"], phases=[p.phase for p in prepared.job.plan],
-                     phase_steps=prepared.phase_steps, phase_step_flops=prepared.phase_flops,
+    return MethodRun(run=run, curve=outcome.curve, status=summary["status"],
+                     phases=[p.phase for p in prepared.job.plan], phase_steps=prepared.phase_steps, phase_step_flops=prepared.phase_flops,
                      budget_flops=prepared.budget_flops, flops=summary["flops"], student=prepared.job.model,
                      task=outcome.task)
 
