@@ -92,14 +92,15 @@ class Recipe(Params):
     any field (``tasks[i].teacher`` / ``tasks[i].student``).
     """
 
-    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = Field(0.0, ge=0)
-    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="torch.optim SGD, Adam or AdamW")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW betas")
+    weight_decay: float = Field(0.0, ge=0, description="weight decay (AdamW: decoupled; SGD and Adam: L2)")
+    schedule: Literal["constant", "cosine", "linear"] = Field(
+        "constant", description="learning rate after warm-up: constant, or cosine / linear decay to 0")
     warmup: float = Field(0.0, ge=0, lt=1, description="fraction of steps of linear warm-up")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="examples per step")
     steps: int = Field(1000, ge=1, description="training steps (teachers; students are bounded by the budget)")
     checkpoint_every: int = Field(0, ge=0, description="teacher steps between stored checkpoints (0: none)")
     grad_clip: float = Field(0.0, ge=0, description="max gradient norm (0: off)")
@@ -164,7 +165,8 @@ class Phase:
     all). ``teacher`` and ``depth`` describe what the loss uses (for curves and
     reports only: costs are measured, not declared). Phases with the same
     ``cost_key`` share one FLOP measurement (default: the name). ``cotrain``
-    trains another model alongside (see :class:`CoTrain`).
+    trains another model alongside (see :class:`CoTrain`). ``info`` (a dict of
+    JSON values) is recorded with the phase in the run's ``summary.json``.
     """
 
     name: str
@@ -202,11 +204,22 @@ class TaskInstance:
     higher_is_better: bool = True
 
     def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
-        """Sample one training batch using only ``generator``."""
+        """Sample one training batch using only ``generator``.
+
+        The generator lives on the task's device (the ``device`` given to
+        :meth:`Task.build`: a CUDA generator on a GPU), so sample on that device
+        (``torch.randint(..., generator=generator, device=generator.device)``);
+        the engine reseeds it before every step, so batch ``t`` never depends on
+        the batches before it.
+        """
         raise NotImplementedError
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Metrics of ``model`` on the fixed evaluation set (must include ``metric``)."""
+        """Metrics of ``model`` on the fixed evaluation set (must include ``metric``).
+
+        The engine calls it with the model in eval mode and under
+        ``torch.no_grad()``, and puts the model back in train mode afterwards.
+        """
         raise NotImplementedError
 
     def teacher_model(self) -> nn.Module:

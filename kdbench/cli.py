@@ -1,4 +1,4 @@
-"""The ``kdbench`` command line: run, validate, plan, list, leaderboard."""
+"""The ``kdbench`` command line: run, validate, plan, status, list, describe, new-method, leaderboard, plot, report."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from .catalog import Format
 from .errors import UserError
 from .plugins import load_plugins
-from .progress import Reporter
+from .progress import LogConsole, Reporter
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="kdbench: benchmark knowledge-distillation methods under matched FLOP budgets.")
-out_console = Console()
-err_console = Console(stderr=True)
+out_console = LogConsole()
+err_console = LogConsole(stderr=True)
 _debug = {"on": False}
 
 PluginOpt = typer.Option(None, "--plugin", "-p", help="Extra plugin file(s) (.py) to load.")
@@ -176,20 +176,32 @@ def status(
     out_console.print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no runs")
 
 
+FormatOpt = typer.Option(Format.text, "--format", "-f", help="text (a table on a terminal, aligned columns "
+                         "elsewhere) or json.")
+
+
 @app.command(name="list")
 @user_errors
-def list_plugins(plugin: Optional[List[Path]] = PluginOpt):
+def list_plugins(plugin: Optional[List[Path]] = PluginOpt, fmt: Format = FormatOpt):
     """Show the tasks, methods and launchers that are installed, with versions and origin."""
-    registry = load_plugins(tuple(str(p) for p in plugin or ()))
-    table = Table(title="kdbench plugins")
-    for col in ("kind", "name", "version", "from", "description"):
-        table.add_column(col)
-    for kind in ("task", "method", "launcher"):
-        for info in getattr(registry, kind + "s").values():
-            table.add_row(kind, info.name, info.version, info.source, getattr(info.cls, "description", ""))
-    out_console.print(table)
-    for name, error in registry.failures.items():
-        err_console.print(f"[red]plugin {name} failed to load:[/red] {error}", highlight=False)
+    from .catalog import print_listing
+
+    print_listing(out_console, err_console, load_plugins(tuple(str(p) for p in plugin or ())), fmt)
+
+
+@app.command()
+@user_errors
+def describe(
+    name: str = typer.Argument(..., help="A task, method or launcher name (see kdbench list)."),
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="task, method or launcher: only that kind "
+                                       "(a name may be both a task and a method)."),
+    plugin: Optional[List[Path]] = PluginOpt,
+    fmt: Format = FormatOpt,
+):
+    """Show a plugin's params: type, allowed values, default and description of each, and its defaults."""
+    from .catalog import print_descriptions
+
+    print_descriptions(out_console, load_plugins(tuple(str(p) for p in plugin or ())), name, kind, fmt)
 
 
 def _write_figures(results, **kwargs) -> list[Path]:

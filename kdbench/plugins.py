@@ -1,13 +1,15 @@
 """The plugin manager: built-ins, installed entry points and files the user names.
 
 Built-in plugins are registered by the same function as third-party ones; a
-plugin that fails to import is reported by name and the others still load
+plugin that fails to import, or that marks with ``kdbench.hookimpl`` a function
+whose name is not a kdbench hook, is reported by name and the others still load
 (``KDBENCH_STRICT_PLUGINS=1`` makes that fatal). ``KDBENCH_LOAD_PLUGINS=a,b``
 limits which entry-point plugins load.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import os
@@ -63,6 +65,15 @@ class Registry:
     failures: dict[str, str] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
 
+    def failure_lines(self) -> list[str]:
+        """One line per plugin that failed to load: its name, where it came from, and why."""
+        lines = []
+        for name, error in self.failures.items():
+            source = self.sources.get(name, "")
+            where = name if source in ("", f"file {name}") else f"{name} ({source})"
+            lines.append(f"plugin {where} failed to load: {error}")
+        return lines
+
     def get(self, kind: str, name: str) -> PluginInfo:
         table = getattr(self, kind + "s")
         if name not in table:
@@ -80,18 +91,42 @@ def _strict() -> bool:
     return os.environ.get("KDBENCH_STRICT_PLUGINS", "") not in ("", "0", "false")
 
 
+class UnknownHook(Exception):
+    """A plugin marked a function with ``kdbench.hookimpl`` whose name is no kdbench hook."""
+
+
+def hook_names() -> list[str]:
+    """The names of every kdbench hook (the functions of :mod:`kdbench.hookspecs`)."""
+    return sorted(name for name, fn in vars(hookspecs).items() if hasattr(fn, "kdbench_spec"))
+
+
+def check_hook_names(pm: pluggy.PluginManager, plugin: Any) -> None:
+    """Raise :class:`UnknownHook` if ``plugin`` marks a function with ``kdbench.hookimpl`` whose name is
+    no kdbench hook (a typo would otherwise load silently and register nothing)."""
+    unknown = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [] if not caller.has_spec())
+    if unknown:
+        hooks = hook_names()
+        lines = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, hooks, n=1)
+            lines.append(f"{name} is not a kdbench hook" + (f" (did you mean {close[0]}?)" if close else ""))
+        raise UnknownHook("; ".join(lines) + f"; the hooks are {', '.join(hooks)}")
+
+
 def _register(pm: pluggy.PluginManager, registry: Registry, name: str, load, source: str) -> None:
     """Import a plugin with ``load()`` and register it; record a failure instead of raising."""
+    plugin, registry.sources[name] = None, source
     try:
         plugin = load()
         pm.register(plugin, name=name)
+        check_hook_names(pm, plugin)
     except Exception as exc:  # a broken plugin must not take the others down
+        if plugin is not None and pm.get_name(plugin) == name:
+            pm.unregister(plugin)  # none of its hooks count: it is a failed plugin
         message = f"{type(exc).__name__}: {exc}"
         if _strict():
             raise UserError(f"plugin {name!r} ({source}) failed to load: {message}") from exc
         registry.failures[name] = message
-        return
-    registry.sources[name] = source
 
 
 def load_module_from_path(path: Path) -> ModuleType:

@@ -1,4 +1,5 @@
-"""Progress bars for long work (rich); ``quiet`` turns them into no-ops."""
+"""Progress bars for long work (rich); ``quiet`` turns them into no-ops. Log lines are never wrapped
+when the output is not a terminal."""
 
 from __future__ import annotations
 
@@ -8,7 +9,19 @@ from typing import Callable, Iterator, Optional
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+
+
+class LogConsole(Console):
+    """A rich Console that never wraps a printed line when its output is not a terminal: a CI log
+    or a pipe gets each line whole (no line break in the middle of a number or a path)."""
+
+    def print(self, *objects, soft_wrap=None, **kwargs) -> None:
+        if soft_wrap is None and not self.is_terminal:
+            soft_wrap = True
+        super().print(*objects, soft_wrap=soft_wrap, **kwargs)
+
+
+console = LogConsole(stderr=True)
 
 
 class Reporter:

@@ -8,6 +8,7 @@ allots the budget, hands the job to the engine and stores the result.
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from dataclasses import dataclass
@@ -223,6 +224,11 @@ def execute_run(run: Run, registry: Registry, out: Path, device: torch.device, p
         return RunOutcome(summary, result.curve, prepared, task)
 
 
+def plain_json(obj):
+    """``obj`` as JSON data (a phase's free-form ``info``): anything JSON cannot hold becomes its str()."""
+    return json.loads(json.dumps(obj, default=str))
+
+
 def run_summary(run: Run, registry: Registry, task: TaskInstance, prepared: Prepared, result, teacher,
                 teacher_summary: Optional[dict], device: torch.device, precision: str, compile: bool) -> dict:
     """The summary.json of a run that trained: status, final metrics, costs, phases, teacher."""
@@ -241,7 +247,7 @@ def run_summary(run: Run, registry: Registry, task: TaskInstance, prepared: Prep
         "steps": result.steps, "flops": result.flops, "budget_flops": prepared.budget_flops,
         "wall_time": result.wall_time, "device": str(device), "precision": precision, "compiled": compile,
         "phases": [{"name": p.phase.name, "steps": p.steps, "step_flops": p.step_flops, "teacher": p.phase.teacher,
-                    "depth": p.phase.depth} for p in prepared.job.plan],
+                    "depth": p.phase.depth, "info": plain_json(p.phase.info)} for p in prepared.job.plan],
         "teacher_id": run.teacher_id if needs_teacher else None,
         "teacher_flops": teacher_summary["flops"] if teacher_summary else 0,
         "teacher_train_flops": teacher_train, "total_flops": result.flops + teacher_train,

@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,6 +23,7 @@ from .api import Recipe
 from .errors import UserError
 from .plugins import Registry
 from .inputs import hash_file, hash_params, resolve_params, resolve_path
+from .schema import allowed_fields, model_at
 from .streams import VERSION as STREAMS_VERSION
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # names become folder names: no separators
@@ -225,27 +226,31 @@ def _loc(loc: tuple) -> str:
     return out
 
 
-def format_validation_error(path: Path, err: ValidationError, prefix: str = "") -> str:
+def format_validation_error(path: Path, err: ValidationError, prefix: str = "", model=None) -> str:
+    """One line per error: the file, the field's location (after ``prefix``) and what is wrong. With
+    the validated ``model``, an unknown field's line names the allowed ones and the closest."""
     lines = []
     for e in err.errors():
         where = _loc(tuple(e["loc"]))
         where = f"{prefix}.{where}" if prefix and where else (prefix or where or "(top level)")
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif e["type"] == "literal_error":
-            msg = f"{msg}"
+            msg = "unknown field" + allowed_fields(model_at(model, tuple(e["loc"])[:-1]), str(e["loc"][-1]))
         if "input" in e and e["type"] not in ("missing", "extra_forbidden") and not isinstance(e["input"], dict):
             msg += f" (got {e['input']!r})"
         lines.append(f"{path}: {where}: {msg}")
     return "\n".join(lines)
 
 
-def unknown_name(path: Path, where: str, kind: str, name: str, allowed: list[str]) -> UserError:
-    """The error for an unknown plugin name: where, the name, the closest allowed one, all allowed."""
+def unknown_name(path: Path, where: str, kind: str, name: str, allowed: list[str],
+                 failures: Sequence[str] = ()) -> UserError:
+    """The error for an unknown plugin name: where, the name, the closest allowed one, all allowed,
+    and the plugins that failed to load (``Registry.failure_lines()``): the name may be theirs."""
     hint = difflib.get_close_matches(str(name), allowed, n=1)
     suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-    return UserError(f"{path}: {where}: unknown {kind} {name!r}{suggestion}; allowed: {', '.join(sorted(allowed))}")
+    failed = "".join(f"; {line}" for line in failures)
+    return UserError(f"{path}: {where}: unknown {kind} {name!r}{suggestion}; allowed: {', '.join(sorted(allowed))}"
+                     f"{failed}")
 
 
 def read_suite_file(path: Path) -> dict:
@@ -266,14 +271,14 @@ def parse_suite(path: Path) -> Suite:
     try:
         return Suite.model_validate(data)
     except ValidationError as err:
-        raise UserError(format_validation_error(path, err)) from err
+        raise UserError(format_validation_error(path, err, model=Suite)) from err
 
 
 def _validate_params(path: Path, where: str, model, params: dict):
     try:
         return model.model_validate(params)
     except ValidationError as err:
-        raise UserError(format_validation_error(path, err, where)) from err
+        raise UserError(format_validation_error(path, err, where, model)) from err
 
 
 def _recipe(path: Path, where: str, default: Recipe, overrides: dict) -> Recipe:
@@ -302,7 +307,8 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
     tasks, methods = [], []
     for i, entry in enumerate(suite.tasks):
         if entry.name not in registry.tasks:
-            raise unknown_name(path, f"tasks[{i}].name", "task", entry.name, list(registry.tasks))
+            raise unknown_name(path, f"tasks[{i}].name", "task", entry.name, list(registry.tasks),
+                               registry.failure_lines())
         cls = registry.tasks[entry.name].cls
         where = f"tasks[{i}].params"
         raw = resolve_params(entry.params, cls.Params, path.parent, f"{path}: {where}")
@@ -324,7 +330,8 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
     labels = set()
     for i, entry in enumerate(suite.methods):
         if entry.name not in registry.methods:
-            raise unknown_name(path, f"methods[{i}].name", "method", entry.name, list(registry.methods))
+            raise unknown_name(path, f"methods[{i}].name", "method", entry.name, list(registry.methods),
+                               registry.failure_lines())
         label = entry.label or entry.name
         if label in labels:
             raise UserError(f"{path}: methods[{i}].label: {label!r} appears twice; give each entry a distinct label")
@@ -336,7 +343,8 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
         raise UserError(f"{path}: tasks: two entries share the label {task_labels}; give each a distinct label")
     for i, (_, _, _, _, _, budget, _, _) in enumerate(tasks):
         if budget.method is not None and budget.method not in labels and budget.method not in registry.methods:
-            raise unknown_name(path, "budget.method", "method", budget.method, sorted(labels | set(registry.methods)))
+            raise unknown_name(path, "budget.method", "method", budget.method, sorted(labels | set(registry.methods)),
+                               registry.failure_lines())
 
     runs = []
     for (entry, tcls, tparams, trecipe, srecipe, budget, checkpoint, inputs) in tasks:
@@ -380,7 +388,8 @@ def load_suite(path: Path, registry_factory, extra_plugins: tuple = ()) -> tuple
     if failed:
         raise UserError(f"{path}: plugins: {failed[0]} failed to load: {registry.failures[str(failed[0])]}")
     if suite.launcher.name not in registry.launchers:
-        raise unknown_name(path, "launcher.name", "launcher", suite.launcher.name, list(registry.launchers))
+        raise unknown_name(path, "launcher.name", "launcher", suite.launcher.name, list(registry.launchers),
+                           registry.failure_lines())
     _validate_params(path, "launcher.options", registry.launchers[suite.launcher.name].cls.Params,
                      suite.launcher.options)
     runs = expand(suite, path, registry)

@@ -16,9 +16,12 @@ With kdbench installed, every pytest session gets three fixtures:
     budget allotted by the runner. It returns a :class:`MethodRun` (curve,
     per-phase steps and FLOPs, the trained student).
 
-The same helpers work without pytest: ``from kdbench.testing import run_method``.
-At load this module imports only pytest and the standard library (the kdbench
-package around it imports torch); the harness is imported when a helper runs.
+``check_method(method, params=None, *, bad_params=None)`` (from
+:mod:`kdbench.conformance`) runs the checks every method must pass in one call.
+
+The same helpers work without pytest: ``from kdbench.testing import run_method, check_method``.
+The harness modules (plugins, suite, runner) are imported when a helper runs, not
+when pytest loads this plugin.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import pytest
+
+from .conformance import check_method  # re-exported: the checks every method must pass
 
 TINY_BUDGET = 5e6  # FLOPs: ~130 one-shot (~375 labels) steps of the tiny task at batch 16
 
@@ -48,6 +53,16 @@ class TinyTask:
     teacher: dict = field(default_factory=lambda: {"optimizer": "adam", "lr": 0.01, "batch_size": 32,
                                                    "steps": 300})
     student: dict = field(default_factory=lambda: {"optimizer": "adam", "lr": 0.01, "batch_size": 16})
+
+
+def tiny_encoder_task() -> TinyTask:
+    """A sparse-parity task with transformer teacher and student (6 tokens, 2 blocks, widths 16 and 8):
+    the :class:`TinyTask` for methods that reach into token representations."""
+    return TinyTask(name="parity-transformer",
+                    params={"n": 6, "k": 2, "teacher_layers": 2, "teacher_heads": 2, "teacher_width": 16,
+                            "student_layers": 2, "student_heads": 2, "student_width": 8, "eval_size": 128},
+                    teacher={"optimizer": "adam", "lr": 0.003, "batch_size": 32, "steps": 100},
+                    student={"optimizer": "adam", "lr": 0.003, "batch_size": 16})
 
 
 @dataclass
@@ -97,7 +112,7 @@ def _plugin_name(registry, kind: str, plugin: Union[str, type]) -> str:
 
 
 @contextmanager
-def _torch_threads(threads: Optional[int]):
+def torch_threads(threads: Optional[int]):
     """Set torch's CPU thread count for a block, then restore it."""
     import torch
 
@@ -127,28 +142,38 @@ def run_method(method: Union[str, type], params: Optional[dict] = None, *, task:
     if teacher not in ("trained", "probe"):
         raise ValueError(f"teacher must be 'trained' or 'probe', got {teacher!r}")
     with ExitStack() as stack:
-        stack.enter_context(_torch_threads(threads))
+        stack.enter_context(torch_threads(threads))
         if out is None:
             out = stack.enter_context(tempfile.TemporaryDirectory(prefix="kdbench-testing-"))
-        return _run(method, params or {}, task or TinyTask(), budget_flops, seed, teacher_seed, eval_points,
-                    teacher, Path(out), device)
+        return _run(method, params, task, budget_flops, seed, teacher_seed, eval_points, teacher, Path(out), device)
 
 
-def _run(method, params, task, budget_flops, seed, teacher_seed, eval_points, teacher, out, device) -> MethodRun:
-    import torch
-
+def resolve_run(method: Union[str, type], params: Optional[dict] = None, *, task: Optional[TinyTask] = None,
+                budget_flops: float = TINY_BUDGET, seed: int = 0, teacher_seed: int = 0, eval_points: int = 4):
+    """``(registry, run)``: ``method`` on ``task`` as a one-run suite, validated exactly as ``kdbench run``
+    validates a suite (bad params raise :class:`kdbench.UserError` naming ``methods[0].params.FIELD``)."""
     from .plugins import load_plugins
-    from .runner import execute_run
     from .suite import Budget, Evaluation, MethodEntry, Suite, TaskEntry, expand
 
+    task = task or TinyTask()
     registry = load_plugins()
     method_name = _plugin_name(registry, "method", method)
     task_name = _plugin_name(registry, "task", task.name)
     suite = Suite(name="run-method", seeds=[seed], teacher_seeds=[teacher_seed], budget=Budget(flops=budget_flops),
                   eval=Evaluation(points=eval_points),
                   tasks=[TaskEntry(name=task_name, params=task.params, teacher=task.teacher, student=task.student)],
-                  methods=[MethodEntry(name=method_name, params=params)])
+                  methods=[MethodEntry(name=method_name, params=params or {})])
     (run,) = expand(suite, Path("<run_method>"), registry)
+    return registry, run
+
+
+def _run(method, params, task, budget_flops, seed, teacher_seed, eval_points, teacher, out, device) -> MethodRun:
+    import torch
+
+    from .runner import execute_run
+
+    registry, run = resolve_run(method, params, task=task, budget_flops=budget_flops, seed=seed,
+                                teacher_seed=teacher_seed, eval_points=eval_points)
     outcome = execute_run(run, registry, out, torch.device(device), probe_teacher=teacher == "probe", rerun=True)
     if outcome.error is not None:  # recorded as a failed run; the author wants the exception itself
         raise outcome.error

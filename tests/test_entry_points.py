@@ -192,7 +192,8 @@ def test_broken_entry_point_is_reported_by_name_and_others_load(install, monkeyp
     assert "no_such_dependency_xyz" in registry.failures["broken"]
     assert "alpha-method" in registry.methods and "one-shot" in registry.methods
     result = kdbench("list")
-    assert "plugin broken failed to load" in result.output and "alpha-method" in result.output
+    assert "plugin broken (entry point broken (kdbench-broken 0.3)) failed to load" in result.output
+    assert "alpha-method" in result.output
     monkeypatch.setenv("KDBENCH_STRICT_PLUGINS", "1")
     result = kdbench("list", expect=2)
     assert "broken" in result.output and "no_such_dependency_xyz" in result.output
@@ -220,3 +221,16 @@ def test_fitnets_runs_next_to_the_builtin_methods(tmp_path, write_suite):
     kdbench("run", write_suite(tiny_suite(methods, flops=4e6)), "--output", out, "--quiet")
     board = (out / "leaderboard.md").read_text()
     assert all(f"| {m} " in board for m in ("labels", "one-shot", "fitnets"))
+
+
+def test_misspelt_hook_in_a_package_fails_it_by_name_and_an_unknown_method_says_so(install, write_suite):
+    """A ``@hookimpl`` named like no hook is refused when the package loads: ``validate`` then
+    names the plugin, its distribution, the wrong hook and the right one beside the unknown method."""
+    install("kdbench-typo", "0.2", "typo", method_plugin("typo-method").replace(
+        "def kdbench_register_methods", "def kdbench_register_method"))
+    registry = load_plugins()
+    assert "typo-method" not in registry.methods
+    result = kdbench("validate", write_suite(tiny_suite("  - name: typo-method")), expect=2)
+    assert "methods[0].name: unknown method 'typo-method'" in result.output
+    assert ("plugin typo (entry point typo (kdbench-typo 0.2)) failed to load: UnknownHook: kdbench_register_method "
+            "is not a kdbench hook (did you mean kdbench_register_methods?)") in result.output

@@ -68,3 +68,32 @@ def test_suite_naming_a_broken_plugin_file_is_user_error(tmp_path, write_suite):
     (tmp_path / "bad.py").write_text("import no_such_module_here\n")
     result = kdbench("validate", write_suite(tiny_suite() + "plugins: [bad.py]\n"), expect=2)
     assert "bad.py" in result.output and "no_such_module_here" in result.output
+
+
+TYPO_HOOK = PLUGIN.replace("def kdbench_register_methods():", "def kdbench_register_method():") + textwrap.dedent('''
+    def kdbench_helper():  # named like a hook but not marked with hookimpl: an ordinary function
+        return 1
+''')
+
+
+def test_hookimpl_with_a_name_that_is_no_hook_fails_the_plugin(tmp_path, monkeypatch):
+    path = tmp_path / "typo.py"
+    path.write_text(TYPO_HOOK)
+    registry = load_plugins((str(path),))
+    error = registry.failures[str(path)]
+    assert "kdbench_register_method is not a kdbench hook (did you mean kdbench_register_methods?)" in error
+    assert "kdbench_helper" not in error  # not marked: not a hook
+    assert "half-labels" not in registry.methods and "one-shot" in registry.methods
+    out = kdbench("list", "--plugin", path).output
+    assert f"plugin {path} failed to load" in out and "kdbench_register_method is not a kdbench hook" in out
+    monkeypatch.setenv("KDBENCH_STRICT_PLUGINS", "1")
+    out = kdbench("list", "--plugin", path, expect=2).output
+    assert "typo.py" in out and "did you mean kdbench_register_methods?" in out
+
+
+def test_unmarked_function_named_like_a_hook_is_not_a_hook(tmp_path, monkeypatch):
+    path = tmp_path / "helper.py"
+    path.write_text(PLUGIN + "\ndef kdbench_helper():\n    return 1\n")
+    monkeypatch.setenv("KDBENCH_STRICT_PLUGINS", "1")
+    assert "half-labels" in load_plugins((str(path),)).methods
+

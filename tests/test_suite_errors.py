@@ -7,7 +7,17 @@ from conftest import kdbench, tiny_suite
 
 CASES = [
     # (suite text, substrings the message must contain)
-    (tiny_suite().replace("name: tiny", "name: tiny\nbogus: 1"), ["bogus", "unknown field"]),
+    (tiny_suite().replace("name: tiny", "name: tiny\nbogus: 1"), ["bogus", "unknown field", "allowed: name, "]),
+    (tiny_suite().replace("teacher_width: 64", "teacher_widht: 64"),
+     ["tasks[0].params.teacher_widht: unknown field (did you mean 'teacher_width'?); allowed: n, k, support, "
+      "teacher_width, student_width, depth, eval_size"]),
+    (tiny_suite().replace("teacher_width: 64, student_width", "teacher_widht: 64, studnt_width"),
+     ["tasks[0].params.teacher_widht: unknown field (did you mean 'teacher_width'?)",
+      "tasks[0].params.studnt_width: unknown field (did you mean 'student_width'?)"]),
+    (tiny_suite().replace("optimizer: adam, lr: 0.01, batch_size: 16, steps", "optimiser: adam, lr: 0.01, batch_size: 16, steps"),
+     ["tasks[0].teacher.optimiser: unknown field (did you mean 'optimizer'?); allowed: optimizer, lr"]),
+    (tiny_suite() + "launcher: {options: {jobz: 2}}\n",
+     ["launcher.options.jobz: unknown field (did you mean 'jobs'?); allowed: jobs"]),
     (tiny_suite().replace("seeds: [0]", "seeds: []"), ["seeds", "at least 1"]),
     (tiny_suite().replace("flops: 2000000.0", "flops: -5"), ["budget.flops", "greater than 0"]),
     (tiny_suite(methods="  - name: one-sot"), ["methods[0].name", "one-shot", "allowed", "labels"]),
@@ -43,3 +53,8 @@ def test_bad_suite_exit_2(text, needles, write_suite, tmp_path):
 def test_missing_suite_file(tmp_path):
     result = kdbench("validate", tmp_path / "nope.yaml", expect=2)
     assert "no such suite file" in result.output
+
+
+def test_unknown_launcher_option_on_the_command_line(write_suite, tmp_path):
+    result = kdbench("run", write_suite(tiny_suite()), "--output", tmp_path / "out", "-L", "jobz=2", expect=2)
+    assert "--launcher local option.jobz: unknown field (did you mean 'jobs'?); allowed: jobs" in result.output

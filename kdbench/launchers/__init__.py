@@ -104,11 +104,12 @@ def launcher_params(cls: type[Launcher], suite_options: dict, cli_options: dict,
     try:
         cls.Params.model_validate(suite_options)
     except ValidationError as err:
-        raise UserError(format_validation_error(where, err, "launcher.options")) from err
+        raise UserError(format_validation_error(where, err, "launcher.options", cls.Params)) from err
     try:
         return cls.Params.model_validate({**suite_options, **cli_options})
     except ValidationError as err:
-        raise UserError(format_validation_error(Path("command line"), err, f"--launcher {cls.name} option")) from err
+        raise UserError(format_validation_error(Path("command line"), err, f"--launcher {cls.name} option",
+                                                cls.Params)) from err
 
 
 def choose_launcher(loaded, registry: Registry, name: Optional[str] = None, jobs: Optional[int] = None,
@@ -119,7 +120,8 @@ def choose_launcher(loaded, registry: Registry, name: Optional[str] = None, jobs
     entry = loaded.suite.launcher
     name = name or entry.name
     if name not in registry.launchers:
-        raise unknown_name(Path("--launcher"), "launcher", "launcher", name, list(registry.launchers))
+        raise unknown_name(Path("--launcher"), "launcher", "launcher", name, list(registry.launchers),
+                           registry.failure_lines())
     cls = registry.launchers[name].cls
     suite_options = dict(entry.options) if entry.name == name else {}
     cli = dict(parse_option(o) for o in options)

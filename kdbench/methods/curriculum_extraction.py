@@ -42,14 +42,19 @@ class ExtractionParams(Params):
     stage_weights: Optional[list[float]] = Field(None, description="relative budget per stage (default even)")
     layers: Optional[list[int]] = Field(None, description="student layers to extract, in order (default all)")
     layer_map: Optional[list[int]] = Field(None, description="teacher layer for each extracted student layer")
-    projection: Literal["gaussian", "rademacher", "orthogonal"] = "gaussian"
+    projection: Literal["gaussian", "rademacher", "orthogonal"] = Field(
+        "gaussian", description="distribution of the fixed random projection of the teacher's layer")
     projection_scale: Optional[float] = Field(None, gt=0, description="entry std (default 1/sqrt(d_teacher))")
-    train: Literal["upto", "layer", "all"] = "upto"
-    student_repr: Literal["pre", "post"] = "pre"
-    teacher_repr: Literal["pre", "post"] = "post"
-    positions: Literal["all", "masked"] = "all"
+    train: Literal["upto", "layer", "all"] = Field(
+        "upto", description="what stage i trains: student layers <= l_i, only layer l_i, or every parameter")
+    student_repr: Literal["pre", "post"] = Field(
+        "pre", description="student representation matched: before or after the nonlinearity (MLP)")
+    teacher_repr: Literal["pre", "post"] = Field(
+        "post", description="teacher representation projected: before or after the nonlinearity (MLP)")
+    positions: Literal["all", "masked"] = Field(
+        "all", description="token positions in the MSE (token models): all, or the masked (MLM) ones only")
     temperature: float = Field(1.0, gt=0, description="temperature of the final logit phase")
-    label_weight: float = Field(0.0, ge=0, le=1)
+    label_weight: float = Field(0.0, ge=0, le=1, description="weight of the true labels in the logit phase")
 
     @model_validator(mode="after")
     def _lengths(self):

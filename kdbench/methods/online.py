@@ -22,8 +22,8 @@ from ..losses import cotrained_teacher, distill_phase, lockstep_phases
 class OnlineParams(Params):
     every: int = Field(1, ge=1, description="student steps per teacher step")
     refresh: int = Field(1, ge=1, description="teacher steps between refreshes of the student's target")
-    temperature: float = Field(1.0, gt=0)
-    label_weight: float = Field(0.0, ge=0, le=1)
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of teacher and student")
+    label_weight: float = Field(0.0, ge=0, le=1, description="weight of the true-label cross-entropy")
 
 
 class Online(Method):

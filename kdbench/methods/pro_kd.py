@@ -27,10 +27,11 @@ from ..losses import cotrained_teacher, distillation_loss, lockstep_phases
 class ProKDParams(Params):
     every: int = Field(1, ge=1, description="student steps per teacher step")
     refresh: int = Field(1, ge=1, description="teacher steps between refreshes of the student's target")
-    temperature_start: float = Field(4.0, gt=0)
-    temperature_end: float = Field(1.0, gt=0)
-    shape: Literal["linear", "cosine", "exponential"] = "linear"
-    label_weight: float = Field(0.0, ge=0, le=1)
+    temperature_start: float = Field(4.0, gt=0, description="temperature at the start of the trajectory phase")
+    temperature_end: float = Field(1.0, gt=0, description="temperature at its end, and in the final phase")
+    shape: Literal["linear", "cosine", "exponential"] = Field(
+        "linear", description="how the temperature goes from start to end over the trajectory phase")
+    label_weight: float = Field(0.0, ge=0, le=1, description="weight of the true-label cross-entropy")
 
 
 def temperature_at(fraction: float, start: float, end: float, shape: str) -> float:

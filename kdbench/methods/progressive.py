@@ -28,14 +28,18 @@ from ..losses import distill_phase, final_teacher_phase
 
 
 class ProgressiveParams(Params):
-    checkpoints: Union[Literal["all", "2-shot"], list[int]] = "all"
+    checkpoints: Union[Literal["all", "2-shot"], list[int]] = Field(
+        "all", description="which teacher checkpoints: all (every `every` steps), 2-shot (one, at `intermediate`), "
+                           "or a list of teacher steps")
     every: Optional[int] = Field(None, ge=1, description="cadence for `all` (default: the teacher recipe's)")
     intermediate: Optional[int] = Field(None, ge=1, description="teacher step of the 2-shot checkpoint")
-    switch: Literal["proportional", "fixed"] = "proportional"
+    switch: Literal["proportional", "fixed"] = Field(
+        "proportional", description="when the student moves to the next checkpoint: student step t reads the "
+                                    "first checkpoint at or after t * multiplier, or steps_per_checkpoint each")
     multiplier: float = Field(1.0, gt=0, description="teacher steps per student step (proportional)")
     steps_per_checkpoint: Optional[int] = Field(None, ge=1, description="student steps per checkpoint (fixed)")
-    temperature: float = Field(1.0, gt=0)
-    label_weight: float = Field(0.0, ge=0, le=1)
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of teacher and student")
+    label_weight: float = Field(0.0, ge=0, le=1, description="weight of the true-label cross-entropy")
 
     @model_validator(mode="after")
     def _consistent(self):

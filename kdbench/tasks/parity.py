@@ -20,11 +20,12 @@ from ..models import MLP
 class ParityParams(Params):
     n: int = Field(100, ge=1, description="input bits")
     k: int = Field(6, ge=1, description="support size")
-    support: Literal["first", "random"] = "first"
-    teacher_width: int = Field(50_000, ge=1)
-    student_width: int = Field(100, ge=1)
+    support: Literal["first", "random"] = Field(
+        "first", description="the support: the first k coordinates, or k drawn from the data seed")
+    teacher_width: int = Field(50_000, ge=1, description="teacher hidden width")
+    student_width: int = Field(100, ge=1, description="student hidden width")
     depth: int = Field(1, ge=1, description="hidden layers of teacher and student (the papers use 1)")
-    eval_size: int = Field(4096, ge=1)
+    eval_size: int = Field(4096, ge=1, description="fresh samples in the fixed evaluation set")
 
     @model_validator(mode="after")
     def _k_le_n(self):

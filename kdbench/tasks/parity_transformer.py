@@ -29,16 +29,17 @@ from .parity import parity_labels, sample_bits
 class ParityTransformerParams(Params):
     n: int = Field(100, ge=1, description="input bits (= tokens)")
     k: int = Field(6, ge=1, description="support size")
-    support: Literal["first", "random"] = "first"
+    support: Literal["first", "random"] = Field(
+        "first", description="the support: the first k coordinates, or k drawn from the data seed")
     causal: bool = Field(True, description="causal (GPT-style) attention; false: bidirectional")
-    teacher_layers: int = Field(2, ge=1)
-    teacher_heads: int = Field(32, ge=1)
-    teacher_width: int = Field(256, ge=1, description="model width (heads x head dimension)")
-    student_layers: int = Field(2, ge=1)
-    student_heads: int = Field(4, ge=1)
-    student_width: int = Field(32, ge=1)
+    teacher_layers: int = Field(2, ge=1, description="teacher transformer blocks")
+    teacher_heads: int = Field(32, ge=1, description="teacher attention heads")
+    teacher_width: int = Field(256, ge=1, description="teacher model width (heads x head dimension)")
+    student_layers: int = Field(2, ge=1, description="student transformer blocks")
+    student_heads: int = Field(4, ge=1, description="student attention heads")
+    student_width: int = Field(32, ge=1, description="student model width (heads x head dimension)")
     mlp_ratio: int = Field(4, ge=1, description="MLP hidden width / model width")
-    eval_size: int = Field(4096, ge=1)
+    eval_size: int = Field(4096, ge=1, description="fresh samples in the fixed evaluation set")
     eval_batch_size: int = Field(512, ge=1, description="evaluation chunk (memory only, not results)")
 
     @model_validator(mode="after")

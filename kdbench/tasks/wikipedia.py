@@ -63,7 +63,7 @@ class WikipediaParams(MLMParams):
         description="text file, folder of .txt/.raw/.tokens files, or hf:NAME[:CONFIG]; in a suite, relative to "
                     "the suite's folder, ${ENV_VAR} allowed")
     vocab_size: int = Field(30_522, ge=len(SPECIALS) + 1, description="WordPiece vocabulary size (at most)")
-    lowercase: bool = True
+    lowercase: bool = Field(True, description="lower-case the text before tokenizing (BERT uncased)")
     tokenizer: Annotated[Optional[str], PathParam()] = Field(
         None, description="HF tokenizers JSON to use instead of training one (e.g. a cached wordpiece-*.json): "
                           "pins the token ids")
@@ -71,13 +71,13 @@ class WikipediaParams(MLMParams):
     eval_fraction: float = Field(0.05, gt=0, lt=1, description="share of the corpus lines held out")
     eval_size: int = Field(512, ge=1, description="held-out sequences evaluated (at most)")
     eval_batch_size: int = Field(128, ge=1, description="evaluation chunk (memory only, not results)")
-    teacher_layers: int = Field(12, ge=1)
-    teacher_heads: int = Field(12, ge=1)
-    teacher_width: int = Field(768, ge=1)
-    student_layers: int = Field(4, ge=1)
-    student_heads: int = Field(4, ge=1)
-    student_width: int = Field(256, ge=1)
-    mlp_ratio: int = Field(4, ge=1)
+    teacher_layers: int = Field(12, ge=1, description="teacher transformer blocks")
+    teacher_heads: int = Field(12, ge=1, description="teacher attention heads")
+    teacher_width: int = Field(768, ge=1, description="teacher model width (heads x head dimension)")
+    student_layers: int = Field(4, ge=1, description="student transformer blocks")
+    student_heads: int = Field(4, ge=1, description="student attention heads")
+    student_width: int = Field(256, ge=1, description="student model width (heads x head dimension)")
+    mlp_ratio: int = Field(4, ge=1, description="MLP hidden width / model width")
 
     @field_validator("corpus")
     @classmethod
