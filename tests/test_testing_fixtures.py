@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from kdbench import Method, Params, Phase, UserError, logits
-from kdbench.testing import TINY_BUDGET, TinyTask, run_method as run_method_plain
+from kdbench.testing import TinyTask, run_method as run_method_plain
 
 
 class ScaledParams(Params):
@@ -31,9 +31,12 @@ def test_plugin_is_declared_for_pytest():
     assert any(ep.value == "kdbench.testing" for ep in entry_points(group="pytest11"))
 
 
-def test_fixture_values(tiny_task, tiny_budget):
+def test_fixture_values(tiny_task, tiny_budget, run_method):
+    """The tiny budget is worth a few hundred steps of the tiny task, as the fixtures promise."""
     assert tiny_task.name == "parity-mlp" and tiny_task.params["n"] == 10
-    assert tiny_budget == TINY_BUDGET
+    one_shot = run_method("one-shot", budget_flops=tiny_budget).phase_steps[0]
+    labels = run_method("labels", budget_flops=tiny_budget).phase_steps[0]
+    assert 50 <= one_shot < labels <= 1000  # labels' steps have no teacher forward: more of them
 
 
 def test_builtin_method_by_name(run_method, tiny_budget):

@@ -4,9 +4,12 @@
 import math
 
 import pytest
+import torch
 from kdbench import UserError
 from kdbench.plugins import load_plugins
-from kdbench.testing import check_method, tiny_encoder_task
+from kdbench.runner import build_task, method_phases
+from kdbench.teachers import ProbeTeacher
+from kdbench.testing import check_method, resolve_run, tiny_encoder_task
 
 from kdbench_fitnets import FitNets
 
@@ -73,10 +76,22 @@ def test_other_seed_other_curve(run_method):  # same seed, same curve: check_met
 
 
 @pytest.mark.parametrize("init", ["xavier", "kaiming", "orthogonal"])
-def test_regressor_inits(run_method, init):
-    result = run_method(FitNets, {"regressor_init": init}, teacher="probe")
-    weight = result.phases[0].params[-2]
-    assert weight.shape == (64, 16) and math.isfinite(weight.abs().sum().item())
+def test_regressor_inits(init):
+    """Each init is what its definition says (fan_in 16, fan_out 64), before any training."""
+    registry, run = resolve_run(FitNets, {"regressor_init": init})
+    task = build_task(run, registry, torch.device("cpu"), None)
+    _, phases, _ = method_phases(run, registry, task, ProbeTeacher(task, 0), torch.device("cpu"), run.method,
+                                 run.method_params)
+    weight = phases[0].params[-2].detach()
+    assert weight.shape == (64, 16)
+    xavier, kaiming = math.sqrt(6 / (16 + 64)), 1 / math.sqrt(16)  # uniform bounds: 0.274 and 0.25
+    if init == "orthogonal":
+        assert torch.allclose(weight.T @ weight, torch.eye(16), atol=1e-5)  # orthonormal columns
+    else:
+        bound = xavier if init == "xavier" else kaiming
+        assert weight.abs().max() <= bound and weight.abs().max() > 0.97 * bound  # 1024 draws reach the bound
+        assert weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.08)  # uniform(-b, b)
+        assert not torch.allclose(weight.T @ weight, torch.eye(16), atol=0.1)
 
 
 def test_layer_out_of_range_names_the_field(run_method):
@@ -93,8 +108,6 @@ def test_bad_params_are_user_errors(run_method, params, field):
 
 def test_encoder_per_token_hint(run_method):
     """Encoders give [batch, tokens, width]: the regressor maps every token's vector."""
-    if "parity-transformer" not in load_plugins().tasks:
-        pytest.skip("this kdbench has no parity-transformer task")
     result = run_method(FitNets, task=tiny_encoder_task(), budget_flops=1e8, eval_points=6)  # 25 hint steps
     hint = result.phases[0]
     assert hint.info == {"student_layer": 1, "teacher_layer": 1}
