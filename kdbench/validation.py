@@ -39,7 +39,10 @@ def _index(entries, label: str) -> int:
 
 
 def _failure(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+    """A plugin's error as one line: the message of a UserError or ValueError (a bad param, by
+    convention), the exception's type and message otherwise (a bug)."""
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, (UserError, ValueError)) else f"{type(exc).__name__}: {text}"
 
 
 def check_runs(loaded: LoadedSuite, registry: Registry, device: torch.device = torch.device("cpu")) -> None:
@@ -78,6 +81,13 @@ def _probe_task(loaded: LoadedSuite, registry: Registry, run: Run, device: torch
         teacher = ProbeTeacher(task, run.teacher_seed, steps)
     except (Exception, SystemExit) as exc:
         raise UserError(f"{where}: the task cannot be built: {_failure(exc)}") from exc
+    if run.teacher_checkpoint is not None:  # a given teacher must fit the task's teacher model
+        try:
+            teacher.model.load_state_dict(torch.load(run.teacher_checkpoint, map_location=device, weights_only=True))
+        except RuntimeError as exc:
+            index = where.rsplit("tasks[", 1)[1].split("]")[0]
+            raise UserError(f"{loaded.path}: tasks[{index}].teacher_checkpoint: {run.teacher_checkpoint} does not "
+                            f"fit this task's teacher: {' '.join(str(exc).split())[:300]}") from exc
     try:
         return task, teacher, budget_flops(run, registry, task, device, estimated_phases, teacher)
     except (Exception, SystemExit) as exc:

@@ -9,7 +9,9 @@ from pydantic import BaseModel
 from torch import nn
 
 from kdbench import Method, Params, Phase, logits
-from kdbench.testing import TinyTask, check_method
+from kdbench.testing import TinyTask, check_method, run_method
+
+from conftest import DATA
 
 BUILTINS = [
     ("labels", None, None),
@@ -158,7 +160,18 @@ TINY_PCFG = TinyTask(name="pcfg-bert",
                      student={"optimizer": "adam", "lr": 0.003, "batch_size": 8})
 
 
-def test_curriculum_extraction_masked_positions_on_an_mlm_task():
+TINY_WIKI = TinyTask(name="wikipedia-bert",
+                     params={"corpus": str(DATA / "wikitext-2-excerpt"), "vocab_size": 300, "seq_len": 16,
+                             **{k: v for k, v in TINY_PCFG.params.items() if k != "seq_len"}},
+                     teacher=TINY_PCFG.teacher, student=TINY_PCFG.student)
+
+
+@pytest.mark.parametrize("task", [TINY_PCFG, TINY_WIKI], ids=["pcfg-bert", "wikipedia-bert"])
+def test_curriculum_extraction_masked_positions_on_an_mlm_task(task):
     """positions: masked once selected the masked positions under torch.no_grad(), so the extraction
-    loss had no gradient: exactly what check_method's gradient check reports."""
-    check_method("curriculum-extraction", {"positions": "masked"}, tasks=[TINY_PCFG])
+    loss had no gradient: exactly what check_method's gradient check reports. Now it trains."""
+    check_method("curriculum-extraction", {"positions": "masked"}, tasks=[task])
+    result = run_method("curriculum-extraction", {"positions": "masked", "layers": [1]}, task=task,
+                        budget_flops=3e7, eval_points=8)
+    losses = [p["train_loss"] for p in result.phase_points("extract-layer-1") if p["train_loss"] is not None]
+    assert result.status == "finished" and len(losses) >= 2 and losses[-1] < losses[0]
