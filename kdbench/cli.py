@@ -277,12 +277,14 @@ def plot(
                                           "(default: RESULTS/figures)."),
     teacher_curve: bool = TeacherOpt,
     all_runs: bool = AllOpt,
+    x: Optional[str] = typer.Option(None, "--x", help="x axis: flops or steps (default: steps for a budget in "
+                                    "student_steps, else flops)."),
 ):
-    """Write the metric-vs-FLOPs figure of every task of RESULTS as PNG and PDF."""
+    """Write the metric-vs-FLOPs (or -steps) figure of every task of RESULTS as PNG and PDF."""
     from .plots import write_figures
     from .results import load_results
 
-    for path in write_figures(load_results(results, all_runs), output, teacher=teacher_curve):
+    for path in write_figures(load_results(results, all_runs), output, teacher=teacher_curve, x=x):
         out_console.print(f"wrote {path}", highlight=False)
 
 

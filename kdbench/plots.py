@@ -1,4 +1,4 @@
-"""Figures from a results folder: the metric against FLOPs, one figure per task.
+"""Figures from a results folder: the metric against FLOPs (or student steps), one figure per task.
 
 Each method is a mean line over its finished seeds with a band from the seeds'
 minimum to maximum; its phase boundaries (layer switches, checkpoint switches)
@@ -19,20 +19,26 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from .errors import UserError
 from .results import Results
 from .store import atomic_write
 
 FORMATS = ("png", "pdf")
 
 
-def seed_band(curves: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+AXES = {"flops": "training FLOPs (measured)", "steps": "student steps"}  # x axis -> its label
+COLUMN = {"flops": "flops", "steps": "step"}  # x axis -> the curves' column
+
+
+def seed_band(curves: pd.DataFrame, metric: str, x: str = "flops") -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                           np.ndarray]:
     """Mean, min and max of ``metric`` over several runs' curves (long form, keyed by the
-    first column: ``run_id`` or ``teacher_id``) on the union of their FLOP points, each
-    curve linearly interpolated inside its own FLOP range and absent outside it."""
-    series = []
+    first column: ``run_id`` or ``teacher_id``) on the union of their ``x`` points (``flops``
+    or ``steps``), each curve linearly interpolated inside its own range and absent outside it."""
+    series, column = [], COLUMN[x]
     for _, curve in curves.groupby(curves.columns[0], sort=False):
-        pts = curve[["flops", metric]].astype(float) if metric in curve else pd.DataFrame()
-        pts = pts[np.isfinite(pts[metric])].sort_values(["flops", metric]) if len(pts) else pts
+        pts = curve[[column, metric]].astype(float) if metric in curve else pd.DataFrame()
+        pts = pts[np.isfinite(pts[metric])].sort_values([column, metric]) if len(pts) else pts
         if len(pts):
             series.append(pts.to_numpy())
     if not series:
@@ -46,10 +52,17 @@ def seed_band(curves: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray
     return x, np.nanmean(ys, axis=0), np.nanmin(ys, axis=0), np.nanmax(ys, axis=0)
 
 
+def step_boundaries(phases: list[dict]) -> list[float]:
+    """Student steps at which a run moves from one phase to the next (from its summary's phases)."""
+    ends = np.cumsum([float(p.get("steps", 0)) for p in phases])
+    return sorted({float(e) for e in ends[:-1] if 0 < e < ends[-1]}) if len(ends) else []
+
+
 def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional[pd.DataFrame] = None,
-              colors: Optional[dict[str, str]] = None) -> Figure:
+              colors: Optional[dict[str, str]] = None, x: str = "flops") -> Figure:
     """The figure of one task's runs (rows of :meth:`kdbench.results.Results.runs`) from
-    their ``curves`` (long form, :meth:`~kdbench.results.Results.curves`).
+    their ``curves`` (long form, :meth:`~kdbench.results.Results.curves`), against ``x``:
+    ``flops`` (measured training FLOPs) or ``steps`` (student steps).
 
     Lines on the axes: one mean line per method with a finished curve, one dashed
     vertical line per distinct phase boundary of each such method, and one line per
@@ -64,14 +77,14 @@ def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional
     for k, (method, g) in enumerate(runs.groupby("method", sort=False)):
         color = colors.get(method, palette[k % len(palette)])
         done = g[g.status == "finished"]
-        x, mean, lo, hi = seed_band(curves[curves.run_id.isin(done.run_id)], metric)
+        xs, mean, lo, hi = seed_band(curves[curves.run_id.isin(done.run_id)], metric, x)
         problems = g.status[g.status != "finished"].value_counts()
         label = f"{method} (n={len(done)}" + "".join(f", {n} {st}" for st, n in problems.items()) + ")"
-        if len(x):
-            ax.plot(x, mean, color=color, label=label)
+        if len(xs):
+            ax.plot(xs, mean, color=color, label=label)
             if len(done) > 1:
-                ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
-            for b in done.boundaries.iloc[0]:
+                ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0)
+            for b in done.boundaries.iloc[0] if x == "flops" else step_boundaries(done.phases.iloc[0]):
                 ax.axvline(b, color=color, linestyle="--", linewidth=0.8, alpha=0.6)
         else:  # no finished seed: the method still gets a legend entry, not a line
             extra.append((Line2D([], [], color=color, linestyle=""), label))
@@ -79,13 +92,13 @@ def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional
             points = curves[curves.run_id == run_id]
             points = points[np.isfinite(points[metric].astype(float))] if metric in points else points.iloc[:0]
             if len(points):
-                ax.scatter([float(points.flops.iloc[-1])], [float(points[metric].iloc[-1])], marker="x",
+                ax.scatter([float(points[COLUMN[x]].iloc[-1])], [float(points[metric].iloc[-1])], marker="x",
                            color=color, zorder=3)
     if teacher_curves is not None:
         for tid, curve in teacher_curves.groupby("teacher_id", sort=False):
-            x, mean, _, _ = seed_band(curve, metric)
-            if len(x):
-                ax.plot(x, mean, color="0.4", linestyle=":", label=f"teacher {tid} (its training FLOPs)")
+            xs, mean, _, _ = seed_band(curve, metric, x)
+            if len(xs):
+                ax.plot(xs, mean, color="0.4", linestyle=":", label=f"teacher {tid} (its own training)")
     handles, labels = ax.get_legend_handles_labels()
     handles += [h for h, _ in extra]
     labels += [lab for _, lab in extra]
@@ -93,7 +106,7 @@ def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional
         handles.append(Line2D([], [], color="0.5", linestyle="--", linewidth=0.8))
         labels.append("phase boundary")
     ax.legend(handles, labels, fontsize="small")
-    ax.set_xlabel("training FLOPs (measured)")
+    ax.set_xlabel(AXES[x])
     ax.set_ylabel(f"{metric} ({'higher' if hib else 'lower'} is better)")
     ax.set_title(f"{runs.task.iloc[0]}: mean over seeds, band min-max", fontsize="medium")
     ax.grid(alpha=0.3)
@@ -107,9 +120,12 @@ def _save(fig: Figure, path: Path) -> None:
 
 
 def write_figures(results: Results, dest: Optional[Path] = None, teacher: bool = False,
-                  formats: Iterable[str] = FORMATS) -> list[Path]:
+                  formats: Iterable[str] = FORMATS, x: Optional[str] = None) -> list[Path]:
     """Write ``<dest>/<task>.<format>`` for every task of ``results`` (``dest`` defaults
-    to the results folder's ``figures/``); return the paths written."""
+    to the results folder's ``figures/``) against ``x`` (``flops`` or ``steps``; default:
+    student steps for a task whose budget is in student steps, else FLOPs); return the paths."""
+    if x is not None and x not in AXES:
+        raise UserError(f"--x: {x!r} is not an axis; allowed: {', '.join(AXES)}")
     runs, curves = results.runs(), results.curves()
     dest = Path(dest) if dest is not None else results.path / "figures"
     if runs.empty:
@@ -124,7 +140,8 @@ def write_figures(results: Results, dest: Optional[Path] = None, teacher: bool =
         used = None if teacher_curves is None else pd.concat(
             [teacher_curves[teacher_curves.teacher_id == t] for t in dict.fromkeys(g.teacher_id.dropna())]
             or [teacher_curves.iloc[:0]])
-        fig = plot_task(g, curves, used, colors)
+        by_steps = all(isinstance(b, dict) and b.get("student_steps") for b in g.budget_spec)
+        fig = plot_task(g, curves, used, colors, x or ("steps" if by_steps else "flops"))
         for fmt in formats:
             path = dest / f"{task}.{fmt}"
             _save(fig, path)

@@ -144,6 +144,10 @@ def table(board: Board) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _budget_text(board: Board) -> str:
     spec = board.budget_spec or {}
+    if spec.get("student_steps"):
+        return (f"Budget: {spec['student_steps']} student steps per run for every method (equal steps: FLOPs are "
+                "reported, not matched; Student FLOPs: what each method's steps cost; Total FLOPs: plus the "
+                "teacher's training).")
     how = f" (the FLOPs of {spec['steps']} steps of {spec['method']})" if "steps" in spec else ""
     counts = ("student FLOPs plus the teacher's training" if spec.get("counts") == "total"
               else "student FLOPs only")

@@ -110,12 +110,15 @@ def uses_cached_teacher(registry: Registry, method: str) -> bool:
 
 
 def budget_flops(run: Run, registry: Registry, task: TaskInstance, device: torch.device,
-                 measure: Measure = measure_phases, teacher: Optional[ProbeTeacher] = None) -> float:
+                 measure: Measure = measure_phases, teacher: Optional[ProbeTeacher] = None) -> Optional[float]:
     """The run's budget in FLOPs (measuring the reference method's step if the budget is in steps,
     with ``teacher``, an untrained probe teacher of the task: a fresh one if not given).
 
     With ``counts: total`` a budget in steps also covers the reference method's
-    cached-teacher training, so it compares with methods that train their own teacher."""
+    cached-teacher training, so it compares with methods that train their own teacher. None for
+    a budget in student steps (FLOPs are then reported, not matched)."""
+    if run.budget.student_steps is not None:
+        return None
     if run.budget.flops is not None:
         return float(run.budget.flops)
     ref = run.budget.method
@@ -138,11 +141,17 @@ def prepare(run: Run, registry: Registry, task: TaskInstance, teacher, device: t
     FLOPs of the phases' steps (validation passes a cheaper estimate); ``budget``,
     if given, is the run's :func:`budget_flops` computed already (it is the same for
     every run of a task entry)."""
-    recipe = run.student_recipe
-    budget = budget_flops(run, registry, task, device, measure) if budget is None else budget
+    recipe, by_steps = run.student_recipe, run.budget.student_steps is not None
+    if not by_steps and budget is None:
+        budget = budget_flops(run, registry, task, device, measure)
     student, phases, ctx = method_phases(run, registry, task, teacher, device, run.method, run.method_params)
     costs = measure(phases, student, task, recipe.batch_size, device)
     cotrain_costs = measure_cotrain(phases, task, recipe.batch_size, device, measure)
+    if by_steps:  # every method the same steps: a budget in steps is a FLOP budget at one FLOP a step
+        steps = allot_steps(phases, [1] * len(phases), run.budget.student_steps)
+        return _prepared(run, phases, steps, costs, cotrain_costs, student, task, ctx, state_path, progress,
+                         precision, compile, eval_costs=[1] * len(phases),
+                         budget=float(sum(n * (c + t) for n, c, t in zip(steps, costs, cotrain_costs))))
     allot_costs, allot_budget = costs, budget
     if run.budget.counts_total:
         if uses_cached_teacher(registry, run.method):
@@ -154,10 +163,18 @@ def prepare(run: Run, registry: Registry, task: TaskInstance, teacher, device: t
                        for c, t, ph in zip(costs, cotrain_costs, phases)]
         allot_budget -= max(cotrain_costs)  # room for the rounding of co-training steps
     steps = allot_steps(phases, allot_costs, allot_budget)
+    return _prepared(run, phases, steps, costs, cotrain_costs, student, task, ctx, state_path, progress, precision,
+                     compile, eval_costs=costs, budget=budget)
+
+
+def _prepared(run: Run, phases, steps, costs, cotrain_costs, student, task, ctx, state_path, progress, precision,
+              compile, eval_costs, budget: float) -> Prepared:
+    """The engine job of a run whose steps are allotted; curve points evenly spaced in ``eval_costs``
+    (the FLOPs of a step, or 1 for a budget in steps)."""
     plan = [PlannedPhase(ph, n, c, t) for ph, n, c, t in zip(phases, steps, costs, cotrain_costs)]
-    job = TrainJob(model=student, plan=plan, recipe=recipe, task=task,
+    job = TrainJob(model=student, plan=plan, recipe=run.student_recipe, task=task,
                    stream_seed=streams.derive_seed("student-data", run.seed),
-                   eval_at=eval_steps(costs, steps, run.eval.points), clock=ctx.clock, state_path=state_path,
+                   eval_at=eval_steps(eval_costs, steps, run.eval.points), clock=ctx.clock, state_path=state_path,
                    save_every_s=run.save_every_s, on_step=progress_every(progress), should_stop=stop_requested,
                    precision=precision, compile=compile)
     return Prepared(job, budget)

@@ -34,23 +34,29 @@ class _Strict(BaseModel):
 
 
 class Budget(_Strict):
-    """The student's FLOP budget per run: raw ``flops``, or the FLOPs of ``steps``
-    steps of ``method``'s last phase (how papers phrase it: "8000 steps of one-shot")."""
+    """The student's budget per run. Matched FLOPs: raw ``flops``, or the FLOPs of ``steps``
+    steps of ``method``'s last phase (how papers phrase it: "8000 steps of one-shot").
+    Matched steps: ``student_steps`` steps for every method (their FLOPs reported, not matched)."""
 
-    flops: Optional[float] = Field(None, gt=0)
-    steps: Optional[int] = Field(None, gt=0)
-    method: Optional[str] = None
+    flops: Optional[float] = Field(None, gt=0, description="FLOPs per student run")
+    steps: Optional[int] = Field(None, gt=0, description="with method: the FLOPs of this many steps of it")
+    method: Optional[str] = Field(None, description="the method whose steps price a budget in steps")
+    student_steps: Optional[int] = Field(None, gt=0, description="the same number of student steps for every "
+                                                                 "method (FLOPs reported, not matched)")
     counts: Literal["student", "total"] = Field(
         "student", description="student FLOPs only, or also the teacher's training (cached or co-trained)")
 
     @model_validator(mode="after")
     def _one_form(self):
-        if (self.flops is None) == (self.steps is None):
-            raise ValueError("give either flops, or steps (with method)")
+        if sum(x is not None for x in (self.flops, self.steps, self.student_steps)) != 1:
+            raise ValueError("give one of flops, steps (with method) or student_steps")
         if self.steps is not None and self.method is None:
             raise ValueError("steps needs method: the budget is the FLOPs of that many steps of that method")
-        if self.flops is not None and self.method is not None:
-            raise ValueError("method goes with steps, not with flops")
+        if self.steps is None and self.method is not None:
+            raise ValueError("method goes with steps, not with flops or student_steps")
+        if self.student_steps is not None and self.counts == "total":
+            raise ValueError("counts: total needs a FLOP budget (flops, or steps with method); "
+                             "student_steps matches steps, not FLOPs")
         return self
 
 
@@ -116,6 +122,7 @@ class ResolvedBudget(_Strict):
     steps: Optional[int] = None
     method: Optional[str] = None
     method_params: Optional[dict[str, Any]] = None
+    student_steps: Optional[int] = None
     counts: Literal["student", "total"] = "student"
 
     @property
@@ -348,7 +355,7 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
 
     runs = []
     for (entry, tcls, tparams, trecipe, srecipe, budget, checkpoint, inputs) in tasks:
-        resolved = ResolvedBudget(flops=budget.flops, counts=budget.counts)
+        resolved = ResolvedBudget(flops=budget.flops, student_steps=budget.student_steps, counts=budget.counts)
         if budget.method is not None:  # resolve to the method entry it names, params included
             ref = next(((e.name, mp) for e, _, mp in methods if (e.label or e.name) == budget.method),
                        (budget.method, registry.methods[budget.method].cls.Params()))

@@ -14,7 +14,7 @@ from kdbench.tasks.parity import ParityMLP, ParityParams
 from kdbench.teachers import ProbeTeacher
 from kdbench.api import MethodContext, Recipe
 
-from conftest import tiny_suite
+from conftest import kdbench, tiny_suite
 
 B, N, H_T, H_S = 16, 30, 200, 20
 
@@ -100,3 +100,56 @@ def test_budget_in_steps_of_a_method(write_suite):
     assert labels.budget_flops == one_shot.budget_flops
     assert labels.phase_steps[0] > 40
     assert labels.phase_steps[0] * labels.phase_flops[0] <= labels.budget_flops
+
+
+EQUAL_STEPS = """
+name: equal-steps
+seeds: [0, 1]
+budget: {student_steps: 60}
+eval: {points: 5}
+tasks:
+  - name: parity-mlp
+    params: {n: 10, k: 2, teacher_width: 64, student_width: 16, eval_size: 256}
+    teacher: {optimizer: adam, lr: 0.01, batch_size: 16, steps: 50}
+    student: {optimizer: adam, lr: 0.01, batch_size: 16}
+methods:
+  - name: labels
+  - name: one-shot
+  - name: curriculum-extraction
+"""
+
+
+def test_a_budget_in_student_steps_gives_every_method_the_same_steps(write_suite, tmp_path):
+    """The progressive-distillation paper compares at equal student steps: every method gets 60 steps
+    (extraction split 45/55 between its phases by steps), and its FLOPs are reported, not matched."""
+    from kdbench.plots import plot_task
+    from kdbench.results import load_results
+
+    out = tmp_path / "out"
+    kdbench("run", write_suite(EQUAL_STEPS), "-o", out, "-q")
+    runs = load_results(out).runs()
+    assert (runs.steps == 60).all() and len(runs) == 6
+    flops = runs.groupby("method").flops.first()
+    assert flops["labels"] < flops["one-shot"]  # one-shot's steps also run the teacher
+    phases = runs[runs.method == "curriculum-extraction"].phases.iloc[0]
+    assert [p["steps"] for p in phases] == [27, 33]  # floor(0.45 * 60), then the rest
+    curves = load_results(out).curves()
+    labels = runs.run_id[runs.method == "labels"].iloc[0]
+    assert curves[curves.run_id == labels].step.tolist() == [0, 12, 24, 36, 48, 60]  # evenly spaced in steps
+    board = (out / "leaderboard.md").read_text()
+    assert "Budget: 60 student steps per run for every method (equal steps: FLOPs are reported, not matched" in board
+    fig = plot_task(runs[runs.task == "parity-mlp"], load_results(out).curves(), x="steps")
+    assert fig.axes[0].get_xlabel() == "student steps"
+    kdbench("plot", out, "--x", "flops")
+    assert "allowed: flops, steps" in kdbench("plot", out, "--x", "time", expect=2).output
+
+
+@pytest.mark.parametrize("budget, message", [
+    ("{student_steps: 10, counts: total}", "counts: total needs a FLOP budget"),
+    ("{student_steps: 10, flops: 1e6}", "give one of flops, steps (with method) or student_steps"),
+    ("{student_steps: 10, method: one-shot}", "method goes with steps"),
+])
+def test_bad_step_budgets(write_suite, tmp_path, budget, message):
+    text = EQUAL_STEPS.replace("{student_steps: 60}", budget)
+    result = kdbench("validate", write_suite(text), expect=2)
+    assert message in result.output.replace("\n", "")
