@@ -105,19 +105,23 @@ def test_absurd_device_index(suite, tmp_path, command):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("method", ["  - name: explodes\n    params: {in_phases: true}",
-                                    "  - name: exits\n    params: {in_phases: true}"])
-def test_plan_with_a_method_whose_phases_fail(write_suite, method):
-    path = write_suite(tiny_suite(method) + f"plugins: [{FAULTY}]\n")
-    result = kdbench("plan", path, "--probe-steps", "0", expect=2)
-    clean_error(result, path, "cannot be planned")
+@pytest.mark.parametrize("command", ["run", "plan", "validate"])
+@pytest.mark.parametrize("method, error", [("explodes", "RuntimeError: boom"), ("exits", "SystemExit")])
+def test_a_method_whose_phases_fail(write_suite, tmp_path, command, method, error):
+    path = write_suite(tiny_suite(f"  - name: {method}\n    params: {{in_phases: true}}") + f"plugins: [{FAULTY}]\n")
+    args = ["-o", tmp_path / "out", "-q"] if command == "run" else ["--probe-steps", "0"] if command == "plan" else []
+    clean_error(kdbench(command, path, *args, expect=2), path, f"methods[0] ({method})", error)
+    assert not (tmp_path / "out").exists()
 
 
-def test_plan_with_a_task_that_exits_when_built(write_suite):
+@pytest.mark.parametrize("command", ["run", "plan"])
+def test_a_task_that_exits_when_built(write_suite, tmp_path, command):
     text = tiny_suite("  - name: labels").replace("name: parity-mlp", "name: faulty-parity")
     text = text.replace("eval_size: 256}", "eval_size: 256, exit_in_build: true}")
     path = write_suite(text + f"plugins: [{FAULTY}]\n")
-    clean_error(kdbench("plan", path, "--probe-steps", "0", expect=2), path, "SystemExit")
+    args = ["-o", tmp_path / "out", "-q"] if command == "run" else ["--probe-steps", "0"]
+    clean_error(kdbench(command, path, *args, expect=2), path, "SystemExit")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("command", ["run", "validate", "plan", "list"])

@@ -157,7 +157,7 @@ def test_sigkill_mid_teacher_resumes_bit_for_bit(tmp_path):
     """The teacher kills its own process on its 150th training forward (of 300 steps)."""
     flag = tmp_path / "kill-now"
     path = suite(tmp_path, "  - name: progressive", tsteps=300, tw=256, save=EVERY_STEP, task="faulty-parity",
-                 task_params=f", kill_teacher_at: 150, flag: {flag}")
+                 task_params=f", teacher_fault: kill, fault_at: 150, flag: {flag}")
     reference = tmp_path / "reference"
     kdbench("run", path, "-o", reference, "-q")
     out = tmp_path / "out"

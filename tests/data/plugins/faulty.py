@@ -183,28 +183,38 @@ class FillsDisk(Method):
 
 class FaultyParityParams(ParityParams):
     exit_in_build: bool = False  # sys.exit(0) when the task is built
-    flag: str = ""  # the teacher kill fires only while this file exists
-    kill_teacher_at: int = 0  # SIGKILL this process on the teacher's n-th training forward (0: never)
+    teacher_fault: Literal["none", "raise", "exit", "kill"] = "none"  # on the teacher's fault_at-th training forward
+    fault_at: int = 1
+    flag: str = ""  # "kill" fires only while this file exists
 
 
 class FaultyParityInstance(ParityInstance):
     def teacher_model(self):
         model = super().teacher_model()
-        if self.p.kill_teacher_at:
+        if self.p.teacher_fault != "none":
             calls = {"n": 0}
 
             def count(module, args):
                 if module.training:  # training steps (and the one FLOP probe), not evaluations
                     calls["n"] += 1
-                    if calls["n"] == self.p.kill_teacher_at and claim(self.p.flag):
-                        os.kill(os.getpid(), signal.SIGKILL)
+                    if calls["n"] == self.p.fault_at:
+                        self._fault()
 
             model.register_forward_pre_hook(count)
         return model
 
+    def _fault(self):
+        if self.p.teacher_fault == "raise":
+            raise RuntimeError("boom from the teacher's forward")
+        if self.p.teacher_fault == "exit":
+            sys.exit(0)
+        if claim(self.p.flag):
+            os.kill(os.getpid(), signal.SIGKILL)
+
 
 class FaultyParity(ParityMLP):
-    """Sparse parity whose task can exit when built, or whose teacher can kill its process mid-training."""
+    """Sparse parity whose task can exit when built, or whose teacher can raise, exit or kill its
+    process on its n-th training forward."""
 
     name, version, Params = "faulty-parity", "1", FaultyParityParams
 
