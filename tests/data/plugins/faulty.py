@@ -41,10 +41,6 @@ def send_signal(params) -> None:
     os.kill(pid, getattr(signal, params.signal))
 
 
-def label_loss(ctx):
-    return lambda batch: F.cross_entropy(logits(ctx.student, batch), batch.labels)
-
-
 class Explodes(Method):
     """Raises inside its loss after ``after`` calls (or in ``phases()``)."""
 
@@ -99,18 +95,24 @@ class Exits(Method):
         return [Phase("exit", loss=loss)]
 
 
+def labels_with_fault(ctx, params, fire):
+    """A labels-only phase whose loss calls ``fire()`` during student step ``params.at``."""
+
+    def loss(batch):
+        if ctx.clock.step == params.at:
+            fire()
+        return F.cross_entropy(logits(ctx.student, batch), batch.labels)
+
+    return [Phase("main", loss=loss)]
+
+
 class DiesHard(Method):
     """Ends its process at once (``os._exit``, as the OOM killer would) during student step ``at``."""
 
     name, version, Params, needs_teacher = "dies-hard", "1", FlagParams, False
 
     def phases(self, ctx, params):
-        def loss(batch):
-            if ctx.clock.step == params.at and claim(params.flag):
-                os._exit(9)
-            return F.cross_entropy(logits(ctx.student, batch), batch.labels)
-
-        return [Phase("main", loss=loss)]
+        return labels_with_fault(ctx, params, lambda: claim(params.flag) and os._exit(9))
 
 
 class Signals(Method):
@@ -119,12 +121,7 @@ class Signals(Method):
     name, version, Params, needs_teacher = "signals", "1", FlagParams, False
 
     def phases(self, ctx, params):
-        def loss(batch):
-            if ctx.clock.step == params.at and claim(params.flag):
-                send_signal(params)
-            return F.cross_entropy(logits(ctx.student, batch), batch.labels)
-
-        return [Phase("main", loss=loss)]
+        return labels_with_fault(ctx, params, lambda: claim(params.flag) and send_signal(params))
 
 
 class SignalsProgressiveParams(ProgressiveParams, FlagParams):
@@ -153,17 +150,16 @@ class SignalsProgressive(Progressive):
 
 
 class FailsWhile(Method):
-    """Labels only; raises in its loss while the ``flag`` file exists (it does not delete it)."""
+    """Labels only; raises during step ``at`` while the ``flag`` file exists (it does not delete it)."""
 
     name, version, Params, needs_teacher = "fails-while", "1", FlagParams, False
 
     def phases(self, ctx, params):
-        def loss(batch):
-            if ctx.clock.step == params.at and Path(params.flag).exists():
+        def fire():
+            if Path(params.flag).exists():
                 raise RuntimeError("failing while the flag file exists")
-            return F.cross_entropy(logits(ctx.student, batch), batch.labels)
 
-        return [Phase("main", loss=loss)]
+        return labels_with_fault(ctx, params, fire)
 
 
 class FillsDisk(Method):
@@ -173,12 +169,8 @@ class FillsDisk(Method):
     name, version, Params, needs_teacher = "fills-disk", "1", FlagParams, False
 
     def phases(self, ctx, params):
-        def loss(batch):
-            if ctx.clock.step == params.at and claim(params.flag):
-                os.environ["KDBENCH_TEST_DISK_FULL"] = "1"
-            return F.cross_entropy(logits(ctx.student, batch), batch.labels)
-
-        return [Phase("main", loss=loss)]
+        return labels_with_fault(ctx, params, lambda: claim(params.flag) and os.environ.update(
+            KDBENCH_TEST_DISK_FULL="1"))
 
 
 class FaultyParityParams(ParityParams):
