@@ -8,7 +8,7 @@ here trains anything.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Literal, NamedTuple, Optional, Protocol, Sequence, runtime_checkable
+from typing import Annotated, Any, Callable, ClassVar, Literal, NamedTuple, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,9 +16,10 @@ from torch import nn
 
 
 class Params(BaseModel):
-    """Base for a plugin's parameters: unknown keys are errors, values are validated."""
+    """Base for a plugin's parameters: unknown keys are errors, values are validated, and a
+    float must be finite (``.inf`` and ``.nan`` are refused)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass
@@ -95,7 +96,8 @@ class Recipe(Params):
     optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="torch.optim SGD, Adam or AdamW")
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW betas")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.999), description="Adam/AdamW betas, each in [0, 1)")
     weight_decay: float = Field(0.0, ge=0, description="weight decay (AdamW: decoupled; SGD and Adam: L2)")
     schedule: Literal["constant", "cosine", "linear"] = Field(
         "constant", description="learning rate after warm-up: constant, or cosine / linear decay to 0")

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from .catalog import Format
+from .console import os_error, show_warnings
 from .errors import UserError
 from .plugins import load_plugins
 from .progress import LogConsole, Reporter
@@ -26,19 +27,22 @@ PluginOpt = typer.Option(None, "--plugin", "-p", help="Extra plugin file(s) (.py
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")):
     _debug["on"] = debug
+    show_warnings(err_console)
 
 
 def user_errors(fn):
-    """Turn a UserError into one red line on stderr and exit code 2."""
+    """Turn a UserError, or an OSError on a path the user named (a read-only or missing folder),
+    into one red line on stderr and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except UserError as exc:
+        except (UserError, OSError) as exc:
             if _debug["on"]:
                 raise
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            message = os_error(exc) if isinstance(exc, OSError) else str(exc)
+            err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
 
     return wrapper
@@ -69,29 +73,29 @@ def run(
 ):
     """Train teachers and run every unfinished run of SUITE, then write the leaderboard."""
     from .commands import run_suite
+    from .launchers.common import failure_lines
 
     try:
         done = run_suite(suite, output, jobs=jobs, device=device, launcher=launcher,
                          launcher_options=launcher_option or (), sbatch=sbatch or (), detach=detach,
                          precision=precision, compile=compile, plugins=plugin or (), reporter=Reporter(quiet),
                          log=_log)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143), the runs in progress saved
         err_console.print("interrupted: finished runs are kept and the run in progress saved its state; "
                           "run the same command again to resume.")
-        raise typer.Exit(130)
+        raise typer.Exit(getattr(exc, "exit_code", 130))
     if done.detached:
         err_console.print(f"detached: `kdbench status {done.output}` shows the jobs; `kdbench run {suite}` again "
                           "waits for them and writes the leaderboard.")
         return
     if not quiet and done.leaderboard_path is not None:
         typer.echo(done.leaderboard_path.read_text())
-    for s in done.failed:
-        err_console.print(f"[red]failed:[/red] run {s['run_id']}: {s.get('error')} "
-                          f"(traceback: {done.output / 'runs' / s['run_id'] / 'traceback.txt'})", highlight=False)
+    for line in failure_lines(done.failed, done.output):
+        err_console.print(line, highlight=False, soft_wrap=True)
+    board = done.leaderboard_path or ("not written" if done.leaderboard_error else "none (no run has a result yet)")
     err_console.print(f"{len(done.executed)} runs executed, {done.skipped} skipped, {len(done.failed)} failed, "
-                      f"{len(done.diverged)} diverged; leaderboard: "
-                      f"{done.leaderboard_path or 'none (no run has a result yet)'}")
-    if done.failed:
+                      f"{len(done.diverged)} diverged; leaderboard: {board}")
+    if done.failed or done.leaderboard_error:
         raise typer.Exit(1)
 
 
@@ -185,7 +189,10 @@ FormatOpt = typer.Option(Format.text, "--format", "-f", help="text (a table on a
 def list_plugins(plugin: Optional[List[Path]] = PluginOpt, fmt: Format = FormatOpt):
     """Show the tasks, methods and launchers that are installed, with versions and origin."""
     from .catalog import print_listing
+    from .suite import check_plugin_file
 
+    for p in plugin or ():
+        check_plugin_file(p, "--plugin")
     print_listing(out_console, err_console, load_plugins(tuple(str(p) for p in plugin or ())), fmt)
 
 
@@ -260,10 +267,10 @@ def leaderboard(
     text = render(board, fmt)
     if not board.boards:
         raise UserError(" ".join([f"{results}: no runs to show; nothing written.", *folder_notes(board)]))
+    typer.echo(text)  # shown even if the folder turns out to be read-only
     write_leaderboard(board, results)
     if FORMATS[fmt] != "md":
         write_leaderboard(board, results, fmt)
-    typer.echo(text)
     if plot:
         for path in _write_figures(res, teacher=teacher_curve):
             err_console.print(f"wrote {path}", highlight=False)

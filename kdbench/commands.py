@@ -14,6 +14,7 @@ CLI prints (it then exits with code 2).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -29,7 +30,10 @@ PathLike = Union[str, Path]
 def load(suite: PathLike, plugins: Sequence[PathLike] = (), output: Optional[PathLike] = None
          ) -> tuple[LoadedSuite, Registry]:
     """Parse and validate ``suite`` against the installed plugins (and ``plugins`` files); its runs."""
-    loaded, registry = load_suite(Path(suite), load_plugins, tuple(str(p) for p in plugins))
+    try:
+        loaded, registry = load_suite(Path(suite), load_plugins, tuple(str(p) for p in plugins))
+    except SystemExit as exc:  # a plugin file that calls sys.exit() when imported
+        raise UserError(f"{suite}: plugins: a plugin called sys.exit({exc.code!r}) while loading") from exc
     if output is not None:
         loaded.suite.output = str(output)
     return loaded, registry
@@ -56,6 +60,7 @@ class SuiteRun:
     skipped: int = 0  # runs already finished (by an earlier command or another process)
     detached: bool = False  # submitted to a scheduler, not waited for
     leaderboard_path: Optional[Path] = None
+    leaderboard_error: Optional[str] = None  # why the leaderboard could not be written (a full disk)
     results: Optional[object] = None  # kdbench.results.Results, when the folder has runs to show
 
     @property
@@ -80,13 +85,17 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
               log: Callable[[str], None] = lambda message: None) -> SuiteRun:
     """Do what ``kdbench run`` does: validate, train the teachers and every unfinished run, write
     the leaderboard and figures; return a :class:`SuiteRun`. A KeyboardInterrupt (Ctrl-C) saves
-    the runs in progress, writes the leaderboard of what finished and propagates.
+    the runs in progress, writes the leaderboard of what finished and propagates (SIGTERM too, as
+    :class:`kdbench.stop.Interrupted` with ``exit_code`` 143). An output folder that cannot be
+    written is a UserError before anything trains; a leaderboard that cannot be written after the
+    runs (a full disk) is logged and kept in ``leaderboard_error``.
 
     ``launcher_options`` are ``KEY=VALUE`` strings (``-L``); ``log`` receives the messages the
     CLI prints on stderr; ``reporter`` shows progress (default: none)."""
     from .device import check_device_spec, effective_precision, resolve_device
     from .launchers import LaunchContext, choose_launcher
-    from .store import atomic_write_text, run_is_done, write_manifest
+    from .console import os_error
+    from .store import make_results_folder, run_is_done, write_manifest
     from .validation import check_runs
 
     loaded, registry = load(suite, plugins, output)
@@ -100,9 +109,12 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     out = loaded.output
     todo = [r for r in loaded.runs if not run_is_done(out, r.run_id)]
     result = SuiteRun(output=out, total=len(loaded.runs), skipped=len(loaded.runs) - len(todo))
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "suite.yaml", Path(suite).read_text())
-    write_manifest(out, loaded.suite.name, Path(suite), [r.run_id for r in loaded.runs])  # what the leaderboard shows
+    try:
+        make_results_folder(out, Path(suite).read_text())
+        # the manifest says which runs the leaderboard shows
+        write_manifest(out, loaded.suite.name, Path(suite), [r.run_id for r in loaded.runs])
+    except OSError as exc:
+        raise UserError(f"--output {out}: the results folder cannot be written: {os_error(exc)}") from exc
     if result.skipped:
         log(f"{result.skipped} of {len(loaded.runs)} runs already finished in {out}: skipped.")
     ctx = LaunchContext(out=out, registry=registry, device=dev, reporter=reporter or Reporter(quiet=True),
@@ -112,7 +124,8 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
         with ctx.reporter:
             summaries = launcher_cls().launch(todo, ctx) if todo else []
     except KeyboardInterrupt:
-        write_outputs(out, log)
+        with contextlib.suppress(OSError):
+            write_outputs(out, log)
         raise
     if detach and todo:
         result.detached = True
@@ -120,7 +133,12 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     # a run another process finished while this one waited for its lock comes back "skipped"
     result.skipped += sum(1 for s in summaries if s.get("status") == "skipped")
     result.executed = [s for s in summaries if s.get("status") != "skipped"]
-    result.leaderboard_path, result.results = write_outputs(out, log)
+    try:
+        result.leaderboard_path, result.results = write_outputs(out, log)
+    except OSError as exc:  # a full disk: the runs are stored, `kdbench leaderboard` can write it later
+        result.leaderboard_error = os_error(exc)
+        log(f"leaderboard not written: {result.leaderboard_error}; `kdbench leaderboard {out}` writes it "
+            "from the stored runs")
     return result
 
 

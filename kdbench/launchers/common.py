@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 from ..suite import Run
 
 # glibc malloc returning memory to the OS on every large free cost up to 2x on mid-size models
@@ -40,3 +43,24 @@ def describe(run: Run, summary: dict) -> str:
     if status == "failed":
         return f"{where}: FAILED: {summary.get('error')}"
     return f"{where}: {status}"
+
+
+def failure_lines(failed: list[dict], out: Path) -> list[str]:
+    """Console lines on the failed runs: one per distinct error (a failed teacher's runs, a full disk)."""
+    by_error: dict[str, list[dict]] = {}
+    for s in failed:
+        key = "disk full" if s.get("errno") == errno.ENOSPC else str(s.get("error"))
+        by_error.setdefault(key, []).append(s)
+    lines = []
+    for key, group in by_error.items():
+        ids = ", ".join(s["run_id"] for s in group[:3]) + (f" and {len(group) - 3} more" if len(group) > 3 else "")
+        if key == "disk full":
+            lines.append(f"[red]disk full:[/red] {len(group)} run(s) could not store their results ({ids}): "
+                         f"{group[0].get('error')}. Free space and run the same command again: finished runs "
+                         "are kept and the others resume.")
+            continue
+        first = group[0]
+        where = first.get("unrecorded") or f"traceback: {out / 'runs' / first['run_id'] / 'traceback.txt'}"
+        runs = f"run {ids}" if len(group) == 1 else f"{len(group)} runs ({ids})"
+        lines.append(f"[red]failed:[/red] {runs}: {key} ({where})")
+    return lines
