@@ -123,7 +123,11 @@ def write_figures(results: Results, dest: Optional[Path] = None, teacher: bool =
                   formats: Iterable[str] = FORMATS, x: Optional[str] = None) -> list[Path]:
     """Write ``<dest>/<task>.<format>`` for every task of ``results`` (``dest`` defaults
     to the results folder's ``figures/``) against ``x`` (``flops`` or ``steps``; default:
-    student steps for a task whose budget is in student steps, else FLOPs); return the paths."""
+    student steps for a task whose budget is in student steps, else FLOPs), and for a task whose
+    curves hold the parity probe's columns ``<task>-probe.<format>`` (:mod:`kdbench.probe_plots`);
+    return the paths."""
+    from .probe_plots import plot_probe  # it draws with this module's helpers
+
     if x is not None and x not in AXES:
         raise UserError(f"--x: {x!r} is not an axis; allowed: {', '.join(AXES)}")
     runs, curves = results.runs(), results.curves()
@@ -132,18 +136,20 @@ def write_figures(results: Results, dest: Optional[Path] = None, teacher: bool =
         return []
     methods = results.order("methods", sorted(set(runs.method)))
     colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}  # one colour per method across tasks
-    teacher_curves = results.teacher_curves() if teacher else None
+    all_teacher_curves = results.teacher_curves()
     paths = []
     for task in results.order("tasks", list(dict.fromkeys(runs.task))):
         g = runs[runs.task == task]
         g = g.iloc[sorted(range(len(g)), key=lambda i: methods.index(g.method.iloc[i]))]
-        used = None if teacher_curves is None else pd.concat(
-            [teacher_curves[teacher_curves.teacher_id == t] for t in dict.fromkeys(g.teacher_id.dropna())]
-            or [teacher_curves.iloc[:0]])
+        used = pd.concat([all_teacher_curves[all_teacher_curves.teacher_id == t]
+                          for t in dict.fromkeys(g.teacher_id.dropna())] or [all_teacher_curves.iloc[:0]])
         by_steps = all(isinstance(b, dict) and b.get("student_steps") for b in g.budget_spec)
-        fig = plot_task(g, curves, used, colors, x or ("steps" if by_steps else "flops"))
-        for fmt in formats:
-            path = dest / f"{task}.{fmt}"
-            _save(fig, path)
-            paths.append(path)
+        axis = x or ("steps" if by_steps else "flops")
+        figures = {task: plot_task(g, curves, used if teacher else None, colors, axis),
+                   f"{task}-probe": plot_probe(g, curves, used, axis)}  # None without probe columns
+        for name, fig in figures.items():
+            for fmt in formats if fig is not None else ():
+                path = dest / f"{name}.{fmt}"
+                _save(fig, path)
+                paths.append(path)
     return paths
