@@ -2,8 +2,12 @@
 
 A teacher is keyed by (task, version, params, teacher seed, recipe) and trained
 once per results folder, by the engine, however many methods and seeds use it.
-It stores exactly the intermediate checkpoints some method asked for. A suite
-may instead point a task at an existing state-dict file as its final teacher.
+It stores exactly the intermediate checkpoints some method asked for. A teacher
+may instead be given: a state-dict file the suite names (``teacher_checkpoint``),
+or pretrained weights the task loads itself (``TaskInstance.teacher_source()``,
+e.g. a Hugging Face folder); a given teacher is recorded, never trained. Next to
+``final.pt`` a teacher folder holds ``teacher.json``, what rebuilds the model
+(:mod:`kdbench.students`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from .errors import UserError
 from .stop import stop_requested
 from .store import atomic_torch_save, atomic_write_json, read_json, teacher_dir
 from .streams import derive_seed
+from .students import record_teacher
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -81,25 +86,30 @@ def ensure_teacher(out: Path, teacher_id: str, task: TaskInstance, seed: int, re
     with FileLock(str(folder / ".lock")):
         if teacher_is_ready(folder, checkpoints):
             return {**read_json(folder / "summary.json"), "cached": True}
-        if source is not None:
+        if source is not None or task.teacher_source() is not None:
             return _adopt_teacher(folder, teacher_id, task, seed, source, checkpoints)
         return _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_points,
                               save_every_s, progress, precision, compile)
 
 
-def _adopt_teacher(folder, teacher_id, task, seed, source, checkpoints) -> dict:
+def _adopt_teacher(folder, teacher_id, task, seed, checkpoint, checkpoints) -> dict:
+    """Record a given teacher: the ``checkpoint`` file's state dict, else the task's pretrained teacher."""
+    source = checkpoint if checkpoint is not None else task.teacher_source()
+    what = "teacher_checkpoint" if checkpoint is not None else "pretrained teacher"
     if checkpoints:
-        raise UserError(f"teacher_checkpoint {source}: a method in this suite reads intermediate teacher "
-                        f"checkpoints (steps {checkpoints[:5]}...), and a given teacher file has only the final one")
+        raise UserError(f"{what} {source}: a method in this suite reads intermediate teacher checkpoints "
+                        f"(steps {checkpoints[:5]}...), and a given teacher has only its final weights")
     model = new_teacher(task, seed)
-    try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except Exception as exc:
-        raise UserError(f"teacher_checkpoint {source}: not a state dict of this task's teacher: {exc}") from exc
+    if checkpoint is not None:
+        try:
+            model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        except Exception as exc:
+            raise UserError(f"teacher_checkpoint {checkpoint}: not a state dict of this task's teacher: {exc}") from exc
     atomic_torch_save(model.state_dict(), folder / "final.pt")
-    summary = {"teacher_id": teacher_id, "status": "finished", "source": str(source), "steps": 0, "flops": 0,
-               "wall_time": 0.0, "metrics": task.evaluate(freeze(model)), "checkpoints": [], "checkpoint_bytes": 0}
+    record_teacher(folder, model, task)
+    summary = {"teacher_id": teacher_id, "status": "finished", "given": what, "source": str(source), "steps": 0,
+               "flops": 0, "wall_time": 0.0, "metrics": task.evaluate(freeze(model)), "checkpoints": [],
+               "checkpoint_bytes": 0}
     atomic_write_json(folder / "summary.json", summary)
     return summary
 
@@ -120,6 +130,7 @@ def _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_poi
     if result.status != "finished":
         raise RuntimeError(f"teacher {teacher_id} diverged at step {result.diverged_at}")
     atomic_torch_save(model.state_dict(), folder / "final.pt")
+    record_teacher(folder, model, task)
     for step in wanted:  # the final step's "checkpoint" is the final teacher itself
         if step >= recipe.steps:
             atomic_torch_save(model.state_dict(), checkpoint_path(folder, step))
