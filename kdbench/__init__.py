@@ -31,10 +31,10 @@ __all__ = [
     "Batch", "Clock", "CoTrain", "LayeredModel", "LayerOutputs", "Method", "MethodContext", "Params", "Phase",
     "Recipe", "Task", "TaskInstance", "logits", "hookimpl", "UserError", "distillation_loss", "soft_cross_entropy",
     "distill_phase", "final_teacher_phase", "cotrained_teacher", "lockstep_phases", "MLP", "Encoder", "__version__",
-    "load_results", "Results", "run_suite", "validate_suite", "plan_suite", "suite_status", "export_model",
+    "load_results", "Results", "run_suite", "validate_suite", "plan_suite", "suite_status",
 ]
 _LAZY = {"load_results": "results", "Results": "results", "run_suite": "commands", "validate_suite": "commands",
-         "plan_suite": "commands", "suite_status": "commands", "export_model": "export"}
+         "plan_suite": "commands", "suite_status": "commands"}
 
 
 def __getattr__(name: str):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .catalog import Format
@@ -39,7 +40,8 @@ def user_errors(fn):
         except UserError as exc:
             if _debug["on"]:
                 raise
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            # escaped: a message may hold brackets rich would take for markup (pip install "kdbench[hf]")
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
 
     return wrapper
