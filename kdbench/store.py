@@ -4,8 +4,9 @@ Layout of an output folder::
 
     OUT/suite.yaml                    the suite as last run
     OUT/suite.json                    its manifest: name, sha256 of the suite file, its run ids, time
-    OUT/teachers/<teacher_id>/        final.pt, checkpoints/step-<N>.pt, summary.json, curve.json
-    OUT/runs/<run_id>/                config.json, curve.json, summary.json, state.pt (while running)
+    OUT/teachers/<teacher_id>/        final.pt, teacher.json, checkpoints/step-<N>.pt, summary.json, curve.json
+    OUT/runs/<run_id>/                config.json, curve.json, summary.json, state.pt (while running),
+                                      student.safetensors, student.json (kdbench.students)
     OUT/leaderboard.md
 
 :func:`read_run` reads a run folder and checks its files for completeness and
