@@ -104,8 +104,7 @@ class Suite(_Strict):
     methods: list[MethodEntry] = Field(min_length=1)
     plugins: list[str] = []
     save_every_s: float = Field(60.0, gt=0, description="seconds between resumable state saves")
-    keep_students: bool = Field(True, description="keep each finished run's student (student.safetensors, "
-                                                  "student.json) for `kdbench export`")
+    keep_students: bool = Field(True, description="keep each finished run's student (for kdbench export)")
     launcher: LauncherEntry = LauncherEntry()
 
     @field_validator("seeds", "teacher_seeds")
