@@ -234,6 +234,11 @@ class TaskInstance:
     #: ``higher_is_better`` is False.
     metric: str = "accuracy"
     higher_is_better: bool = True
+    #: the task's text tokenizer (a ``tokenizers.Tokenizer``) if it has one: kept with every
+    #: student and exported with it, with ``special_tokens`` (role -> token, e.g.
+    #: ``{"cls_token": "[CLS]", "mask_token": "[MASK]"}``, the names Hugging Face tokenizers use)
+    tokenizer: Any = None
+    special_tokens: dict[str, str] = {}
 
     def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
         """Sample one training batch using only ``generator``.
@@ -261,6 +266,16 @@ class TaskInstance:
     def student_model(self) -> nn.Module:
         """A freshly initialised student (a :class:`LayeredModel`), on the task's device."""
         raise NotImplementedError
+
+    def teacher_source(self) -> Optional[str]:
+        """Where a given teacher comes from, or None (the default) when the teacher is trained.
+
+        A task whose :meth:`teacher_model` returns pretrained weights (a Hugging Face
+        folder) returns their source: the teacher cache then records that teacher as
+        given, with that source in its summary, instead of training it, and a method
+        that reads intermediate teacher checkpoints is refused before anything trains.
+        """
+        return None
 
 
 class Task:

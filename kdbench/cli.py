@@ -1,4 +1,5 @@
-"""The ``kdbench`` command line: run, validate, plan, status, list, describe, new-method, leaderboard, plot, report."""
+"""The ``kdbench`` command line: run, validate, plan, status, list, describe, new-method, leaderboard, plot, report,
+export."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .catalog import Format
@@ -42,7 +44,8 @@ def user_errors(fn):
             if _debug["on"]:
                 raise
             message = os_error(exc) if isinstance(exc, OSError) else str(exc)
-            err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+            # escaped: a message may hold brackets rich would take for markup (pip install "kdbench[hf]")
+            err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
 
     return wrapper
@@ -70,6 +73,9 @@ def run(
     compile: bool = typer.Option(False, "--compile", help="torch.compile student and teacher "
                                  "(after their FLOPs are measured)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    keep_students: Optional[bool] = typer.Option(None, "--keep-students/--no-keep-students",
+                                                 help="Keep each finished run's student weights (default: the "
+                                                 "suite's keep_students, else yes)."),
 ):
     """Train teachers and run every unfinished run of SUITE, then write the leaderboard."""
     from .commands import run_suite
@@ -79,7 +85,7 @@ def run(
         done = run_suite(suite, output, jobs=jobs, device=device, launcher=launcher,
                          launcher_options=launcher_option or (), sbatch=sbatch or (), detach=detach,
                          precision=precision, compile=compile, plugins=plugin or (), reporter=Reporter(quiet),
-                         log=_log)
+                         log=_log, keep_students=keep_students)
     except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143), the runs in progress saved
         err_console.print("interrupted: finished runs are kept and the run in progress saved its state; "
                           "run the same command again to resume.")
@@ -313,6 +319,26 @@ def report(
 
     dest = write_report(results, output, baseline, ci, teacher_curve, all_runs, force)
     out_console.print(f"report written to {dest} (see {dest / 'README.md'})", highlight=False)
+
+
+@app.command()
+@user_errors
+def export(
+    source: str = typer.Argument(..., help="A run folder, or a run id (with --results); with --teacher, a "
+                                 "teacher id."),
+    output: Path = typer.Argument(..., help="The folder to write the model into (new or empty)."),
+    results: Optional[Path] = typer.Option(None, "--results", "-r", help="The results folder holding the run "
+                                           "or the teacher."),
+    teacher: bool = typer.Option(False, "--teacher", help="SOURCE is a teacher id: export the teacher "
+                                 "(teachers/<id>/final.pt)."),
+    force: bool = typer.Option(False, "--force", help="Write into OUTPUT even if it is not empty."),
+):
+    """Write a run's kept student (or a teacher) as a model to load without kdbench: a Hugging Face
+    save_pretrained folder (with the task's tokenizer), or model.safetensors and config.json."""
+    from .export import export_model
+
+    dest = export_model(source, output, results=results, teacher=teacher, force=force)
+    out_console.print(f"exported to {dest}", highlight=False)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ CLI prints (it then exits with code 2).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -82,7 +82,7 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
               device: str = "auto", launcher: Optional[str] = None, launcher_options: Sequence[str] = (),
               sbatch: Sequence[str] = (), detach: bool = False, precision: str = "fp32", compile: bool = False,
               plugins: Sequence[PathLike] = (), reporter: Optional[Reporter] = None,
-              log: Callable[[str], None] = lambda message: None) -> SuiteRun:
+              log: Callable[[str], None] = lambda message: None, keep_students: Optional[bool] = None) -> SuiteRun:
     """Do what ``kdbench run`` does: validate, train the teachers and every unfinished run, write
     the leaderboard and figures; return a :class:`SuiteRun`. A KeyboardInterrupt (Ctrl-C) saves
     the runs in progress, writes the leaderboard of what finished and propagates (SIGTERM too, as
@@ -91,7 +91,8 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     runs (a full disk) is logged and kept in ``leaderboard_error``.
 
     ``launcher_options`` are ``KEY=VALUE`` strings (``-L``); ``log`` receives the messages the
-    CLI prints on stderr; ``reporter`` shows progress (default: none)."""
+    CLI prints on stderr; ``reporter`` shows progress (default: none); ``keep_students``, if
+    given, overrides the suite's ``keep_students``."""
     from .device import check_device_spec, effective_precision, resolve_device
     from .launchers import LaunchContext, choose_launcher
     from .console import os_error
@@ -99,6 +100,8 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     from .validation import check_runs
 
     loaded, registry = load(suite, plugins, output)
+    if keep_students is not None:
+        loaded.runs = [replace(r, keep_students=keep_students) for r in loaded.runs]
     launcher_cls, params = choose_launcher(loaded, registry, launcher, jobs, tuple(launcher_options), tuple(sbatch),
                                            detach)
     check_device_spec(device)
@@ -225,7 +228,8 @@ def plan_suite(suite: PathLike, output: Optional[PathLike] = None, *, device: st
             if same not in estimates:  # seeds do not change the speed
                 estimates[same] = estimate_job(p.job, probe_steps)
             row.seconds = estimates[same]
-            needs = registry.methods[r.method].cls.needs_teacher and not r.teacher_checkpoint
+            given = r.teacher_checkpoint or task.teacher_source()
+            needs = registry.methods[r.method].cls.needs_teacher and not given
             if needs and r.teacher_id not in teachers:
                 job = teacher_job(task, r.teacher_seed, r.teacher_recipe, r.eval.points, precision=precision,
                                   compile=compile)

@@ -62,7 +62,8 @@ def _mean_std(values: pd.Series) -> tuple[float, float]:
 def method_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """Aggregate one task's runs per method (row label): metric mean/std/95% interval over
     finished seeds, FLOPs to target over the seeds that reached it, means of
-    :data:`RUN_MEANS`, checkpoints stored, and counts of runs by status. Best first."""
+    :data:`RUN_MEANS`, checkpoints stored, students kept (count and bytes, summed over
+    runs), and counts of runs by status. Best first."""
     hib = bool(runs.higher_is_better.iloc[0])
     rows = []
     for method, g in runs.groupby("method", sort=False):
@@ -78,6 +79,7 @@ def method_frame(runs: pd.DataFrame) -> pd.DataFrame:
             "reached": int(g.to_target.notna().sum()),
             "checkpoints": float(g.checkpoints.max()) if g.checkpoints.notna().any() else 0.0,
             "checkpoint_bytes": float(g.checkpoint_bytes.max()) if g.checkpoint_bytes.notna().any() else 0.0,
+            "students": int((g.student_bytes > 0).sum()), "student_bytes": float(g.student_bytes.sum()),
         }
         for col in RUN_MEANS:
             row[col] = float(done[col].mean()) if col in done and done[col].notna().any() else math.nan

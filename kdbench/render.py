@@ -184,7 +184,7 @@ def _configs_text(label: str, rows: dict[str, dict[str, str]]) -> str:
 
 def notes(board: Board) -> list[str]:
     """The lines under a table: teachers, budget and conventions, rows split by config,
-    runs not in the means."""
+    students kept, runs not in the means."""
     direction = "higher" if board.higher_is_better else "lower"
     lines = [_teacher_text(t, board.metric) for t in board.teachers]
     lines.append(f"{_budget_text(board)} {FLOP_CONVENTION}")
@@ -196,6 +196,11 @@ def notes(board: Board) -> list[str]:
         lines.append(f"Δ vs {board.baseline}: paired difference over matching (teacher seed, seed) pairs where both "
                      f"finished; Better in: pairs where the method beats {board.baseline} (ties counted apart).")
     lines += [_configs_text(label, rows) for label, rows in board.configs.items()]
+    kept = int(board.methods["students"].sum()) if "students" in board.methods else 0
+    if kept:
+        lines.append(f"Students kept: {kept} of {int(board.methods['runs'].sum())} runs, "
+                     f"{fmt_bytes(float(board.methods['student_bytes'].sum()))} in all (runs/<id>/student.safetensors "
+                     "and student.json; `kdbench export RUN_ID OUT --results RESULTS` writes one as a model to load).")
     if board.problems:
         lines.append("Not in the means: " + "; ".join(_problem_text(p) for p in board.problems) + ".")
     return lines
@@ -350,7 +355,8 @@ def render(board: Leaderboard, fmt: str = "md") -> str:
         return _latex(board)
     if kind == "csv":
         frame = pd.DataFrame(_records(board))
-        counts = [c for c in ("runs", "n", "reached", "pairs", "better", "tied", "checkpoints") if c in frame]
+        counts = [c for c in ("runs", "n", "reached", "pairs", "better", "tied", "checkpoints", "students")
+                  if c in frame]
         frame[counts] = frame[counts].astype("Float64").round().astype("Int64")
         return frame.to_csv(index=False)
     return _json(board)

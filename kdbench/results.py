@@ -112,6 +112,7 @@ def _run_row(run: RunFolder) -> dict:
         "metric": s.get("metric"), "higher_is_better": s.get("higher_is_better"), "target": c["eval"].get("target"),
         "budget_spec": c["budget"], "budget": s.get("budget_flops"), "device": s.get("device"),
         "checkpoints": s.get("checkpoints_used", 0), "checkpoint_bytes": s.get("checkpoint_bytes", 0),
+        "student_bytes": s.get("student_bytes", 0),
         "kdbench_version": c.get("kdbench_version"), "metrics": s.get("metrics") or {},
         "phases": s.get("phases") or [], "config": c, **{k: s.get(k) for k in SUMMARY_NUMBERS},
     }
@@ -135,7 +136,7 @@ def _runs_frame(folders: list[RunFolder]) -> pd.DataFrame:
     df["auc"] = [curve_auc(cv, m) if done else math.nan for cv, m, done in zip(curves, df.metric, finished)]
     df["boundaries"] = [phase_boundaries(r.summary or {}, r.curve or []) if r.status in FINAL_STATUSES else []
                         for r in folders]
-    for col in ("budget", "checkpoints", "checkpoint_bytes", "target", *SUMMARY_NUMBERS):
+    for col in ("budget", "checkpoints", "checkpoint_bytes", "student_bytes", "target", *SUMMARY_NUMBERS):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     # one row label per config: a method label with several configs in a task is split
     n_configs = df.groupby(["task", "method_label"]).config_key.transform("nunique")
@@ -217,7 +218,8 @@ class Results:
         label), ``method_label``, ``method_name``, ``version``, ``seed``, ``teacher_seed``,
         ``teacher_id``, ``config_key``, ``status`` (finished, diverged, failed, incomplete),
         ``error``, ``metric``, ``higher_is_better``, ``target``, the summary's numbers
-        (``flops``, ``total_flops``, ``steps``, ``wall_time``, ``budget``, ``checkpoints``, ...),
+        (``flops``, ``total_flops``, ``steps``, ``wall_time``, ``budget``, ``checkpoints``,
+        ``student_bytes``: the kept student's files, 0 when none was kept, ...),
         the derived ``value`` (final metric, finished runs), ``auc``, ``to_target`` and
         ``boundaries`` (phase switches in FLOPs), and the raw ``config``, ``metrics``, ``phases``."""
         return self._runs.copy()

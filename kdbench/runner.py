@@ -29,6 +29,7 @@ from .plugins import Registry
 from .stop import stop_requested
 from .store import atomic_write_json, discard_unreadable, run_dir, run_is_done, teacher_dir, write_failure
 from . import streams
+from .students import keep_student
 from .suite import Run
 from .teachers import (CachedTeacher, ProbeTeacher, TeacherFailed, checkpoint_path, ensure_teacher, new_teacher,
                        record_teacher_failure, teacher_phase)
@@ -101,7 +102,10 @@ def measure_cotrain(phases: list[Phase], task: TaskInstance, batch_size: int, de
 
 def teacher_training_flops(run: Run, task: TaskInstance, device: torch.device,
                            measure: Measure = measure_phases) -> int:
-    """What training this run's cached teacher costs: its recipe's steps times one measured step."""
+    """What training this run's cached teacher costs: its recipe's steps times one measured step
+    (nothing for a given teacher: a checkpoint file or pretrained weights are not trained here)."""
+    if run.teacher_checkpoint is not None or task.teacher_source() is not None:
+        return 0
     model = new_teacher(task, run.teacher_seed)
     step = measure([teacher_phase(model)], model, task, run.teacher_recipe.batch_size, device)[0]
     return run.teacher_recipe.steps * step
@@ -253,8 +257,11 @@ def _execute(run: Run, registry: Registry, out: Path, folder: Path, device: torc
     if compile and isinstance(teacher, CachedTeacher):
         teacher.compile()  # after prepare: FLOPs are counted on the eager models
     result = train(prepared.job)
+    kept = run.keep_students and result.status == "finished"
+    student_bytes = keep_student(folder, prepared.job.model, task) if kept else 0
     summary = run_summary(run, registry, task, prepared, result, teacher, teacher_summary, device, precision,
                           compile)
+    summary["student_bytes"] = student_bytes  # student.safetensors, student.json (kdbench.students)
     atomic_write_json(folder / "curve.json", result.curve)
     atomic_write_json(folder / "summary.json", summary)
     for stale in ("state.pt", "traceback.txt"):  # a traceback of an earlier failed attempt

@@ -4,8 +4,9 @@ Layout of an output folder::
 
     OUT/suite.yaml                    the suite as last run
     OUT/suite.json                    its manifest: name, sha256 of the suite file, its run ids, time
-    OUT/teachers/<teacher_id>/        final.pt, checkpoints/step-<N>.pt, summary.json, curve.json
-    OUT/runs/<run_id>/                config.json, curve.json, summary.json, state.pt (while running)
+    OUT/teachers/<teacher_id>/        final.pt, teacher.json, checkpoints/step-<N>.pt, summary.json, curve.json
+    OUT/runs/<run_id>/                config.json, curve.json, summary.json, state.pt (while running),
+                                      student.safetensors, student.json (kdbench.students)
     OUT/leaderboard.md
 
 :func:`read_run` reads a run folder and checks its files for completeness and
@@ -79,6 +80,24 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
             os.unlink(tmp)
         if isinstance(exc, OSError):  # name the file being written, not the temp file (or nothing)
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
+
+
+def atomic_save_as(path: Path, save: Callable[[str], Any]) -> None:
+    """Like :func:`atomic_write`, for writers that take a file name (``safetensors.torch.save_model``):
+    ``save(temp_name)``, fsync, then rename to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
 
 

@@ -105,6 +105,7 @@ class Suite(_Strict):
     methods: list[MethodEntry] = Field(min_length=1)
     plugins: list[str] = []
     save_every_s: float = Field(60.0, gt=0, description="seconds between resumable state saves")
+    keep_students: bool = Field(True, description="keep each finished run's student (for kdbench export)")
     launcher: LauncherEntry = LauncherEntry()
 
     @field_validator("seeds", "teacher_seeds")
@@ -156,6 +157,7 @@ class Run:
     streams: str = "1"  # how random streams are derived (kdbench.streams.VERSION; 1: before it was recorded)
     inputs: dict = field(default_factory=dict)  # content hashes of the files it reads (kdbench.inputs)
     save_every_s: float = 60.0
+    keep_students: bool = True  # write the final student into the run folder (kdbench.students)
 
     @property
     def task_identity(self) -> dict:
@@ -189,11 +191,12 @@ class Run:
 
 def identity(run: Run) -> dict:
     """Everything that determines a run's result: its config without labels, the suite's name,
-    the save cadence or which checkpoints are stored, and with files as their content hashes."""
+    the save cadence, which checkpoints are stored or whether the student is kept, and with files
+    as their content hashes."""
     config = {**run.config(), "task_params": run.task_identity,
               "teacher_checkpoint": run.inputs.get("teacher_checkpoint")}
-    return {k: v for k, v in config.items() if k not in ("run_id", "teacher_id", "suite", "task_label",
-                                                          "method_label", "save_every_s", "checkpoints", "inputs")}
+    return {k: v for k, v in config.items() if k not in ("run_id", "teacher_id", "suite", "task_label", "method_label",
+                                                          "save_every_s", "keep_students", "checkpoints", "inputs")}
 
 
 def run_identity(run: Run) -> str:
@@ -365,7 +368,7 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
                               method_label=mentry.label or mentry.name, method_version=str(mcls.version),
                               method_params=mparams.model_dump(mode="json"), seed=seed, budget=resolved,
                               eval=suite.eval, streams=STREAMS_VERSION, inputs=inputs,
-                              save_every_s=suite.save_every_s)
+                              save_every_s=suite.save_every_s, keep_students=suite.keep_students)
                     runs.append(replace(run, run_id=run_identity(run)))
     return runs
 

@@ -2,8 +2,12 @@
 
 A teacher is keyed by (task, version, params, teacher seed, recipe) and trained
 once per results folder, by the engine, however many methods and seeds use it.
-It stores exactly the intermediate checkpoints some method asked for. A suite
-may instead point a task at an existing state-dict file as its final teacher.
+It stores exactly the intermediate checkpoints some method asked for. A teacher
+may instead be given: a state-dict file the suite names (``teacher_checkpoint``),
+or pretrained weights the task loads itself (``TaskInstance.teacher_source()``,
+e.g. a Hugging Face folder); a given teacher is recorded, never trained. Next to
+``final.pt`` a teacher folder holds ``teacher.json``, what rebuilds the model
+(:mod:`kdbench.students`).
 
 Cached weights are checked before use (each file loads, with this teacher's keys
 and shapes); a file that does not is discarded with a warning and rebuilt. A
@@ -32,6 +36,7 @@ from .errors import FAILURES, UserError
 from .stop import stop_requested
 from .store import atomic_torch_save, atomic_write_json, discard_unreadable, read_json, teacher_dir, write_failure
 from .streams import derive_seed
+from .students import record_teacher
 
 
 class TeacherFailed(Exception):
@@ -98,7 +103,7 @@ def ensure_teacher(out: Path, teacher_id: str, task: TaskInstance, seed: int, re
                 return {**read_json(folder / "summary.json"), "cached": True}
             discard_unreadable(folder / "state.pt", "saved teacher state")
             try:
-                if source is not None:
+                if source is not None or task.teacher_source() is not None:
                     return _adopt_teacher(folder, teacher_id, task, seed, source, checkpoints)
                 return _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_points,
                                       save_every_s, progress, precision, compile)
@@ -134,19 +139,24 @@ def verify_cache(folder: Path, task: TaskInstance, seed: int, checkpoints) -> No
         discard_unreadable(path, "teacher weights", fits)
 
 
-def _adopt_teacher(folder, teacher_id, task, seed, source, checkpoints) -> dict:
+def _adopt_teacher(folder, teacher_id, task, seed, checkpoint, checkpoints) -> dict:
+    """Record a given teacher: the ``checkpoint`` file's state dict, else the task's pretrained teacher."""
+    source = checkpoint if checkpoint is not None else task.teacher_source()
+    what = "teacher_checkpoint" if checkpoint is not None else "pretrained teacher"
     if checkpoints:
-        raise UserError(f"teacher_checkpoint {source}: a method in this suite reads intermediate teacher "
-                        f"checkpoints (steps {checkpoints[:5]}...), and a given teacher file has only the final one")
+        raise UserError(f"{what} {source}: a method in this suite reads intermediate teacher checkpoints "
+                        f"(steps {checkpoints[:5]}...), and a given teacher has only its final weights")
     model = new_teacher(task, seed)
-    try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except Exception as exc:
-        raise UserError(f"teacher_checkpoint {source}: not a state dict of this task's teacher: {exc}") from exc
+    if checkpoint is not None:
+        try:
+            model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        except Exception as exc:
+            raise UserError(f"teacher_checkpoint {checkpoint}: not a state dict of this task's teacher: {exc}") from exc
     atomic_torch_save(model.state_dict(), folder / "final.pt")
-    summary = {"teacher_id": teacher_id, "status": "finished", "source": str(source), "steps": 0, "flops": 0,
-               "wall_time": 0.0, "metrics": task.evaluate(freeze(model)), "checkpoints": [], "checkpoint_bytes": 0}
+    record_teacher(folder, model, task)
+    summary = {"teacher_id": teacher_id, "status": "finished", "given": what, "source": str(source), "steps": 0,
+               "flops": 0, "wall_time": 0.0, "metrics": task.evaluate(freeze(model)), "checkpoints": [],
+               "checkpoint_bytes": 0}
     atomic_write_json(folder / "summary.json", summary)
     return summary
 
@@ -167,6 +177,7 @@ def _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_poi
     if result.status != "finished":
         raise FloatingPointError(f"diverged at step {result.diverged_at} (its loss is not finite)")
     atomic_torch_save(model.state_dict(), folder / "final.pt")
+    record_teacher(folder, model, task)
     for step in wanted:  # the final step's "checkpoint" is the final teacher itself
         if step >= recipe.steps:
             atomic_torch_save(model.state_dict(), checkpoint_path(folder, step))

@@ -60,6 +60,11 @@ def check_runs(loaded: LoadedSuite, registry: Registry, device: torch.device = t
         if run.task_label not in probes:
             probes[run.task_label] = _probe_task(loaded, registry, run, device, f"{path}: {task_where}")
         task, teacher, budget = probes[run.task_label]
+        given = run.teacher_checkpoint or task.teacher_source()
+        if run.checkpoints and given is not None:
+            raise UserError(f"{path}: methods[{j}] ({run.method_label}) on {task_where}: reads intermediate teacher "
+                            f"checkpoints (steps {list(run.checkpoints)[:5]}), and the teacher is given ({given}): "
+                            "it has only its final weights; train the teacher instead, or use another method")
         try:
             prepared = prepare(run, registry, task, teacher, device, measure=estimated_phases, budget=budget)
         except (Exception, SystemExit) as exc:

@@ -28,7 +28,7 @@ def describe_teacher(tid: str, summary: dict) -> str:
     """One console line on a teacher that is ready."""
     metric = summary.get("metric", "accuracy")
     value = summary.get("metrics", {}).get(metric, float("nan"))
-    how = "cached" if summary.get("cached") else "trained"
+    how = "cached" if summary.get("cached") else f"given: {summary.get('source')}" if summary.get("given") else "trained"
     return f"teacher {tid}: {metric} {value:.4f}, {summary['flops']:.3g} FLOPs, {summary['wall_time']:.1f} s ({how})"
 
 
