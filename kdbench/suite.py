@@ -25,6 +25,7 @@ from .plugins import Registry
 from .inputs import hash_file, hash_params, resolve_params, resolve_path
 from .schema import allowed_fields, model_at
 from .streams import VERSION as STREAMS_VERSION
+from .tune_spec import TunePlan, TuneSpec, resolve_tune
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # names become folder names: no separators
 
@@ -99,6 +100,7 @@ class Suite(_Strict):
     plugins: list[str] = []
     save_every_s: float = Field(60.0, gt=0, description="seconds between resumable state saves")
     launcher: LauncherEntry = LauncherEntry()
+    tune: Optional[TuneSpec] = Field(None, description="choose each method's settings on dev seeds first")
 
     @field_validator("seeds", "teacher_seeds")
     @classmethod
@@ -213,6 +215,7 @@ class LoadedSuite:
     path: Path
     runs: list[Run] = field(default_factory=list)
     plugin_paths: tuple = ()  # every plugin file loaded: the command line's, then the suite's
+    tune: Optional[TunePlan] = None  # the validated tune: block (kdbench.tune_spec)
 
     @property
     def output(self) -> Path:
@@ -393,4 +396,5 @@ def load_suite(path: Path, registry_factory, extra_plugins: tuple = ()) -> tuple
     _validate_params(path, "launcher.options", registry.launchers[suite.launcher.name].cls.Params,
                      suite.launcher.options)
     runs = expand(suite, path, registry)
-    return LoadedSuite(suite, path, runs, tuple(extra_plugins) + tuple(plugin_paths)), registry
+    tune = resolve_tune(suite, path, registry, runs)
+    return LoadedSuite(suite, path, runs, tuple(extra_plugins) + tuple(plugin_paths), tune), registry

@@ -92,7 +92,7 @@ def tune_malloc() -> None:
 
 def train_teachers(runs, ctx: LaunchContext) -> None:
     """Make sure every teacher these runs need is in the cache, training each once (in this process)."""
-    for tid, group in teacher_groups(runs, ctx.registry).items():
+    for tid, group in teacher_groups(runs, ctx.registry, ctx.teacher_checkpoints).items():
         with ctx.reporter.bar(f"teacher {tid}", group["run"].teacher_recipe.steps) as update:
             summary = train_teacher(group["run"], group["checkpoints"], ctx.registry, ctx.out, ctx.device,
                                     ctx.precision, ctx.compile, update)
@@ -196,7 +196,7 @@ def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]
     """Run teachers and runs in ``jobs`` spawned worker processes with ``threads`` threads each."""
     mp = multiprocessing.get_context("spawn")
     progress_queue = mp.Queue()
-    groups = teacher_groups(runs, ctx.registry)
+    groups = teacher_groups(runs, ctx.registry, ctx.teacher_checkpoints)
     ctx.reporter.log(f"{jobs} worker processes x {threads} thread(s) "
                      f"({available_cores()} cores)")
     bars = _Bars(ctx.reporter)
