@@ -64,7 +64,9 @@ def run_objective(run: RunFolder, objective: str, target: Optional[float]) -> tu
         return float(summary["metrics"][metric]), None
     if objective == "auc":
         value = curve_auc(curve, metric)
-        return (None, f"run {run.path.name}: fewer than two evaluations, no AUC") if math.isnan(value) else (value, None)
+        if math.isnan(value):
+            return None, f"run {run.path.name}: fewer than two evaluations, no AUC"
+        return value, None
     value = flops_to_target(curve, metric, target, bool(summary["higher_is_better"]))
     return (TARGET_PENALTY * float(summary["budget_flops"]) if math.isnan(value) else value), None
 

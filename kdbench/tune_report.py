@@ -71,10 +71,10 @@ def protocol_lines(t: TaskTuning, untuned: list[str]) -> list[str]:
     """The lines under a tuned task's leaderboard: the protocol, and each method's chosen settings."""
     p = t.protocol
     teachers = f", teacher seed(s) {p['teacher_seeds']}" if p.get("teacher_seeds") != [0] else ""
-    lines = [f"Tuning protocol: every tuned method had the same budget of {p['trials']} trials ({SAMPLERS[p['sampler']]}"
-             f" sampler, Optuna, seed {p['seed']}), each scored by its mean {t.objective} over dev seeds "
-             f"{p['dev_seeds']}{teachers}; its best trial's settings were then run on the test seeds shown here, "
-             "on which nothing was chosen. Tuning FLOPs: the student FLOPs of all its trial runs."
+    lines = [f"Tuning protocol: every tuned method had the same budget of {p['trials']} trials "
+             f"({SAMPLERS[p['sampler']]} sampler, Optuna, seed {p['seed']}), each scored by its mean {t.objective} "
+             f"over dev seeds {p['dev_seeds']}{teachers}; its best trial's settings were then run on the test seeds "
+             "shown here, on which nothing was chosen. Tuning FLOPs: the student FLOPs of all its trial runs."
              + (f" Not tuned (run with their given params): {', '.join(untuned)}." if untuned else "")]
     chosen = []
     for method in t.sensitivity.method:
@@ -83,7 +83,8 @@ def protocol_lines(t: TaskTuning, untuned: list[str]) -> list[str]:
             chosen.append(f"{method}: no complete trial yet (given params)")
         else:
             r = rows.iloc[0]
-            chosen.append(f"{method}: {settings_text(r.settings)} (trial {r.trial}, dev {value_text(r.objective, r.kind)})")
+            dev = value_text(r.objective, r.kind)
+            chosen.append(f"{method}: {settings_text(r.settings)} (trial {r.trial}, dev {dev})")
     lines.append("Chosen settings: " + "; ".join(chosen) + ".")
     return lines
 

@@ -105,6 +105,7 @@ class MethodStudy:
     dims: dict[str, Dimension]
     study: optuna.Study
     maximize: bool
+    limit: int  # the suite's trials: a study that holds more (trials lowered since) uses its first ones
 
     def trials(self, *states: TrialState) -> list:
         return self.study.get_trials(deepcopy=False, states=states or None)
@@ -116,12 +117,19 @@ class MethodStudy:
         return {name: decode(dim, trial.params[name]) for name, dim in self.dims.items()}
 
     def counted(self) -> list:
-        """Trials told and counted against ``trials``: complete, or failed with all their settings."""
-        return [t for t in self.trials(TrialState.COMPLETE, TrialState.FAIL) if self.settings(t) is not None]
+        """Trials told and counted against ``trials``: complete, or failed with all their settings;
+        the first ``limit`` of them by number."""
+        told = [t for t in self.trials(TrialState.COMPLETE, TrialState.FAIL) if self.settings(t) is not None]
+        return sorted(told, key=lambda t: t.number)[:self.limit]
+
+    def shown(self) -> list:
+        """The counted trials and those still running with all their settings, by number."""
+        running = [t for t in self.trials(TrialState.RUNNING) if self.settings(t) is not None]
+        return sorted(self.counted() + running, key=lambda t: t.number)
 
     def chosen(self):
-        """The best complete trial (ties: the earlier), or None."""
-        done = self.trials(TrialState.COMPLETE)
+        """The best complete trial among the counted ones (ties: the earlier), or None."""
+        done = [t for t in self.counted() if t.state == TrialState.COMPLETE]
         sign = 1 if self.maximize else -1
         return max(done, key=lambda t: (sign * t.value, -t.number)) if done else None
 
@@ -139,7 +147,7 @@ class Pending:
 
 class Sweep:
     """The tuning stage of a suite (see the module docstring). ``launch(runs)`` executes runs
-    through the suite's launcher; ``on_round(trial run ids)`` is called after every round."""
+    through the suite's launcher; ``on_round(trial run ids)`` is called before every round."""
 
     def __init__(self, loaded: LoadedSuite, registry, out: Path, tasks: dict[str, tuple[str, bool]], jobs: int,
                  log: Callable[[str], None] = lambda message: None):
@@ -161,7 +169,8 @@ class Sweep:
             name = f"{run.task_label}/{run.method_label}/{self._study_key(run, dims)}"
             study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
                                         direction="maximize" if maximize else "minimize")
-            self.studies.append(MethodStudy(run.task_label, run.method_label, templates, dims, study, maximize))
+            self.studies.append(MethodStudy(run.task_label, run.method_label, templates, dims, study, maximize,
+                                            self.spec.trials))
 
     def _study_key(self, run: Run, dims: dict[str, Dimension]) -> str:
         """What makes two sweeps the same: the method's run without its seeds, the space and the
@@ -281,10 +290,8 @@ class Sweep:
         """The run ids of every trial asked so far (the manifest's ``tuning_run_ids``)."""
         ids = []
         for study in self.studies:
-            for trial in study.trials():
-                settings = study.settings(trial)
-                if settings is not None:
-                    ids += [r.run_id for r in self._pending(study, trial.number, settings).runs]
+            for trial in study.shown():
+                ids += [r.run_id for r in self._pending(study, trial.number, study.settings(trial)).runs]
         return list(dict.fromkeys(ids))
 
     def teacher_checkpoints(self) -> dict[str, set[int]]:
@@ -315,10 +322,8 @@ class Sweep:
     def _record(self, study: MethodStudy, test_runs: Optional[list[Run]]) -> dict:
         facts, spec = self.facts[study.task], self.spec
         trials = []
-        for trial in study.trials():
+        for trial in study.shown():
             settings = study.settings(trial)
-            if settings is None:
-                continue
             p = self._pending(study, trial.number, settings)
             runs = []
             for run in p.runs:

@@ -246,3 +246,22 @@ def test_the_teacher_is_trained_once_with_every_checkpoint_the_space_reads(tmp_p
     trials = api.load_results(tmp_path / "out").tuning()
     assert sorted(s["checkpoints"] for s in trials.settings) == [[10, 30], [20]]  # the grid, each point once
     assert not math.isnan(trials.objective.sum())
+
+
+def test_the_committed_tuned_suite_is_the_quickstart_with_equal_budgets():
+    import yaml
+
+    from conftest import SUITES
+
+    tuned = yaml.safe_load((SUITES / "tuned" / "parity-mlp.yaml").read_text())
+    quick = yaml.safe_load((SUITES / "quickstart.yaml").read_text())
+    assert tuned["budget"] == quick["budget"] and tuned["eval"] == quick["eval"]
+    (t,), (q,) = tuned["tasks"], quick["tasks"]
+    assert t["params"] == q["params"] and t["student"] == q["student"]
+    assert {**t["teacher"], "checkpoint_every": None} == {**q["teacher"], "checkpoint_every": None}
+    assert [m["name"] for m in tuned["methods"]] == [m["name"] for m in quick["methods"]]
+    spec = tuned["tune"]
+    assert spec["trials"] >= 12 and not set(spec["dev_seeds"]) & set(tuned["seeds"]) and len(tuned["seeds"]) == 5
+    assert "student.lr" in spec["space"]["*"]  # every method searches its learning rate
+    assert all(name in spec["space"] for name in ("one-shot", "progressive", "curriculum-extraction"))
+    kdbench("validate", SUITES / "tuned" / "parity-mlp.yaml")
