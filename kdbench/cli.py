@@ -1,5 +1,5 @@
-"""The ``kdbench`` command line: run, validate, plan, status, list, describe, new-method, leaderboard, plot, report,
-export."""
+"""The ``kdbench`` command line: run, validate, plan, status, list, describe, new-method, leaderboard, plot,
+tune-report, report, export."""
 
 from __future__ import annotations
 
@@ -154,6 +154,13 @@ def plan(
                  "yes" if row.done else "no"]
         table.add_row(*cells, *([format_seconds(row.seconds)] if probe_steps else []))
     out_console.print(table)
+    if plan.tuning_runs:
+        spec = loaded.tune.spec
+        out_console.print(f"tune: the sweep adds {plan.tuning_runs} trial runs ({spec.trials} trials x "
+                          f"{len(spec.dev_seeds)} dev seed(s) per tuned method, task and teacher seed"
+                          + (f", est. {format_seconds(plan.tuning_seconds)}" if probe_steps else "")
+                          + "); tuned methods' test runs are listed with their given params: the sweep chooses "
+                          "the settings they run with", highlight=False)
     if probe_steps:
         for tid, seconds in plan.teachers.items():
             out_console.print(f"teacher {tid}: est. {format_seconds(seconds)} (trained once, if not cached)")
@@ -299,6 +306,20 @@ def plot(
 
     for path in write_figures(load_results(results, all_runs), output, teacher=teacher_curve, x=x):
         out_console.print(f"wrote {path}", highlight=False)
+
+
+@app.command(name="tune-report")
+@user_errors
+def tune_report(
+    results: Path = typer.Argument(..., help="A results folder of a suite with a tune: block."),
+    fmt: str = typer.Option("md", "--format", "-f", help="md, csv, json or latex."),
+    all_runs: bool = AllOpt,
+):
+    """Print the tuning sweeps of RESULTS: every trial (settings, objective per dev seed, mean) and
+    each method's sensitivity to its settings (best, median, worst, trials within reach of the best)."""
+    from .commands import tune_report as render
+
+    typer.echo(render(results, fmt, all_runs))
 
 
 @app.command()

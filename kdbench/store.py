@@ -303,15 +303,19 @@ def read_progress(folder: Path) -> Optional[dict]:
     return progress if ok else None
 
 
-def write_manifest(out: Path, suite_name: str, suite_file: Path, run_ids: list[str]) -> Path:
+def write_manifest(out: Path, suite_name: str, suite_file: Path, run_ids: list[str],
+                   tuning_run_ids: list[str] = ()) -> Path:
     """Record in ``OUT/suite.json`` which runs the suite being run consists of (its name,
     the sha256 of ``suite_file``, its run ids, and when that was first recorded); the
-    results layer shows only those by default. A rerun of the same suite leaves the file
+    results layer shows only those by default. A tuned suite's trial runs (on dev seeds)
+    are listed apart, as ``tuning_run_ids``. A rerun of the same suite leaves the file
     as it is. Return its path."""
     path = Path(out) / MANIFEST
     manifest = {"suite": suite_name, "sha256": hashlib.sha256(Path(suite_file).read_bytes()).hexdigest(),
                 "run_ids": list(run_ids)}
+    if tuning_run_ids:
+        manifest["tuning_run_ids"] = list(tuning_run_ids)
     old = read_json(path)
-    if not (isinstance(old, dict) and all(old.get(k) == v for k, v in manifest.items())):
+    if not (isinstance(old, dict) and {k: v for k, v in old.items() if k != "time"} == manifest):
         atomic_write_json(path, {**manifest, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return path

@@ -25,6 +25,7 @@ from .inputs import hash_file, hash_params, resolve_params, resolve_path
 from .schema import allowed_fields, model_at
 from .streams import VERSION as STREAMS_VERSION
 from .suitefile import excerpt, read_suite_file
+from .tune_spec import TunePlan, TuneSpec, resolve_tune
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # names become folder names: no separators
 NAME_MAX = 100  # a folder name must fit the file system's limit (255 bytes) with room to spare
@@ -107,6 +108,7 @@ class Suite(_Strict):
     save_every_s: float = Field(60.0, gt=0, description="seconds between resumable state saves")
     keep_students: bool = Field(True, description="keep each finished run's student (for kdbench export)")
     launcher: LauncherEntry = LauncherEntry()
+    tune: Optional[TuneSpec] = Field(None, description="choose each method's settings on dev seeds first")
 
     @field_validator("seeds", "teacher_seeds")
     @classmethod
@@ -224,6 +226,7 @@ class LoadedSuite:
     path: Path
     runs: list[Run] = field(default_factory=list)
     plugin_paths: tuple = ()  # every plugin file loaded: the command line's, then the suite's
+    tune: Optional[TunePlan] = None  # the validated tune: block (kdbench.tune_spec)
 
     @property
     def output(self) -> Path:
@@ -402,4 +405,5 @@ def load_suite(path: Path, registry_factory, extra_plugins: tuple = ()) -> tuple
     _validate_params(path, "launcher.options", registry.launchers[suite.launcher.name].cls.Params,
                      suite.launcher.options)
     runs = expand(suite, path, registry)
-    return LoadedSuite(suite, path, runs, tuple(extra_plugins) + tuple(plugin_paths)), registry
+    tune = resolve_tune(suite, path, registry, runs)
+    return LoadedSuite(suite, path, runs, tuple(extra_plugins) + tuple(plugin_paths), tune), registry

@@ -31,7 +31,9 @@ class LaunchContext:
     elsewhere: it resolves ``device_spec`` where the run executes). ``params``
     is the launcher's validated ``Params``. ``plugin_paths`` are every plugin
     file the suite and the command line named, so a worker process or a job on
-    another machine can rebuild the same registry.
+    another machine can rebuild the same registry. ``teacher_checkpoints`` adds
+    checkpoints a teacher stores beyond those the runs read (a tuning sweep's
+    later trials may read them: see ``common.teacher_groups``).
     """
 
     out: Path
@@ -45,6 +47,7 @@ class LaunchContext:
     precision: str = "fp32"
     compile: bool = False
     detach: bool = False
+    teacher_checkpoints: dict = field(default_factory=dict)  # teacher id -> checkpoints to store beside the runs'
 
 
 @dataclass

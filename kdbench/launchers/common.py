@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
+from typing import Optional
 
 from ..suite import Run
 
@@ -11,14 +12,15 @@ from ..suite import Run
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
 
 
-def teacher_groups(runs: list[Run], registry) -> dict:
+def teacher_groups(runs: list[Run], registry, extra: Optional[dict] = None) -> dict:
     """Runs that need a cached teacher, grouped by teacher id: ``{id: {"run": one of them,
-    "checkpoints": the union of the checkpoints they read, "runs": all of them}}``."""
+    "checkpoints": the union of the checkpoints they read and of ``extra[id]``, "runs": all of them}}``."""
     groups: dict[str, dict] = {}
     for run in runs:
         if not registry.methods[run.method].cls.needs_teacher:
             continue
-        group = groups.setdefault(run.teacher_id, {"run": run, "checkpoints": set(), "runs": []})
+        wanted = set((extra or {}).get(run.teacher_id, ()))
+        group = groups.setdefault(run.teacher_id, {"run": run, "checkpoints": wanted, "runs": []})
         group["checkpoints"].update(run.checkpoints)
         group["runs"].append(run)
     return groups

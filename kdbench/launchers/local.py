@@ -92,7 +92,7 @@ def train_teachers(runs, ctx: LaunchContext) -> dict[str, str]:
     """Make sure every teacher these runs need is in the cache, training each once (in this process);
     return ``{teacher id: error}`` for those that failed (recorded in their folders)."""
     failed = {}
-    for tid, group in teacher_groups(runs, ctx.registry).items():
+    for tid, group in teacher_groups(runs, ctx.registry, ctx.teacher_checkpoints).items():
         try:
             with ctx.reporter.bar(f"teacher {tid}", group["run"].teacher_recipe.steps) as update:
                 summary = train_teacher(group["run"], group["checkpoints"], ctx.registry, ctx.out, ctx.device,
@@ -205,7 +205,7 @@ class _Pool:
 
 def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]:
     """Run teachers and runs in ``jobs`` spawned worker processes with ``threads`` threads each."""
-    groups = teacher_groups(runs, ctx.registry)
+    groups = teacher_groups(runs, ctx.registry, ctx.teacher_checkpoints)
     ctx.reporter.log(f"{jobs} worker processes x {threads} thread(s) ({available_cores()} cores)")
     bars, summaries = _Bars(ctx.reporter), {}
     progress_queue = multiprocessing.get_context("spawn").Queue()
