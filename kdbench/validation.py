@@ -45,6 +45,9 @@ def _failure(exc: BaseException) -> str:
     return text if isinstance(exc, (UserError, ValueError)) else f"{type(exc).__name__}: {text}"
 
 
+MAX_STEPS = 10**9  # more student steps than any run could take: the budget is a typo
+
+
 def check_runs(loaded: LoadedSuite, registry: Registry,
                device: torch.device = torch.device("cpu")) -> dict[str, tuple[str, bool]]:
     """Raise :class:`UserError` (file, field, reason) for the first (task, method) pair of the
@@ -76,6 +79,11 @@ def check_runs(loaded: LoadedSuite, registry: Registry,
             cheapest = min(p.step_flops for p in prepared.job.plan)
             raise UserError(f"{path}: {field}: {prepared.budget_flops:.3g} FLOPs do not pay for one step of "
                             f"{run.method_label} on {run.task_label} (about {cheapest:.3g} FLOPs a step)")
+        if prepared.job.total_steps > MAX_STEPS:
+            field = f"tasks[{i}].budget" if suite.tasks[i].budget is not None else "budget"
+            raise UserError(f"{path}: {field}: {prepared.budget_flops:.3g} FLOPs buy {prepared.job.total_steps:.3g} "
+                            f"steps of {run.method_label} on {run.task_label}, more than {MAX_STEPS:.0e}: "
+                            "a typo in the exponent?")
     return {label: (task.metric, bool(task.higher_is_better)) for label, (task, _, _) in probes.items()}
 
 
