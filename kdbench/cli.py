@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .catalog import Format
@@ -38,7 +39,7 @@ def user_errors(fn):
         except UserError as exc:
             if _debug["on"]:
                 raise
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
 
     return wrapper
@@ -65,6 +66,9 @@ def run(
                                   "(fp32 on CPU)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile student and teacher "
                                  "(after their FLOPs are measured)."),
+    loggers: Optional[List[str]] = typer.Option(None, "--log", help="Follow the runs in an experiment tracker: "
+                                                "tensorboard, mlflow, wandb; NAME:KEY=VALUE,... sets its options; "
+                                                "none drops the suite's loggers (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     """Train teachers and run every unfinished run of SUITE, then write the leaderboard."""
@@ -73,8 +77,8 @@ def run(
     try:
         done = run_suite(suite, output, jobs=jobs, device=device, launcher=launcher,
                          launcher_options=launcher_option or (), sbatch=sbatch or (), detach=detach,
-                         precision=precision, compile=compile, plugins=plugin or (), reporter=Reporter(quiet),
-                         log=_log)
+                         precision=precision, compile=compile, plugins=plugin or (), loggers=loggers or (),
+                         reporter=Reporter(quiet), log=_log)
     except KeyboardInterrupt:
         err_console.print("interrupted: finished runs are kept and the run in progress saved its state; "
                           "run the same command again to resume.")
@@ -183,7 +187,7 @@ FormatOpt = typer.Option(Format.text, "--format", "-f", help="text (a table on a
 @app.command(name="list")
 @user_errors
 def list_plugins(plugin: Optional[List[Path]] = PluginOpt, fmt: Format = FormatOpt):
-    """Show the tasks, methods and launchers that are installed, with versions and origin."""
+    """Show the tasks, methods, launchers and loggers that are installed, with versions and origin."""
     from .catalog import print_listing
 
     print_listing(out_console, err_console, load_plugins(tuple(str(p) for p in plugin or ())), fmt)
@@ -192,8 +196,8 @@ def list_plugins(plugin: Optional[List[Path]] = PluginOpt, fmt: Format = FormatO
 @app.command()
 @user_errors
 def describe(
-    name: str = typer.Argument(..., help="A task, method or launcher name (see kdbench list)."),
-    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="task, method or launcher: only that kind "
+    name: str = typer.Argument(..., help="A task, method, launcher or logger name (see kdbench list)."),
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="task, method, launcher or logger: only that kind "
                                        "(a name may be both a task and a method)."),
     plugin: Optional[List[Path]] = PluginOpt,
     fmt: Format = FormatOpt,

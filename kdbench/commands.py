@@ -36,11 +36,13 @@ def load(suite: PathLike, plugins: Sequence[PathLike] = (), output: Optional[Pat
 
 
 def validate_suite(suite: PathLike, plugins: Sequence[PathLike] = ()) -> LoadedSuite:
-    """Everything ``kdbench validate`` checks: the schema, every plugin's params, and one probe
-    step of every (task, method) pair on untrained models. Trains nothing; raises UserError."""
+    """Everything ``kdbench validate`` checks: the schema, every plugin's params (loggers included),
+    and one probe step of every (task, method) pair on untrained models. Trains nothing; raises UserError."""
+    from .loggers.selection import choose_loggers
     from .validation import check_runs
 
     loaded, registry = load(suite, plugins)
+    choose_loggers(loaded, registry)
     check_runs(loaded, registry)
     return loaded
 
@@ -76,22 +78,26 @@ class SuiteRun:
 def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optional[int] = None,
               device: str = "auto", launcher: Optional[str] = None, launcher_options: Sequence[str] = (),
               sbatch: Sequence[str] = (), detach: bool = False, precision: str = "fp32", compile: bool = False,
-              plugins: Sequence[PathLike] = (), reporter: Optional[Reporter] = None,
-              log: Callable[[str], None] = lambda message: None) -> SuiteRun:
+              plugins: Sequence[PathLike] = (), loggers: Sequence[Union[str, dict]] = (),
+              reporter: Optional[Reporter] = None, log: Callable[[str], None] = lambda message: None) -> SuiteRun:
     """Do what ``kdbench run`` does: validate, train the teachers and every unfinished run, write
     the leaderboard and figures; return a :class:`SuiteRun`. A KeyboardInterrupt (Ctrl-C) saves
     the runs in progress, writes the leaderboard of what finished and propagates.
 
-    ``launcher_options`` are ``KEY=VALUE`` strings (``-L``); ``log`` receives the messages the
-    CLI prints on stderr; ``reporter`` shows progress (default: none)."""
+    ``launcher_options`` are ``KEY=VALUE`` strings (``-L``); ``loggers`` are ``--log`` strings
+    (``"mlflow:tracking_uri=..."``) or ``{"name", "options"}`` dicts, on top of the suite's
+    ``loggers:``; ``log`` receives the messages the CLI prints on stderr; ``reporter`` shows
+    progress (default: none)."""
     from .device import check_device_spec, effective_precision, resolve_device
     from .launchers import LaunchContext, choose_launcher
+    from .loggers.selection import choose_loggers
     from .store import atomic_write_text, run_is_done, write_manifest
     from .validation import check_runs
 
     loaded, registry = load(suite, plugins, output)
     launcher_cls, params = choose_launcher(loaded, registry, launcher, jobs, tuple(launcher_options), tuple(sbatch),
                                            detach)
+    chosen_loggers = choose_loggers(loaded, registry, loggers)
     check_device_spec(device)
     check_runs(loaded, registry)
     dev = None if launcher_cls.runs_elsewhere else resolve_device(device)
@@ -107,7 +113,8 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
         log(f"{result.skipped} of {len(loaded.runs)} runs already finished in {out}: skipped.")
     ctx = LaunchContext(out=out, registry=registry, device=dev, reporter=reporter or Reporter(quiet=True),
                         plugin_paths=loaded.plugin_paths, options=params.model_dump(), params=params,
-                        device_spec=device, precision=precision, compile=compile, detach=detach)
+                        device_spec=device, precision=precision, compile=compile, detach=detach,
+                        loggers=chosen_loggers)
     try:
         with ctx.reporter:
             summaries = launcher_cls().launch(todo, ctx) if todo else []

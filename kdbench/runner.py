@@ -13,7 +13,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from filelock import FileLock
@@ -24,6 +24,8 @@ from .budget import allot_steps, eval_steps, measure_phases
 from .device import effective_precision
 from .engine import PlannedPhase, TrainJob, progress_every, train
 from .errors import UserError
+from .loggers.runlog import RunLog
+from .loggers.selection import LoggerSpec
 from .plugins import Registry
 from .stop import stop_requested
 from .store import atomic_write_json, run_dir, run_is_done, teacher_dir
@@ -193,7 +195,7 @@ def train_teacher(run: Run, checkpoints, registry: Registry, out: Path, device: 
 
 def execute_run(run: Run, registry: Registry, out: Path, device: torch.device, progress: Progress = None,
                 teacher_progress: Progress = None, precision: str = "fp32", compile: bool = False,
-                probe_teacher: bool = False, rerun: bool = False) -> RunOutcome:
+                probe_teacher: bool = False, rerun: bool = False, loggers: Sequence[LoggerSpec] = ()) -> RunOutcome:
     """Run ``run`` unless its folder already holds a finished result (``rerun``: even then);
     store its config, curve and summary; return what happened.
 
@@ -201,7 +203,23 @@ def execute_run(run: Run, registry: Registry, out: Path, device: torch.device, p
     goes on with the other runs. ``precision="bf16"`` autocasts the losses on CUDA;
     ``compile`` torch.compiles student and teacher after their FLOPs are measured.
     ``probe_teacher`` uses an untrained teacher of the right shape (tests of shapes and FLOPs).
+    ``loggers`` (a launch context's ``loggers``) follow the run in experiment trackers.
     """
+    runlog = RunLog(run, registry, out, loggers)
+    try:
+        outcome = _train_and_store(run, registry, out, device, progress, teacher_progress, precision, compile,
+                                   probe_teacher, rerun, runlog.point)
+    except BaseException:
+        runlog.abort()
+        raise
+    runlog.finish(outcome.summary)
+    return outcome
+
+
+def _train_and_store(run: Run, registry: Registry, out: Path, device: torch.device, progress: Progress,
+                     teacher_progress: Progress, precision: str, compile: bool, probe_teacher: bool, rerun: bool,
+                     on_record: Callable[[dict], None]) -> RunOutcome:
+    """:func:`execute_run` but for its loggers, which get every curve point through ``on_record``."""
     precision = effective_precision(precision, device)
     folder = run_dir(out, run.run_id)
     folder.mkdir(parents=True, exist_ok=True)
@@ -222,6 +240,7 @@ def execute_run(run: Run, registry: Registry, out: Path, device: torch.device, p
                     precision=precision, compile=compile)
                 teacher = CachedTeacher(teacher_dir(out, run.teacher_id), task, run.teacher_seed)
             prepared = prepare(run, registry, task, teacher, device, folder / "state.pt", progress, precision, compile)
+            prepared.job.on_record = on_record
             if compile and isinstance(teacher, CachedTeacher):
                 teacher.compile()  # after prepare: FLOPs are counted on the eager models
             result = train(prepared.job)

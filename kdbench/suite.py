@@ -23,6 +23,7 @@ from .api import Recipe
 from .errors import UserError
 from .plugins import Registry
 from .inputs import hash_file, hash_params, resolve_params, resolve_path
+from .loggers.schema import LoggerEntry
 from .schema import allowed_fields, model_at
 from .streams import VERSION as STREAMS_VERSION
 
@@ -105,6 +106,7 @@ class Suite(_Strict):
     plugins: list[str] = []
     save_every_s: float = Field(60.0, gt=0, description="seconds between resumable state saves")
     launcher: LauncherEntry = LauncherEntry()
+    loggers: list[LoggerEntry] = []  # experiment trackers that follow every run (kdbench.loggers)
 
     @field_validator("seeds", "teacher_seeds")
     @classmethod

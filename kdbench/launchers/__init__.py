@@ -31,7 +31,8 @@ class LaunchContext:
     elsewhere: it resolves ``device_spec`` where the run executes). ``params``
     is the launcher's validated ``Params``. ``plugin_paths`` are every plugin
     file the suite and the command line named, so a worker process or a job on
-    another machine can rebuild the same registry.
+    another machine can rebuild the same registry. ``loggers`` (plain data) are the
+    experiment trackers that follow every run: pass them to ``execute_run``.
     """
 
     out: Path
@@ -45,6 +46,7 @@ class LaunchContext:
     precision: str = "fp32"
     compile: bool = False
     detach: bool = False
+    loggers: tuple = ()  # kdbench.loggers.selection.LoggerSpec
 
 
 @dataclass
@@ -86,11 +88,11 @@ class Launcher:
         return {}
 
 
-def parse_option(text: str) -> tuple[str, Any]:
-    """``key=value`` from the command line; the value is read as a YAML scalar or list."""
+def parse_option(text: str, flag: str = "--launcher-option") -> tuple[str, Any]:
+    """``key=value`` from the command line option ``flag``; the value is read as a YAML scalar or list."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise UserError(f"--launcher-option: {text!r} is not KEY=VALUE")
+        raise UserError(f"{flag}: {text!r} is not KEY=VALUE")
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:

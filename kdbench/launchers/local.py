@@ -123,7 +123,7 @@ class LocalLauncher(Launcher):
                     raise KeyboardInterrupt
                 with ctx.reporter.bar(f"{run.task_label} {run.method_label} seed {run.seed}") as update:
                     summary = execute_run(run, ctx.registry, ctx.out, ctx.device, progress=update,
-                                          precision=ctx.precision, compile=ctx.compile).summary
+                                          precision=ctx.precision, compile=ctx.compile, loggers=ctx.loggers).summary
                 summaries.append(summary)
                 ctx.reporter.log(describe(run, summary))
         return summaries
@@ -134,7 +134,8 @@ class LocalLauncher(Launcher):
 _worker: dict = {}
 
 
-def _init_worker(plugin_paths, device: str, threads: int, progress_queue, precision: str, compile: bool) -> None:
+def _init_worker(plugin_paths, device: str, threads: int, progress_queue, precision: str, compile: bool,
+                 loggers: tuple) -> None:
     from ..plugins import load_plugins
 
     torch.set_num_threads(threads)
@@ -144,7 +145,7 @@ def _init_worker(plugin_paths, device: str, threads: int, progress_queue, precis
     # progress is best-effort: exiting must not wait to flush it (after Ctrl-C nobody reads it)
     progress_queue.cancel_join_thread()
     _worker.update(registry=load_plugins(tuple(plugin_paths)), device=torch.device(device), queue=progress_queue,
-                   precision=precision, compile=compile)
+                   precision=precision, compile=compile, loggers=loggers)
 
 
 def _reporter_for(key: str):
@@ -165,7 +166,7 @@ def _worker_run(run, out) -> dict:
     if stop_requested():
         raise StopRequested("interrupted before it started")
     return execute_run(run, w["registry"], out, w["device"], progress=_reporter_for(run.run_id),
-                       precision=w["precision"], compile=w["compile"]).summary
+                       precision=w["precision"], compile=w["compile"], loggers=w["loggers"]).summary
 
 
 class _Bars:
@@ -202,7 +203,8 @@ def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]
     bars = _Bars(ctx.reporter)
     summaries: dict[str, dict] = {}
     pending: dict[Future, tuple] = {}
-    initargs = (tuple(ctx.plugin_paths), str(ctx.device), threads, progress_queue, ctx.precision, ctx.compile)
+    initargs = (tuple(ctx.plugin_paths), str(ctx.device), threads, progress_queue, ctx.precision, ctx.compile,
+                tuple(ctx.loggers))
     with environment(worker_environment(threads)), \
             ProcessPoolExecutor(jobs, mp_context=mp, initializer=_init_worker, initargs=initargs) as pool:
 
