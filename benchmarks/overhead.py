@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from kdbench.api import Recipe
+from kdbench.api import Clock, Recipe
 from kdbench.budget import eval_steps
 from kdbench.engine import PlannedPhase, TrainJob, progress_every, train
 from kdbench.losses import distillation_loss, final_teacher_phase
@@ -61,7 +61,7 @@ def engine(args) -> float:
         pass
 
     ctx = Ctx()
-    ctx.teacher, ctx.student = teacher, student
+    ctx.teacher, ctx.student, ctx.clock = teacher, student, Clock()
     phase = final_teacher_phase(ctx, 1.0, 0.0)
     job = TrainJob(model=student, plan=[PlannedPhase(phase, args.steps, 1)], recipe=recipe, task=task,
                    stream_seed=0, eval_at=eval_steps([1], [args.steps], 0)[1:-1],

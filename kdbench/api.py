@@ -8,17 +8,37 @@ here trains anything.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Literal, NamedTuple, Optional, Protocol, Sequence, runtime_checkable
+from typing import Annotated, Any, Callable, ClassVar, Literal, NamedTuple, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from torch import nn
+
+OMIT_DEFAULT = "kdbench_omit_default"  # a Field marker: see new_param
+
+
+def new_param(default: Any, **field_kwargs) -> Any:
+    """A ``Field`` for a param added to a plugin after runs were recorded: while it has its
+    default it is left out of ``model_dump`` (so of the run's config and id), so adding it
+    leaves every existing run id valid. The default must keep the plugin's earlier behaviour."""
+    return Field(default, json_schema_extra={OMIT_DEFAULT: True}, **field_kwargs)
 
 
 class Params(BaseModel):
-    """Base for a plugin's parameters: unknown keys are errors, values are validated."""
+    """Base for a plugin's parameters: unknown keys are errors, values are validated, and a
+    float must be finite (``.inf`` and ``.nan`` are refused).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Fields made with :func:`new_param` are left out of a dump while they hold their default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_serializer(mode="wrap")
+    def _omit_new_defaults(self, handler):
+        data = handler(self)
+        for name, field in type(self).model_fields.items():
+            if (field.json_schema_extra or {}).get(OMIT_DEFAULT) and getattr(self, name) == field.default:
+                data.pop(name, None)
+        return data
 
 
 @dataclass
@@ -95,7 +115,8 @@ class Recipe(Params):
     optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="torch.optim SGD, Adam or AdamW")
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW betas")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.999), description="Adam/AdamW betas, each in [0, 1)")
     weight_decay: float = Field(0.0, ge=0, description="weight decay (AdamW: decoupled; SGD and Adam: L2)")
     schedule: Literal["constant", "cosine", "linear"] = Field(
         "constant", description="learning rate after warm-up: constant, or cosine / linear decay to 0")
@@ -167,6 +188,16 @@ class Phase:
     ``cost_key`` share one FLOP measurement (default: the name). ``cotrain``
     trains another model alongside (see :class:`CoTrain`). ``info`` (a dict of
     JSON values) is recorded with the phase in the run's ``summary.json``.
+
+    ``until(clock, loss)``, if set, lets the phase end before its allotted steps: the
+    engine asks it after every step of the phase (``clock`` counting that step, ``loss``
+    the step's loss) and ends the phase when it answers True. The unused steps go to the
+    phases after it as the budget would have allotted them had the phase asked for fewer
+    (each phase that sets ``steps`` up to what it asked for, the last phase the rest), so
+    they must cost what this phase costs per step; the run's steps and FLOPs are
+    unchanged. The last phase never ends early. If ``until`` has ``state_dict()`` and
+    ``load_state_dict()``, the engine saves and restores its state with the run's, so a
+    resumed run ends the phase where an uninterrupted one would.
     """
 
     name: str
@@ -179,6 +210,7 @@ class Phase:
     cost_key: Optional[str] = None
     info: dict[str, Any] = field(default_factory=dict)
     cotrain: Optional[CoTrain] = None
+    until: Optional[Callable[[Clock, float], bool]] = None
 
     def __post_init__(self) -> None:
         if self.share is not None and self.steps is not None:
@@ -202,6 +234,11 @@ class TaskInstance:
     #: ``higher_is_better`` is False.
     metric: str = "accuracy"
     higher_is_better: bool = True
+    #: the task's text tokenizer (a ``tokenizers.Tokenizer``) if it has one: kept with every
+    #: student and exported with it, with ``special_tokens`` (role -> token, e.g.
+    #: ``{"cls_token": "[CLS]", "mask_token": "[MASK]"}``, the names Hugging Face tokenizers use)
+    tokenizer: Any = None
+    special_tokens: dict[str, str] = {}
 
     def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
         """Sample one training batch using only ``generator``.
@@ -229,6 +266,16 @@ class TaskInstance:
     def student_model(self) -> nn.Module:
         """A freshly initialised student (a :class:`LayeredModel`), on the task's device."""
         raise NotImplementedError
+
+    def teacher_source(self) -> Optional[str]:
+        """Where a given teacher comes from, or None (the default) when the teacher is trained.
+
+        A task whose :meth:`teacher_model` returns pretrained weights (a Hugging Face
+        folder) returns their source: the teacher cache then records that teacher as
+        given, with that source in its summary, instead of training it, and a method
+        that reads intermediate teacher checkpoints is refused before anything trains.
+        """
+        return None
 
 
 class Task:

@@ -1,4 +1,5 @@
-"""The ``kdbench`` command line: run, validate, plan, status, list, describe, new-method, leaderboard, plot, report."""
+"""The ``kdbench`` command line: run, validate, plan, status, list, describe, new-method, leaderboard, plot,
+tune-report, report, export."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .catalog import Format
+from .console import os_error, show_warnings
 from .errors import UserError
 from .plugins import load_plugins
 from .progress import LogConsole, Reporter
@@ -27,19 +29,23 @@ PluginOpt = typer.Option(None, "--plugin", "-p", help="Extra plugin file(s) (.py
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")):
     _debug["on"] = debug
+    show_warnings(err_console)
 
 
 def user_errors(fn):
-    """Turn a UserError into one red line on stderr and exit code 2."""
+    """Turn a UserError, or an OSError on a path the user named (a read-only or missing folder),
+    into one red line on stderr and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except UserError as exc:
+        except (UserError, OSError) as exc:
             if _debug["on"]:
                 raise
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            message = os_error(exc) if isinstance(exc, OSError) else str(exc)
+            # escaped: a message may hold brackets rich would take for markup (pip install "kdbench[hf]")
+            err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
 
     return wrapper
@@ -70,32 +76,35 @@ def run(
                                                 "tensorboard, mlflow, wandb; NAME:KEY=VALUE,... sets its options; "
                                                 "none drops the suite's loggers (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    keep_students: Optional[bool] = typer.Option(None, "--keep-students/--no-keep-students",
+                                                 help="Keep each finished run's student weights (default: the "
+                                                 "suite's keep_students, else yes)."),
 ):
     """Train teachers and run every unfinished run of SUITE, then write the leaderboard."""
     from .commands import run_suite
+    from .launchers.common import failure_lines
 
     try:
         done = run_suite(suite, output, jobs=jobs, device=device, launcher=launcher,
                          launcher_options=launcher_option or (), sbatch=sbatch or (), detach=detach,
                          precision=precision, compile=compile, plugins=plugin or (), loggers=loggers or (),
-                         reporter=Reporter(quiet), log=_log)
-    except KeyboardInterrupt:
+                         reporter=Reporter(quiet), log=_log, keep_students=keep_students)
+    except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143), the runs in progress saved
         err_console.print("interrupted: finished runs are kept and the run in progress saved its state; "
                           "run the same command again to resume.")
-        raise typer.Exit(130)
+        raise typer.Exit(getattr(exc, "exit_code", 130))
     if done.detached:
         err_console.print(f"detached: `kdbench status {done.output}` shows the jobs; `kdbench run {suite}` again "
                           "waits for them and writes the leaderboard.")
         return
     if not quiet and done.leaderboard_path is not None:
         typer.echo(done.leaderboard_path.read_text())
-    for s in done.failed:
-        err_console.print(f"[red]failed:[/red] run {s['run_id']}: {s.get('error')} "
-                          f"(traceback: {done.output / 'runs' / s['run_id'] / 'traceback.txt'})", highlight=False)
+    for line in failure_lines(done.failed, done.output):
+        err_console.print(line, highlight=False, soft_wrap=True)
+    board = done.leaderboard_path or ("not written" if done.leaderboard_error else "none (no run has a result yet)")
     err_console.print(f"{len(done.executed)} runs executed, {done.skipped} skipped, {len(done.failed)} failed, "
-                      f"{len(done.diverged)} diverged; leaderboard: "
-                      f"{done.leaderboard_path or 'none (no run has a result yet)'}")
-    if done.failed:
+                      f"{len(done.diverged)} diverged; leaderboard: {board}")
+    if done.failed or done.leaderboard_error:
         raise typer.Exit(1)
 
 
@@ -148,6 +157,13 @@ def plan(
                  "yes" if row.done else "no"]
         table.add_row(*cells, *([format_seconds(row.seconds)] if probe_steps else []))
     out_console.print(table)
+    if plan.tuning_runs:
+        spec = loaded.tune.spec
+        out_console.print(f"tune: the sweep adds {plan.tuning_runs} trial runs ({spec.trials} trials x "
+                          f"{len(spec.dev_seeds)} dev seed(s) per tuned method, task and teacher seed"
+                          + (f", est. {format_seconds(plan.tuning_seconds)}" if probe_steps else "")
+                          + "); tuned methods' test runs are listed with their given params: the sweep chooses "
+                          "the settings they run with", highlight=False)
     if probe_steps:
         for tid, seconds in plan.teachers.items():
             out_console.print(f"teacher {tid}: est. {format_seconds(seconds)} (trained once, if not cached)")
@@ -189,7 +205,10 @@ FormatOpt = typer.Option(Format.text, "--format", "-f", help="text (a table on a
 def list_plugins(plugin: Optional[List[Path]] = PluginOpt, fmt: Format = FormatOpt):
     """Show the tasks, methods, launchers and loggers that are installed, with versions and origin."""
     from .catalog import print_listing
+    from .suite import check_plugin_file
 
+    for p in plugin or ():
+        check_plugin_file(p, "--plugin")
     print_listing(out_console, err_console, load_plugins(tuple(str(p) for p in plugin or ())), fmt)
 
 
@@ -264,10 +283,10 @@ def leaderboard(
     text = render(board, fmt)
     if not board.boards:
         raise UserError(" ".join([f"{results}: no runs to show; nothing written.", *folder_notes(board)]))
+    typer.echo(text)  # shown even if the folder turns out to be read-only
     write_leaderboard(board, results)
     if FORMATS[fmt] != "md":
         write_leaderboard(board, results, fmt)
-    typer.echo(text)
     if plot:
         for path in _write_figures(res, teacher=teacher_curve):
             err_console.print(f"wrote {path}", highlight=False)
@@ -292,6 +311,20 @@ def plot(
         out_console.print(f"wrote {path}", highlight=False)
 
 
+@app.command(name="tune-report")
+@user_errors
+def tune_report(
+    results: Path = typer.Argument(..., help="A results folder of a suite with a tune: block."),
+    fmt: str = typer.Option("md", "--format", "-f", help="md, csv, json or latex."),
+    all_runs: bool = AllOpt,
+):
+    """Print the tuning sweeps of RESULTS: every trial (settings, objective per dev seed, mean) and
+    each method's sensitivity to its settings (best, median, worst, trials within reach of the best)."""
+    from .commands import tune_report as render
+
+    typer.echo(render(results, fmt, all_runs))
+
+
 @app.command()
 @user_errors
 def report(
@@ -310,6 +343,26 @@ def report(
 
     dest = write_report(results, output, baseline, ci, teacher_curve, all_runs, force)
     out_console.print(f"report written to {dest} (see {dest / 'README.md'})", highlight=False)
+
+
+@app.command()
+@user_errors
+def export(
+    source: str = typer.Argument(..., help="A run folder, or a run id (with --results); with --teacher, a "
+                                 "teacher id."),
+    output: Path = typer.Argument(..., help="The folder to write the model into (new or empty)."),
+    results: Optional[Path] = typer.Option(None, "--results", "-r", help="The results folder holding the run "
+                                           "or the teacher."),
+    teacher: bool = typer.Option(False, "--teacher", help="SOURCE is a teacher id: export the teacher "
+                                 "(teachers/<id>/final.pt)."),
+    force: bool = typer.Option(False, "--force", help="Write into OUTPUT even if it is not empty."),
+):
+    """Write a run's kept student (or a teacher) as a model to load without kdbench: a Hugging Face
+    save_pretrained folder (with the task's tokenizer), or model.safetensors and config.json."""
+    from .export import export_model
+
+    dest = export_model(source, output, results=results, teacher=teacher, force=force)
+    out_console.print(f"exported to {dest}", highlight=False)
 
 
 def main() -> None:

@@ -14,7 +14,8 @@ CLI prints (it then exits with code 2).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -29,7 +30,10 @@ PathLike = Union[str, Path]
 def load(suite: PathLike, plugins: Sequence[PathLike] = (), output: Optional[PathLike] = None
          ) -> tuple[LoadedSuite, Registry]:
     """Parse and validate ``suite`` against the installed plugins (and ``plugins`` files); its runs."""
-    loaded, registry = load_suite(Path(suite), load_plugins, tuple(str(p) for p in plugins))
+    try:
+        loaded, registry = load_suite(Path(suite), load_plugins, tuple(str(p) for p in plugins))
+    except SystemExit as exc:  # a plugin file that calls sys.exit() when imported
+        raise UserError(f"{suite}: plugins: a plugin called sys.exit({exc.code!r}) while loading") from exc
     if output is not None:
         loaded.suite.output = str(output)
     return loaded, registry
@@ -58,6 +62,7 @@ class SuiteRun:
     skipped: int = 0  # runs already finished (by an earlier command or another process)
     detached: bool = False  # submitted to a scheduler, not waited for
     leaderboard_path: Optional[Path] = None
+    leaderboard_error: Optional[str] = None  # why the leaderboard could not be written (a full disk)
     results: Optional[object] = None  # kdbench.results.Results, when the folder has runs to show
 
     @property
@@ -79,56 +84,104 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
               device: str = "auto", launcher: Optional[str] = None, launcher_options: Sequence[str] = (),
               sbatch: Sequence[str] = (), detach: bool = False, precision: str = "fp32", compile: bool = False,
               plugins: Sequence[PathLike] = (), loggers: Sequence[Union[str, dict]] = (),
-              reporter: Optional[Reporter] = None, log: Callable[[str], None] = lambda message: None) -> SuiteRun:
+              reporter: Optional[Reporter] = None, log: Callable[[str], None] = lambda message: None,
+              keep_students: Optional[bool] = None) -> SuiteRun:
     """Do what ``kdbench run`` does: validate, train the teachers and every unfinished run, write
     the leaderboard and figures; return a :class:`SuiteRun`. A KeyboardInterrupt (Ctrl-C) saves
-    the runs in progress, writes the leaderboard of what finished and propagates.
+    the runs in progress, writes the leaderboard of what finished and propagates (SIGTERM too, as
+    :class:`kdbench.stop.Interrupted` with ``exit_code`` 143). An output folder that cannot be
+    written is a UserError before anything trains; a leaderboard that cannot be written after the
+    runs (a full disk) is logged and kept in ``leaderboard_error``.
 
     ``launcher_options`` are ``KEY=VALUE`` strings (``-L``); ``loggers`` are ``--log`` strings
     (``"mlflow:tracking_uri=..."``) or ``{"name", "options"}`` dicts, on top of the suite's
     ``loggers:``; ``log`` receives the messages the CLI prints on stderr; ``reporter`` shows
-    progress (default: none)."""
+    progress (default: none); ``keep_students``, if given, overrides the suite's ``keep_students``."""
     from .device import check_device_spec, effective_precision, resolve_device
     from .launchers import LaunchContext, choose_launcher
+    from .console import os_error
     from .loggers.selection import choose_loggers
-    from .store import atomic_write_text, run_is_done, write_manifest
+    from .store import make_results_folder, run_is_done, write_manifest
     from .validation import check_runs
 
     loaded, registry = load(suite, plugins, output)
+    if keep_students is not None:
+        loaded.runs = [replace(r, keep_students=keep_students) for r in loaded.runs]
     launcher_cls, params = choose_launcher(loaded, registry, launcher, jobs, tuple(launcher_options), tuple(sbatch),
                                            detach)
     chosen_loggers = choose_loggers(loaded, registry, loggers)
+    if detach and loaded.tune is not None:
+        raise UserError(f"{suite}: tune: a sweep reads each round's results before asking the next; "
+                        "run it without --detach")
     check_device_spec(device)
-    check_runs(loaded, registry)
+    tasks = check_runs(loaded, registry)
     dev = None if launcher_cls.runs_elsewhere else resolve_device(device)
     if dev is not None and effective_precision(precision, dev) != precision:
         log(f"--precision {precision}: bf16 autocast runs on CUDA only; training in fp32 on {dev}.")
     out = loaded.output
-    todo = [r for r in loaded.runs if not run_is_done(out, r.run_id)]
-    result = SuiteRun(output=out, total=len(loaded.runs), skipped=len(loaded.runs) - len(todo))
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "suite.yaml", Path(suite).read_text())
-    write_manifest(out, loaded.suite.name, Path(suite), [r.run_id for r in loaded.runs])  # what the leaderboard shows
-    if result.skipped:
-        log(f"{result.skipped} of {len(loaded.runs)} runs already finished in {out}: skipped.")
+    result = SuiteRun(output=out, total=len(loaded.runs))
+    try:
+        make_results_folder(out, Path(suite).read_text())
+    except OSError as exc:
+        raise UserError(f"--output {out}: the results folder cannot be written: {os_error(exc)}") from exc
     ctx = LaunchContext(out=out, registry=registry, device=dev, reporter=reporter or Reporter(quiet=True),
                         plugin_paths=loaded.plugin_paths, options=params.model_dump(), params=params,
                         device_spec=device, precision=precision, compile=compile, detach=detach,
                         loggers=chosen_loggers)
+
+    launched = []
+
+    def launch(runs: list) -> list[dict]:
+        """Launch the unfinished ``runs``; count what ran and what was found done."""
+        todo = [r for r in runs if not run_is_done(out, r.run_id)]
+        result.skipped += len(runs) - len(todo)
+        launched.extend(todo)
+        summaries = launcher_cls().launch(todo, ctx) if todo else []
+        # a run another process finished while this one waited for its lock comes back "skipped"
+        result.skipped += sum(1 for s in summaries if s.get("status") == "skipped")
+        result.executed += [s for s in summaries if s.get("status") != "skipped"]
+        return summaries
+
     try:
+        runs, tuning_ids = loaded.runs, []
+        if loaded.tune is not None:
+            with ctx.reporter:
+                runs, tuning_ids = _tune(loaded, registry, tasks, params, launcher_cls, ctx, launch, Path(suite))
+            result.total += len(tuning_ids)
+        write_manifest(out, loaded.suite.name, Path(suite), [r.run_id for r in runs], tuning_ids)
+        done = sum(run_is_done(out, r.run_id) for r in runs)
+        if done:
+            log(f"{done} of {len(runs)} runs already finished in {out}: skipped.")
         with ctx.reporter:
-            summaries = launcher_cls().launch(todo, ctx) if todo else []
+            launch(runs)
     except KeyboardInterrupt:
-        write_outputs(out, log)
+        with contextlib.suppress(OSError):
+            write_outputs(out, log)
         raise
-    if detach and todo:
+    if detach and launched:
         result.detached = True
         return result
-    # a run another process finished while this one waited for its lock comes back "skipped"
-    result.skipped += sum(1 for s in summaries if s.get("status") == "skipped")
-    result.executed = [s for s in summaries if s.get("status") != "skipped"]
-    result.leaderboard_path, result.results = write_outputs(out, log)
+    try:
+        result.leaderboard_path, result.results = write_outputs(out, log)
+    except OSError as exc:  # a full disk: the runs are stored, `kdbench leaderboard` can write it later
+        result.leaderboard_error = os_error(exc)
+        log(f"leaderboard not written: {result.leaderboard_error}; `kdbench leaderboard {out}` writes it "
+            "from the stored runs")
     return result
+
+
+def _tune(loaded, registry, tasks, params, launcher_cls, ctx, launch, suite: Path):
+    """The sweep of a tuned suite (:mod:`kdbench.tuning`): (its test runs, the trial run ids)."""
+    from .store import write_manifest
+    from .tuning import Sweep
+
+    jobs = (getattr(params, launcher_cls.jobs_option, 1) if launcher_cls.jobs_option else 1) or 1
+    sweep = Sweep(loaded, registry, ctx.out, tasks, jobs, ctx.reporter.log)
+    ctx.teacher_checkpoints = sweep.teacher_checkpoints()
+    untuned = [r.run_id for r in loaded.runs if r.method_label not in loaded.tune.spaces]
+    # before each round: its trial runs are the suite's, not "other runs", should it be interrupted
+    runs = sweep.run(launch, on_round=lambda ids: write_manifest(ctx.out, loaded.suite.name, suite, untuned, ids))
+    return runs, sweep.trial_run_ids()
 
 
 def write_outputs(out: Path, log: Callable[[str], None] = lambda message: None):
@@ -175,6 +228,8 @@ class Plan:
     runs: list[PlannedRun]
     teachers: dict[str, float]  # teacher id -> estimated seconds (teachers to train)
     probe_steps: int
+    tuning_runs: int = 0  # trial runs a tuned suite's sweep adds (the runs listed are its test runs)
+    tuning_seconds: float = 0.0  # their estimated seconds, one after another (0 without a time probe)
 
     @property
     def seconds_left(self) -> float:
@@ -214,13 +269,21 @@ def plan_suite(suite: PathLike, output: Optional[PathLike] = None, *, device: st
             if same not in estimates:  # seeds do not change the speed
                 estimates[same] = estimate_job(p.job, probe_steps)
             row.seconds = estimates[same]
-            needs = registry.methods[r.method].cls.needs_teacher and not r.teacher_checkpoint
+            given = r.teacher_checkpoint or task.teacher_source()
+            needs = registry.methods[r.method].cls.needs_teacher and not given
             if needs and r.teacher_id not in teachers:
                 job = teacher_job(task, r.teacher_seed, r.teacher_recipe, r.eval.points, precision=precision,
                                   compile=compile)
                 teachers[r.teacher_id] = estimate_job(job, probe_steps)
         rows.append(row)
-    return Plan(loaded, dev, precision, rows, teachers, probe_steps)
+    plan = Plan(loaded, dev, precision, rows, teachers, probe_steps)
+    if loaded.tune is not None:  # each trial: the method's run on every dev seed and teacher seed
+        spec, per_trial = loaded.tune.spec, len(loaded.tune.spec.dev_seeds)
+        for row in rows:
+            if row.run.method_label in loaded.tune.spaces and row.run.seed == loaded.suite.seeds[0]:
+                plan.tuning_runs += spec.trials * per_trial
+                plan.tuning_seconds += spec.trials * per_trial * (row.seconds or 0.0)
+    return plan
 
 
 def suite_status(target: PathLike, output: Optional[PathLike] = None, plugins: Sequence[PathLike] = ()):
@@ -231,10 +294,21 @@ def suite_status(target: PathLike, output: Optional[PathLike] = None, plugins: S
     target = Path(target)
     if target.is_file():
         loaded, registry = load(target, plugins, output)
-        out, runs = loaded.output, loaded.runs
+        # a tuned suite's runs are known once its sweep has chosen: show every run of its folder
+        out, runs = loaded.output, (loaded.runs if loaded.tune is None else None)
     elif target.is_dir():
         out, runs, registry = target, None, load_plugins(tuple(str(p) for p in plugins))
     else:
         raise UserError(f"{target}: no such results folder or suite file")
     rows, teachers = collect(out, registry, runs)
     return out, rows, teachers
+
+
+def tune_report(results: PathLike, fmt: str = "md", all_runs: bool = False) -> str:
+    """Do what ``kdbench tune-report`` does: every trial of the tuning sweeps in results folder
+    ``results`` and each method's sensitivity to its settings, as ``md``, ``csv``, ``json`` or
+    ``latex`` text (see :mod:`kdbench.tune_report`); a UserError when it holds no sweep."""
+    from .results import load_results
+    from .tune_report import render_tuning
+
+    return render_tuning(load_results(results, all_runs), fmt)

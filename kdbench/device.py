@@ -15,7 +15,7 @@ PRECISIONS = ("fp32", "bf16")
 def check_device_spec(device: str) -> str:
     """``device`` if it names a device kdbench can use (auto, cpu, cuda, cuda:N), else a UserError.
     Only the spelling is checked: a scheduler's job may have a GPU the submitting machine lacks."""
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,4})?", device):
         raise UserError(f"--device: {device!r} is not a device; allowed: {DEVICES}")
     return device
 

@@ -5,7 +5,10 @@ phase with its allotted steps and measured per-step FLOPs), how (an optimizer
 recipe, a data stream) and when to evaluate. The loop samples a batch, takes
 the phase's loss, steps the optimizer, charges the phase's FLOPs and records
 the curve; it saves its state now and then so an interrupted job resumes
-exactly where it stopped.
+exactly where it stopped. A phase with an ``until`` criterion may end before its
+allotted steps; its unused steps then go to the phases after it
+(:func:`end_phase_early`), and the plan is changed in place to say how the steps
+were spent.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ CurvePoint = dict
 @dataclass
 class PlannedPhase:
     """A phase with what it was allotted: ``steps``, the measured FLOPs of one step, and
-    the measured FLOPs of one step of its co-trained model (0 without one)."""
+    the measured FLOPs of one step of its co-trained model (0 without one). After training,
+    ``steps`` are the steps it ran (a phase that ended early gave some to later ones)."""
 
     phase: Phase
     steps: int
@@ -78,6 +82,33 @@ class TrainJob:
     @property
     def total_steps(self) -> int:
         return sum(p.steps for p in self.plan)
+
+
+def check_early_endings(plan: list[PlannedPhase]) -> None:
+    """Raise ValueError unless every phase that may end early (``Phase.until``) costs per step
+    what each phase that could take its unused steps costs (later phases that set ``steps``,
+    and the last phase), so that moving steps moves no FLOPs."""
+    for i, planned in enumerate(plan[:-1]):
+        if planned.phase.until is None:
+            continue
+        cost = planned.step_flops + planned.cotrain_flops
+        for later in plan[i + 1:]:
+            if (later.phase.steps is not None or later is plan[-1]) and later.step_flops + later.cotrain_flops != cost:
+                raise ValueError(f"phase {planned.phase.name!r} may end early (until) but costs {cost} FLOPs a step, "
+                                 f"and phase {later.phase.name!r}, which would take its unused steps, costs "
+                                 f"{later.step_flops + later.cotrain_flops}; give them one cost_key")
+
+
+def end_phase_early(plan: list[PlannedPhase], i: int, done: int) -> None:
+    """Phase ``i`` ends after ``done`` of its steps: its unused steps go to the phases after it
+    as :func:`kdbench.budget.allot_steps` would have given them had phase ``i`` asked for
+    ``done``: each phase that sets ``steps`` gets up to what it asked for, the last one the rest."""
+    spare, plan[i].steps = plan[i].steps - done, done
+    for later in plan[i + 1:-1]:
+        if later.phase.steps is not None:
+            take = min(spare, max(0, later.phase.steps - later.steps))
+            later.steps, spare = later.steps + take, spare - take
+    plan[-1].steps += spare
 
 
 def progress_every(progress: Optional[Callable[[int, int], None]], every: int = 64) -> Callable[[Clock], None]:
@@ -160,6 +191,8 @@ class Checkpoint:
         atomic_torch_save({
             **{k: getattr(state, k) for k in LoopState.__dataclass_fields__},
             "cotrain": [c.state_dict() for c in self.cotrainers],
+            "phase_steps": [p.steps for p in self.job.plan],  # as changed by phases that ended early
+            "until": [getattr(p.phase.until, "state_dict", lambda: None)() for p in self.job.plan],
             "model": self.job.model.state_dict(), "params": [p.detach().clone() for p in self.params],
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
             "rng": torch.get_rng_state(),
@@ -184,6 +217,12 @@ class Checkpoint:
             setattr(state, key, saved[key])
         for c, c_saved in zip(self.cotrainers, saved["cotrain"]):
             c.load_state_dict(c_saved)
+        plan = self.job.plan  # a state saved before phases could end early has neither list
+        for planned, steps, until in zip(plan, saved.get("phase_steps", [p.steps for p in plan]),
+                                         saved.get("until", [None] * len(plan))):
+            planned.steps = steps
+            if until is not None:
+                planned.phase.until.load_state_dict(until)
         return state.step
 
 
@@ -211,11 +250,13 @@ def train(job: TrainJob) -> TrainResult:
     optimizer = make_optimizer(params, job.recipe)
     schedule = make_schedule(optimizer, job.recipe, job.total_steps)
     cotrainers = cotrainers_for([ph.cotrain for ph in phases], [p.cotrain_flops for p in job.plan])
+    check_early_endings(job.plan)
     state = LoopState()
     checkpoint = Checkpoint(job, params, optimizer, schedule, distinct(cotrainers))
     resumed_from = checkpoint.load(state)
     ends = list(accumulate(p.steps for p in job.plan))  # phase i covers steps [ends[i-1], ends[i])
-    eval_at = set(job.eval_at)
+    may_end_early = any(p.until is not None for p in phases[:-1])
+    eval_at = set(job.eval_at) | (set(ends) if may_end_early else set())  # a curve point at every boundary
     device = next(job.model.parameters()).device
     generator, amp = step_generator(device), autocast_for(job.precision, device)
     if job.compile:
@@ -236,6 +277,7 @@ def train(job: TrainJob) -> TrainResult:
                     masks.close()
                     masks.enter_context(training_only(params, phases[i].params))
                 planned, phase = job.plan[i], phases[i]
+                ends_early = phase.until is not None and i < len(phases) - 1
                 mid_step = True  # until the step is counted and recorded, a saved state would be inconsistent
                 clock.step, clock.phase_steps = state.step, planned.steps
                 clock.phase_step = state.step - (ends[i] - planned.steps)
@@ -259,6 +301,11 @@ def train(job: TrainJob) -> TrainResult:
                 state.step, state.flops = state.step + 1, state.flops + planned.step_flops
                 state.loss_sum, state.loss_count = state.loss_sum + loss_value, state.loss_count + 1
                 clock.step, clock.phase_step = state.step, clock.phase_step + 1
+                ended = ends_early and state.step < ends[i] and phase.until(clock, loss_value)
+                if ended:  # the phase's unused steps go to later phases: the phase ends here
+                    end_phase_early(job.plan, i, clock.phase_step)
+                    ends = list(accumulate(p.steps for p in job.plan))
+                    eval_at.update(ends)
                 if job.on_step is not None:
                     job.on_step(clock)
                 now = time.monotonic()

@@ -1,5 +1,13 @@
-"""Errors a user can cause: the CLI prints them as one line and exits with code 2."""
+"""Errors a user can cause: the CLI prints them as one line and exits with code 2.
+
+``FAILURES`` is what a plugin (task, method) may raise that fails only the run (or
+teacher) it was working on: every exception, ``SystemExit`` included. Only
+``KeyboardInterrupt`` and :class:`kdbench.stop.StopRequested` stop the whole suite.
+"""
 
 
 class UserError(Exception):
     """A problem with the user's input (suite, plugin, path, params), not a kdbench bug."""
+
+
+FAILURES = (Exception, SystemExit)

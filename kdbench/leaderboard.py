@@ -28,6 +28,7 @@ import pandas as pd
 from .errors import UserError
 from .results import SEEDS
 from .suite import Run, identity
+from .tune_report import TaskTuning, task_tuning
 
 if TYPE_CHECKING:
     from .results import Results
@@ -62,7 +63,8 @@ def _mean_std(values: pd.Series) -> tuple[float, float]:
 def method_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """Aggregate one task's runs per method (row label): metric mean/std/95% interval over
     finished seeds, FLOPs to target over the seeds that reached it, means of
-    :data:`RUN_MEANS`, checkpoints stored, and counts of runs by status. Best first."""
+    :data:`RUN_MEANS`, checkpoints stored, students kept (count and bytes, summed over
+    runs), and counts of runs by status. Best first."""
     hib = bool(runs.higher_is_better.iloc[0])
     rows = []
     for method, g in runs.groupby("method", sort=False):
@@ -78,6 +80,7 @@ def method_frame(runs: pd.DataFrame) -> pd.DataFrame:
             "reached": int(g.to_target.notna().sum()),
             "checkpoints": float(g.checkpoints.max()) if g.checkpoints.notna().any() else 0.0,
             "checkpoint_bytes": float(g.checkpoint_bytes.max()) if g.checkpoint_bytes.notna().any() else 0.0,
+            "students": int((g.student_bytes > 0).sum()), "student_bytes": float(g.student_bytes.sum()),
         }
         for col in RUN_MEANS:
             row[col] = float(done[col].mean()) if col in done and done[col].notna().any() else math.nan
@@ -147,6 +150,7 @@ class Board:
     ci: bool = False
     budgets: list[float] = field(default_factory=list)
     configs: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    tuning: Optional[TaskTuning] = None  # the task's tuning sweeps (a suite with a tune: block)
 
 
 @dataclass
@@ -163,6 +167,7 @@ class Leaderboard:
     not_started: int = 0
     unreadable: list[dict] = field(default_factory=list)
     manifest_problem: Optional[str] = None
+    tuning_runs: int = 0
 
     def frame(self) -> pd.DataFrame:
         """One row per (task, method): the task's metric, direction, target and budget, then
@@ -199,7 +204,7 @@ def build_leaderboard(results: "Results", baseline: Optional[str] = None, ci: bo
     runs = results.runs()
     suite = (results.suite or {}).get("suite")
     board = Leaderboard([], str(results.path), suite, results.all_runs, results.outside, len(results.not_started),
-                        results.unreadable().to_dict("records"), results.manifest_problem)
+                        results.unreadable().to_dict("records"), results.manifest_problem, results.tuning_runs)
     if runs.empty:
         return board
     if baseline is not None and baseline not in set(runs.method):
@@ -208,9 +213,14 @@ def build_leaderboard(results: "Results", baseline: Optional[str] = None, ci: bo
     base = baseline or DEFAULT_BASELINE
     teacher_rows = results.teachers()
     teachers = dict(zip(teacher_rows.teacher_id, teacher_rows.summary))
+    trials = results.tuning()
     for task in results.order("tasks", list(dict.fromkeys(runs.task))):
         g = runs[runs.task == task]
         frame = method_frame(g)
+        tuning = task_tuning(trials, task)
+        if tuning is not None:  # what choosing each method's settings cost, beside its test runs
+            frame["tuned"] = [m in tuning.flops for m in frame.method]
+            frame["tuning_flops"] = [tuning.flops.get(m, math.nan) for m in frame.method]
         has_base = base in set(g.method)
         if has_base:
             frame = frame.merge(paired(g, base), on="method", how="left")
@@ -223,5 +233,5 @@ def build_leaderboard(results: "Results", baseline: Optional[str] = None, ci: bo
             budget_spec=next((b for b in g.budget_spec if isinstance(b, dict)), None), methods=frame,
             teachers=[{"teacher_id": t, **teachers[t]} for t in tids if t in teachers],
             problems=_problems(g), baseline=base if has_base else None, ci=ci,
-            budgets=[float(b) for b in budgets], configs=_configs(g)))
+            budgets=[float(b) for b in budgets], configs=_configs(g), tuning=tuning))
     return board

@@ -1,4 +1,5 @@
-"""Figures from a results folder: the metric against FLOPs (or student steps), one figure per task.
+"""Figures from a results folder: the metric against FLOPs (or student steps), one figure per task
+(and, for a tuned suite, one of its sweeps per task: ``tuning-<task>``).
 
 Each method is a mean line over its finished seeds with a band from the seeds'
 minimum to maximum; its phase boundaries (layer switches, checkpoint switches)
@@ -22,6 +23,7 @@ from matplotlib.lines import Line2D
 from .errors import UserError
 from .results import Results
 from .store import atomic_write
+from .tune_report import TaskTuning, task_tuning
 
 FORMATS = ("png", "pdf")
 
@@ -113,6 +115,35 @@ def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional
     return fig
 
 
+def plot_tuning(t: TaskTuning, methods: list[str], colors: Optional[dict[str, str]] = None) -> Figure:
+    """One task's sweeps: per method (in ``methods`` order), a strip of its trials' objectives on
+    the dev seeds, the chosen trial circled; failed trials are counted in the method's label."""
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colors = colors or {}
+    tuned = [m for m in methods if m in set(t.trials.method)]
+    for i, method in enumerate(tuned):
+        g = t.trials[(t.trials.method == method) & (t.trials.state == "complete")]
+        offsets = np.linspace(-0.2, 0.2, len(g)) if len(g) > 1 else np.zeros(len(g))  # spread, deterministically
+        ax.scatter(i + offsets, g.objective.astype(float), color=colors.get(method, f"C{i % 10}"), alpha=0.7, s=18)
+        best = g[g.chosen]
+        if len(best):
+            ax.scatter(i + offsets[list(g.chosen).index(True)], best.objective.astype(float), s=90,
+                       facecolors="none", edgecolors="black", linewidths=1.2, zorder=3)
+    failed = t.trials[t.trials.state == "failed"].groupby("method").size()
+    ax.set_xticks(range(len(tuned)), [f"{m}\n({failed[m]} failed)" if m in failed else m for m in tuned],
+                  fontsize="small")
+    if t.protocol["objective"] == "flops_to_target":
+        ax.set_yscale("log")
+    better = "lower" if not t.protocol.get("maximize", True) else "higher"
+    ax.set_ylabel(f"{t.objective}, mean over dev seeds ({better} is better)")
+    ax.set_title(f"{t.task}: {t.protocol['trials']} trials per method on dev seeds {t.protocol['dev_seeds']}; "
+                 "circled: chosen", fontsize="medium")
+    ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
 def _save(fig: Figure, path: Path) -> None:
     # no timestamps in the files, so the same run folders give the same figures
     metadata = {"CreationDate": None} if path.suffix == ".pdf" else {"Software": None}
@@ -123,27 +154,36 @@ def write_figures(results: Results, dest: Optional[Path] = None, teacher: bool =
                   formats: Iterable[str] = FORMATS, x: Optional[str] = None) -> list[Path]:
     """Write ``<dest>/<task>.<format>`` for every task of ``results`` (``dest`` defaults
     to the results folder's ``figures/``) against ``x`` (``flops`` or ``steps``; default:
-    student steps for a task whose budget is in student steps, else FLOPs); return the paths."""
+    student steps for a task whose budget is in student steps, else FLOPs), for a task whose
+    curves hold the parity probe's columns ``<task>-probe.<format>`` (:mod:`kdbench.probe_plots`),
+    and ``tuning-<task>.<format>`` for a tuned task; return the paths written."""
+    from .probe_plots import plot_probe  # it draws with this module's helpers
+
     if x is not None and x not in AXES:
         raise UserError(f"--x: {x!r} is not an axis; allowed: {', '.join(AXES)}")
-    runs, curves = results.runs(), results.curves()
+    runs, curves, trials = results.runs(), results.curves(), results.tuning()
     dest = Path(dest) if dest is not None else results.path / "figures"
     if runs.empty:
         return []
     methods = results.order("methods", sorted(set(runs.method)))
     colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}  # one colour per method across tasks
-    teacher_curves = results.teacher_curves() if teacher else None
+    all_teacher_curves = results.teacher_curves()
     paths = []
     for task in results.order("tasks", list(dict.fromkeys(runs.task))):
         g = runs[runs.task == task]
         g = g.iloc[sorted(range(len(g)), key=lambda i: methods.index(g.method.iloc[i]))]
-        used = None if teacher_curves is None else pd.concat(
-            [teacher_curves[teacher_curves.teacher_id == t] for t in dict.fromkeys(g.teacher_id.dropna())]
-            or [teacher_curves.iloc[:0]])
+        used = pd.concat([all_teacher_curves[all_teacher_curves.teacher_id == t]
+                          for t in dict.fromkeys(g.teacher_id.dropna())] or [all_teacher_curves.iloc[:0]])
         by_steps = all(isinstance(b, dict) and b.get("student_steps") for b in g.budget_spec)
-        fig = plot_task(g, curves, used, colors, x or ("steps" if by_steps else "flops"))
-        for fmt in formats:
-            path = dest / f"{task}.{fmt}"
-            _save(fig, path)
-            paths.append(path)
+        axis = x or ("steps" if by_steps else "flops")
+        figures = {task: plot_task(g, curves, used if teacher else None, colors, axis),
+                   f"{task}-probe": plot_probe(g, curves, used, axis)}  # None without probe columns
+        tuning = task_tuning(trials, task)
+        if tuning is not None:
+            figures[f"tuning-{task}"] = plot_tuning(tuning, methods, colors)
+        for name, fig in figures.items():
+            for fmt in formats if fig is not None else ():
+                path = dest / f"{name}.{fmt}"
+                _save(fig, path)
+                paths.append(path)
     return paths

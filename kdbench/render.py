@@ -22,6 +22,7 @@ from . import __version__
 from .errors import UserError
 from .leaderboard import Board, Leaderboard
 from .store import atomic_write_text
+from .tune_report import protocol_lines, sensitivity_markdown
 
 FLOP_CONVENTION = ("FLOPs are measured with torch.utils.flop_counter.FlopCounterMode on one real step per phase: "
                    "student forward + backward (only the layers that ran) + teacher forwards and projections "
@@ -98,6 +99,8 @@ def columns(board: Board) -> list[Column]:
         Column(lambda b: "Steps", lambda r, b: "-" if _isnan(r["steps"]) else f"{r['steps']:.0f}"),
         Column(lambda b: "Student FLOPs", lambda r, b: fmt_flops(r["flops"])),
         Column(lambda b: "Total FLOPs", lambda r, b: fmt_flops(r["total_flops"])),
+        *([Column(lambda b: "Tuning FLOPs", lambda r, b: fmt_flops(r["tuning_flops"]) if r["tuned"] else "not tuned")]
+          if board.tuning is not None else []),
         Column(lambda b: "Ckpts stored", lambda r, b: f"{r['checkpoints']:.0f} ({fmt_bytes(r['checkpoint_bytes'])})"
                if r["checkpoints"] > 0 else "0"),
         Column(lambda b: "Wall (s)", lambda r, b: "-" if _isnan(r["wall_time"]) else f"{r['wall_time']:.1f}",
@@ -184,7 +187,7 @@ def _configs_text(label: str, rows: dict[str, dict[str, str]]) -> str:
 
 def notes(board: Board) -> list[str]:
     """The lines under a table: teachers, budget and conventions, rows split by config,
-    runs not in the means."""
+    students kept, runs not in the means."""
     direction = "higher" if board.higher_is_better else "lower"
     lines = [_teacher_text(t, board.metric) for t in board.teachers]
     lines.append(f"{_budget_text(board)} {FLOP_CONVENTION}")
@@ -196,6 +199,13 @@ def notes(board: Board) -> list[str]:
         lines.append(f"Δ vs {board.baseline}: paired difference over matching (teacher seed, seed) pairs where both "
                      f"finished; Better in: pairs where the method beats {board.baseline} (ties counted apart).")
     lines += [_configs_text(label, rows) for label, rows in board.configs.items()]
+    kept = int(board.methods["students"].sum()) if "students" in board.methods else 0
+    if kept:
+        lines.append(f"Students kept: {kept} of {int(board.methods['runs'].sum())} runs, "
+                     f"{fmt_bytes(float(board.methods['student_bytes'].sum()))} in all (runs/<id>/student.safetensors "
+                     "and student.json; `kdbench export RUN_ID OUT --results RESULTS` writes one as a model to load).")
+    if board.tuning is not None:
+        lines += protocol_lines(board.tuning, [m for m in board.methods.method if m not in board.tuning.flops])
     if board.problems:
         lines.append("Not in the means: " + "; ".join(_problem_text(p) for p in board.problems) + ".")
     return lines
@@ -212,6 +222,9 @@ def folder_notes(board: Leaderboard) -> list[str]:
                      "`kdbench leaderboard RESULTS --all` shows every run, a row per config.")
     if board.not_started:
         lines.append(f"{board.not_started} run(s) of suite `{board.suite}` have no folder yet (not started).")
+    if board.tuning_runs:
+        lines.append(f"{board.tuning_runs} tuning runs on dev seeds, not shown (`kdbench tune-report RESULTS` "
+                     "lists the trials).")
     if board.unreadable:
         lines.append("Run folders that could not be read, left out of the tables (`kdbench run` redoes a run of "
                      "the suite it runs): " + "; ".join(f"runs/{u['run_id']}: {u['reason']}"
@@ -256,6 +269,8 @@ def _markdown(board: Leaderboard) -> str:
                                                disable_numparse=True, colalign=align), ""]
         for line in notes(b):
             parts += [line, ""]
+        if b.tuning is not None:
+            parts += [sensitivity_markdown(b.tuning), ""]
     for line in folder_notes(board):
         parts += [line, ""]
     return "\n".join(parts)
@@ -326,12 +341,16 @@ def _json(board: Leaderboard) -> str:
                 "baseline": b.baseline, "methods": methods,
                 "teachers": [{k: v for k, v in t.items() if k != "recipe"} for t in b.teachers],
                 "not_in_means": b.problems}
+        if b.tuning is not None:
+            task["tuning"] = {"protocol": b.tuning.protocol, "chosen": b.tuning.chosen,
+                              "sensitivity": b.tuning.sensitivity.to_dict("records")}
         tasks.append({**task, "configs": b.configs} if b.configs else task)
     doc = {"kdbench_version": __version__, "flop_convention": FLOP_CONVENTION, "curve_convention": CURVE_CONVENTION,
            "tasks": tasks}
     # what the folder holds beyond the tables, only when there is something to say
     extra = {"suite": board.suite if board.outside or board.not_started else None,
              "runs_outside_suite": board.outside, "runs_not_started": board.not_started,
+             "tuning_runs": board.tuning_runs,
              "unreadable": board.unreadable, "manifest_problem": board.manifest_problem}
     doc.update({k: v for k, v in extra.items() if v})
     return json.dumps(_clean(doc), indent=1) + "\n"
@@ -350,7 +369,8 @@ def render(board: Leaderboard, fmt: str = "md") -> str:
         return _latex(board)
     if kind == "csv":
         frame = pd.DataFrame(_records(board))
-        counts = [c for c in ("runs", "n", "reached", "pairs", "better", "tied", "checkpoints") if c in frame]
+        counts = [c for c in ("runs", "n", "reached", "pairs", "better", "tied", "checkpoints", "students")
+                  if c in frame]
         frame[counts] = frame[counts].astype("Float64").round().astype("Int64")
         return frame.to_csv(index=False)
     return _json(board)

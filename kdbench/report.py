@@ -5,6 +5,7 @@ Layout of ``kdbench report RESULTS OUT``::
 
     OUT/README.md                   what is here, how to reproduce it, how to cite it
     OUT/tables/leaderboard.{md,tex,csv,json}
+    OUT/tables/tuning.{md,tex,csv,json}   a tuned suite's sweeps (kdbench.tune_report)
     OUT/figures/<task>.{png,pdf}
     OUT/suite.yaml                  the suite as last run (plus its plugin files when found)
     OUT/versions.json               kdbench, python, torch, libraries, plugins, git commit; versions the runs used
@@ -35,6 +36,8 @@ from .leaderboard import build_leaderboard
 from .render import render
 from .results import Results, load_results
 from .store import MANIFEST, atomic_write_bytes, atomic_write_json, atomic_write_text
+from .tune_records import TUNING
+from .tune_report import write_tuning_tables
 
 TABLE_FORMATS = {"md": "md", "tex": "latex", "csv": "csv", "json": "json"}
 RUN_FILES = ("config.json", "summary.json", "curve.json", "traceback.txt")
@@ -109,6 +112,8 @@ def copy_results(results: Path, dest: Path) -> int:
             for name in names:
                 if (d / name).is_file():
                     atomic_write_bytes(dest / kind / d.name / name, (d / name).read_bytes())
+    for record in sorted((results / TUNING).glob("*/*.json")):  # tuning sweeps (not Optuna's journal)
+        atomic_write_bytes(dest / record.relative_to(results), record.read_bytes())
     for name in ("suite.yaml", MANIFEST):
         if (results / name).is_file():
             atomic_write_bytes(dest / name, (results / name).read_bytes())
@@ -160,8 +165,12 @@ def _suite_files(results: Path, dest: Path) -> tuple[str, list[str]]:
     return hashlib.sha256(text.encode()).hexdigest(), missing
 
 
+def _figure_text(path: Path) -> str:
+    return "each tuned method's trials on the dev seeds" if path.stem.startswith("tuning-") else "metric vs FLOPs"
+
+
 def _readme(dest: Path, boards: list, info: dict, suite_sha: str, missing: list[str],
-            figures: list[Path], runs: int) -> str:
+            figures: list[Path], runs: int, tuned: bool = False) -> str:
     git = info.get("git") or {}
     commit = f"{git['commit']}{' (with uncommitted changes)' if git.get('dirty') else ''}" if git else "not a git checkout"
     try:
@@ -178,10 +187,12 @@ def _readme(dest: Path, boards: list, info: dict, suite_sha: str, missing: list[
         "| `tables/leaderboard.md` | the leaderboard, GitHub markdown |",
         "| `tables/leaderboard.tex` | the same as LaTeX tables (needs `booktabs`, `graphicx`) |",
         "| `tables/leaderboard.csv`, `.json` | the same numbers, machine-readable (unrounded) |",
-        *[f"| `figures/{p.name}` | metric vs FLOPs |" for p in figures],
+        *(["| `tables/tuning.{md,tex,csv,json}` | the tuning sweeps: protocol, every trial on the dev seeds, "
+           "sensitivity of each method to its settings |"] if tuned else []),
+        *[f"| `figures/{p.name}` | {_figure_text(p)} |" for p in figures],
         "| `suite.yaml` | the suite as run |",
         "| `versions.json` | versions of everything that made these results and this report |",
-        "| `results/` | every run folder's config, summary and curve; teacher summaries and curves |",
+        "| `results/` | every run folder's config, summary and curve; teacher summaries and curves; tuning records |",
         "",
         "## Reproduce", "",
         "Install the same versions (`versions.json` lists all of them):", "",
@@ -226,8 +237,10 @@ def write_report(results: Path, dest: Path, baseline: Optional[str] = None, ci: 
     board = build_leaderboard(res, baseline, ci)
     for ext, fmt in TABLE_FORMATS.items():
         atomic_write_text(dest / "tables" / f"leaderboard.{ext}", render(board, fmt))
+    tuning = write_tuning_tables(res, dest / "tables")
     figures = write_figures(res, dest / "figures", teacher=teacher)
     info = versions(res)
     atomic_write_json(dest / "versions.json", {**info, "suite_sha256": suite_sha})
-    atomic_write_text(dest / "README.md", _readme(dest, board.boards, info, suite_sha, missing, figures, runs))
+    atomic_write_text(dest / "README.md", _readme(dest, board.boards, info, suite_sha, missing, figures, runs,
+                                                  bool(tuning)))
     return dest

@@ -112,6 +112,7 @@ def _run_row(run: RunFolder) -> dict:
         "metric": s.get("metric"), "higher_is_better": s.get("higher_is_better"), "target": c["eval"].get("target"),
         "budget_spec": c["budget"], "budget": s.get("budget_flops"), "device": s.get("device"),
         "checkpoints": s.get("checkpoints_used", 0), "checkpoint_bytes": s.get("checkpoint_bytes", 0),
+        "student_bytes": s.get("student_bytes", 0),
         "kdbench_version": c.get("kdbench_version"), "metrics": s.get("metrics") or {},
         "phases": s.get("phases") or [], "config": c, **{k: s.get(k) for k in SUMMARY_NUMBERS},
     }
@@ -135,7 +136,7 @@ def _runs_frame(folders: list[RunFolder]) -> pd.DataFrame:
     df["auc"] = [curve_auc(cv, m) if done else math.nan for cv, m, done in zip(curves, df.metric, finished)]
     df["boundaries"] = [phase_boundaries(r.summary or {}, r.curve or []) if r.status in FINAL_STATUSES else []
                         for r in folders]
-    for col in ("budget", "checkpoints", "checkpoint_bytes", "target", *SUMMARY_NUMBERS):
+    for col in ("budget", "checkpoints", "checkpoint_bytes", "student_bytes", "target", *SUMMARY_NUMBERS):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     # one row label per config: a method label with several configs in a task is split
     n_configs = df.groupby(["task", "method_label"]).config_key.transform("nunique")
@@ -199,13 +200,18 @@ class Results:
 
     ``suite`` is the manifest of the suite last run into the folder (None without one);
     ``all_runs`` says whether every run folder was loaded or only that suite's;
-    ``outside`` counts the run folders left out (other suites, earlier versions);
+    ``outside`` counts the run folders left out (other suites, earlier versions), not
+    the tuning runs of a tuned suite (``tuning_runs``, whose sweeps :meth:`tuning` reads);
     ``not_started`` lists the suite's run ids that have no folder yet."""
 
     def __init__(self, path: Path, runs: pd.DataFrame, curves: pd.DataFrame, teachers: pd.DataFrame,
                  teacher_curves: pd.DataFrame, unreadable: pd.DataFrame, suite: Optional[dict], all_runs: bool,
-                 outside: int, not_started: list[str], manifest_problem: Optional[str], suite_yaml: Optional[dict]):
+                 outside: int, not_started: list[str], manifest_problem: Optional[str], suite_yaml: Optional[dict],
+                 tuning_ids: Optional[set] = None, tuning_runs: int = 0):
         self.path = Path(path)
+        self._tuning_ids = tuning_ids
+        #: run folders of the suite's tuning trials (on dev seeds), not shown (see :meth:`tuning`)
+        self.tuning_runs = tuning_runs
         self._runs, self._curves, self._unreadable = runs, curves, unreadable
         self._teachers, self._teacher_curves = teachers, teacher_curves
         self.suite, self.all_runs, self.outside, self.not_started = suite, all_runs, outside, not_started
@@ -217,7 +223,8 @@ class Results:
         label), ``method_label``, ``method_name``, ``version``, ``seed``, ``teacher_seed``,
         ``teacher_id``, ``config_key``, ``status`` (finished, diverged, failed, incomplete),
         ``error``, ``metric``, ``higher_is_better``, ``target``, the summary's numbers
-        (``flops``, ``total_flops``, ``steps``, ``wall_time``, ``budget``, ``checkpoints``, ...),
+        (``flops``, ``total_flops``, ``steps``, ``wall_time``, ``budget``, ``checkpoints``,
+        ``student_bytes``: the kept student's files, 0 when none was kept, ...),
         the derived ``value`` (final metric, finished runs), ``auc``, ``to_target`` and
         ``boundaries`` (phase switches in FLOPs), and the raw ``config``, ``metrics``, ``phases``."""
         return self._runs.copy()
@@ -241,6 +248,17 @@ class Results:
         """The run folders that could not be read: ``run_id``, ``reason``, and ``task``,
         ``method``, ``seed`` when the config could be read. ``kdbench run`` redoes them."""
         return self._unreadable.copy()
+
+    def tuning(self) -> pd.DataFrame:
+        """One row per trial of the suite's tuning sweeps (``OUT/tuning/<task>/<method>.json``, see
+        :mod:`kdbench.tune_records`): ``task``, ``method``, ``trial``, ``state`` (complete, failed,
+        running), ``settings`` (dict), ``objective`` (mean over its dev runs), ``objectives`` (per
+        dev run), ``run_ids``, ``flops`` (its runs' student FLOPs), ``chosen``, ``error``, ``kind``
+        (the objective: final, auc, flops_to_target), ``maximize`` and the sweep's ``protocol``.
+        Empty for a suite without a ``tune:`` block."""
+        from .tune_records import read_trials
+
+        return read_trials(self.path, None if self.all_runs else self._tuning_ids)
 
     def order(self, section: str, labels: list[str]) -> list[str]:
         """``labels`` in the order OUT/suite.yaml lists its ``section`` (tasks or methods),
@@ -282,12 +300,15 @@ def load_results(path: Union[str, Path], all_runs: bool = False) -> Results:
     suite, problem = _manifest(path)
     folders = sorted(d for d in (path / "runs").iterdir() if d.is_dir())
     scoped = suite is not None and not all_runs
+    tuning = None
     if scoped:
         ids = set(suite["run_ids"])
         inside = [d for d in folders if d.name in ids]
         not_started = [i for i in dict.fromkeys(suite["run_ids"]) if not (path / "runs" / i).is_dir()]
+        tuning = set(suite.get("tuning_run_ids") or ()) - ids
     else:
         inside, not_started = folders, []
+    tuned = sum(d.name in (tuning or ()) for d in folders)
     read = [read_run(d) for d in inside]
     good = [r for r in read if r.problem is None]
     bad = [{"run_id": r.path.name, "reason": r.problem,
@@ -297,4 +318,5 @@ def load_results(path: Union[str, Path], all_runs: bool = False) -> Results:
     teachers, teacher_curves = _teachers(path)
     return Results(path, _runs_frame(good), curves, teachers, teacher_curves,
                    pd.DataFrame(bad, columns=["run_id", "reason", "task", "method", "seed"], dtype=object), suite,
-                   not scoped, len(folders) - len(inside), not_started, problem, _suite_yaml(path))
+                   not scoped, len(folders) - len(inside) - tuned, not_started, problem, _suite_yaml(path), tuning,
+                   tuned)

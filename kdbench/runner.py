@@ -8,6 +8,7 @@ allots the budget, hands the job to the engine and stores the result.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import traceback
@@ -23,15 +24,17 @@ from .api import MethodContext, Phase, TaskInstance
 from .budget import allot_steps, eval_steps, measure_phases
 from .device import effective_precision
 from .engine import PlannedPhase, TrainJob, progress_every, train
-from .errors import UserError
+from .errors import FAILURES, UserError
 from .loggers.runlog import RunLog
 from .loggers.selection import LoggerSpec
 from .plugins import Registry
 from .stop import stop_requested
-from .store import atomic_write_json, run_dir, run_is_done, teacher_dir
+from .store import atomic_write_json, discard_unreadable, run_dir, run_is_done, teacher_dir, write_failure
 from . import streams
+from .students import keep_student
 from .suite import Run
-from .teachers import CachedTeacher, ProbeTeacher, checkpoint_path, ensure_teacher, new_teacher, teacher_phase
+from .teachers import (CachedTeacher, ProbeTeacher, TeacherFailed, checkpoint_path, ensure_teacher, new_teacher,
+                       record_teacher_failure, teacher_phase)
 
 Progress = Optional[Callable[[int, int], None]]  # (steps done, total steps)
 # measure(phases, model, task, batch_size, device) -> FLOPs of one step of each phase
@@ -101,7 +104,10 @@ def measure_cotrain(phases: list[Phase], task: TaskInstance, batch_size: int, de
 
 def teacher_training_flops(run: Run, task: TaskInstance, device: torch.device,
                            measure: Measure = measure_phases) -> int:
-    """What training this run's cached teacher costs: its recipe's steps times one measured step."""
+    """What training this run's cached teacher costs: its recipe's steps times one measured step
+    (nothing for a given teacher: a checkpoint file or pretrained weights are not trained here)."""
+    if run.teacher_checkpoint is not None or task.teacher_source() is not None:
+        return 0
     model = new_teacher(task, run.teacher_seed)
     step = measure([teacher_phase(model)], model, task, run.teacher_recipe.batch_size, device)[0]
     return run.teacher_recipe.steps * step
@@ -185,8 +191,14 @@ def _prepared(run: Run, phases, steps, costs, cotrain_costs, student, task, ctx,
 def train_teacher(run: Run, checkpoints, registry: Registry, out: Path, device: torch.device,
                   precision: str = "fp32", compile: bool = False, progress: Progress = None) -> dict:
     """Make sure ``run``'s teacher is in the cache with ``checkpoints`` (training it if needed);
-    return its summary, with the task's ranking metric under ``metric``."""
-    task = build_task(run, registry, device, out)
+    return its summary, with the task's ranking metric under ``metric``. Raises
+    :class:`TeacherFailed` (recorded in the teacher's folder) if it cannot be trained."""
+    try:
+        task = build_task(run, registry, device, out)
+    except UserError:
+        raise
+    except FAILURES as exc:  # the task cannot even be built: its teacher fails with it
+        raise TeacherFailed(record_teacher_failure(teacher_dir(out, run.teacher_id), run.teacher_id, exc)) from exc
     summary = ensure_teacher(out, run.teacher_id, task, run.teacher_seed, run.teacher_recipe, sorted(checkpoints),
                              run.teacher_checkpoint, run.eval.points, run.save_every_s, progress,
                              precision=effective_precision(precision, device), compile=compile)
@@ -199,16 +211,19 @@ def execute_run(run: Run, registry: Registry, out: Path, device: torch.device, p
     """Run ``run`` unless its folder already holds a finished result (``rerun``: even then);
     store its config, curve and summary; return what happened.
 
-    A method that raises is recorded as ``failed`` with its traceback; the caller
-    goes on with the other runs. ``precision="bf16"`` autocasts the losses on CUDA;
-    ``compile`` torch.compiles student and teacher after their FLOPs are measured.
+    Whatever a plugin raises (``SystemExit`` included), a teacher that fails, or a
+    results file that cannot be written makes the run ``failed``, recorded with its
+    traceback when the folder can still be written (see :func:`failed_outcome`); the
+    caller goes on with the other runs. Only a UserError, Ctrl-C and a stop request
+    propagate. ``precision="bf16"`` autocasts the losses on CUDA; ``compile``
+    torch.compiles student and teacher after their FLOPs are measured.
     ``probe_teacher`` uses an untrained teacher of the right shape (tests of shapes and FLOPs).
     ``loggers`` (a launch context's ``loggers``) follow the run in experiment trackers.
     """
     runlog = RunLog(run, registry, out, loggers)
     try:
-        outcome = _train_and_store(run, registry, out, device, progress, teacher_progress, precision, compile,
-                                   probe_teacher, rerun, runlog.point)
+        outcome = _locked_run(run, registry, out, device, progress, teacher_progress, precision, compile,
+                              probe_teacher, rerun, runlog.point)
     except BaseException:
         runlog.abort()
         raise
@@ -216,48 +231,101 @@ def execute_run(run: Run, registry: Registry, out: Path, device: torch.device, p
     return outcome
 
 
-def _train_and_store(run: Run, registry: Registry, out: Path, device: torch.device, progress: Progress,
-                     teacher_progress: Progress, precision: str, compile: bool, probe_teacher: bool, rerun: bool,
-                     on_record: Callable[[dict], None]) -> RunOutcome:
-    """:func:`execute_run` but for its loggers, which get every curve point through ``on_record``."""
+def _locked_run(run: Run, registry: Registry, out: Path, device: torch.device, progress: Progress,
+                teacher_progress: Progress, precision: str, compile: bool, probe_teacher: bool, rerun: bool,
+                on_record: Callable[[dict], None]) -> RunOutcome:
+    """:func:`execute_run` but for its loggers, which get every curve point through ``on_record``:
+    take the run's lock, skip a finished run, record a failure."""
     precision = effective_precision(precision, device)
-    folder = run_dir(out, run.run_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder / ".lock")):
+    folder, started = run_dir(out, run.run_id), time.time()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(folder / ".lock"))
+        lock.acquire()
+    except OSError as exc:
+        return failed_outcome(run, folder, exc, started)
+    try:
         if not rerun and run_is_done(out, run.run_id):
             return RunOutcome({"status": "skipped", "run_id": run.run_id})
+        return _execute(run, registry, out, folder, device, progress, teacher_progress, precision, compile,
+                        probe_teacher, on_record)
+    except UserError:
+        raise
+    except FAILURES as exc:
+        return failed_outcome(run, folder, exc, started)
+    finally:
+        lock.release()
+
+
+def _execute(run: Run, registry: Registry, out: Path, folder: Path, device: torch.device, progress: Progress,
+             teacher_progress: Progress, precision: str, compile: bool, probe_teacher: bool,
+             on_record: Callable[[dict], None]) -> RunOutcome:
+    """The body of :func:`execute_run`, under the run's lock: train (every curve point to
+    ``on_record``) and store the result."""
+    atomic_write_json(folder / "config.json", {**run.config(), "kdbench_version": __version__})
+    discard_unreadable(folder / "state.pt", "saved run state")
+    teacher, teacher_summary = None, None
+    task = build_task(run, registry, device, out)
+    if probe_teacher:
+        teacher = ProbeTeacher(task, run.teacher_seed, run.checkpoints)
+    elif uses_cached_teacher(registry, run.method):
+        teacher_summary = ensure_teacher(
+            out, run.teacher_id, task, run.teacher_seed, run.teacher_recipe, list(run.checkpoints),
+            run.teacher_checkpoint, run.eval.points, run.save_every_s, teacher_progress,
+            precision=precision, compile=compile)
+        teacher = CachedTeacher(teacher_dir(out, run.teacher_id), task, run.teacher_seed)
+    prepared = prepare(run, registry, task, teacher, device, folder / "state.pt", progress, precision, compile)
+    prepared.job.on_record = on_record
+    if compile and isinstance(teacher, CachedTeacher):
+        teacher.compile()  # after prepare: FLOPs are counted on the eager models
+    result = train(prepared.job)
+    kept = run.keep_students and result.status == "finished"
+    student_bytes = keep_student(folder, prepared.job.model, task) if kept else 0
+    summary = run_summary(run, registry, task, prepared, result, teacher, teacher_summary, device, precision,
+                          compile)
+    summary["student_bytes"] = student_bytes  # student.safetensors, student.json (kdbench.students)
+    atomic_write_json(folder / "curve.json", result.curve)
+    atomic_write_json(folder / "summary.json", summary)
+    for stale in ("state.pt", "traceback.txt"):  # a traceback of an earlier failed attempt
+        with contextlib.suppress(OSError):  # the result is stored: leftovers must not fail the run
+            (folder / stale).unlink(missing_ok=True)
+    return RunOutcome(summary, result.curve, prepared, task)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line on what went wrong: a failed teacher's own message, else the exception's type and text."""
+    if isinstance(exc, TeacherFailed):
+        return str(exc)
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: a plugin called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def failed_outcome(run: Run, folder: Path, exc: BaseException, started: float) -> RunOutcome:
+    """Record ``run`` as failed by ``exc`` (call it from the ``except`` block: it writes the traceback).
+    Never raises: if the folder cannot be written, the summary says so under ``unrecorded``
+    and the caller reports it. An ``OSError``'s errno is kept (``errno``: 28 is a full disk)."""
+    summary = {"run_id": run.run_id, "status": "failed", "error": describe_error(exc),
+               "wall_time": time.time() - started}
+    if isinstance(exc, OSError) and exc.errno is not None:
+        summary["errno"] = exc.errno
+    note = write_failure(folder, summary, traceback.format_exc())
+    if note is not None:
+        summary["unrecorded"] = note
+    return RunOutcome(summary, error=exc)
+
+
+def fail_without_running(run: Run, out: Path, error: str) -> dict:
+    """Record ``run`` as failed with ``error`` without starting it (its teacher failed); never raises."""
+    folder = run_dir(out, run.run_id)
+    summary = {"run_id": run.run_id, "status": "failed", "error": error, "wall_time": 0.0}
+    try:
         atomic_write_json(folder / "config.json", {**run.config(), "kdbench_version": __version__})
-        started = time.time()
-        teacher, teacher_summary = None, None
-        try:
-            task = build_task(run, registry, device, out)
-            if probe_teacher:
-                teacher = ProbeTeacher(task, run.teacher_seed, run.checkpoints)
-            elif uses_cached_teacher(registry, run.method):
-                teacher_summary = ensure_teacher(
-                    out, run.teacher_id, task, run.teacher_seed, run.teacher_recipe, list(run.checkpoints),
-                    run.teacher_checkpoint, run.eval.points, run.save_every_s, teacher_progress,
-                    precision=precision, compile=compile)
-                teacher = CachedTeacher(teacher_dir(out, run.teacher_id), task, run.teacher_seed)
-            prepared = prepare(run, registry, task, teacher, device, folder / "state.pt", progress, precision, compile)
-            prepared.job.on_record = on_record
-            if compile and isinstance(teacher, CachedTeacher):
-                teacher.compile()  # after prepare: FLOPs are counted on the eager models
-            result = train(prepared.job)
-        except (KeyboardInterrupt, UserError):
-            raise
-        except Exception as exc:
-            (folder / "traceback.txt").write_text(traceback.format_exc())
-            summary = {"run_id": run.run_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                       "wall_time": time.time() - started}
-            atomic_write_json(folder / "summary.json", summary)
-            return RunOutcome(summary, error=exc)
-        summary = run_summary(run, registry, task, prepared, result, teacher, teacher_summary, device, precision,
-                              compile)
-        atomic_write_json(folder / "curve.json", result.curve)
-        atomic_write_json(folder / "summary.json", summary)
-        (folder / "state.pt").unlink(missing_ok=True)
-        return RunOutcome(summary, result.curve, prepared, task)
+    except OSError as exc:
+        summary["unrecorded"] = f"not recorded on disk ({exc})"
+        return summary
+    note = write_failure(folder, summary, error + "\n")
+    return {**summary, "unrecorded": note} if note else summary
 
 
 def plain_json(obj):

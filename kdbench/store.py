@@ -4,8 +4,9 @@ Layout of an output folder::
 
     OUT/suite.yaml                    the suite as last run
     OUT/suite.json                    its manifest: name, sha256 of the suite file, its run ids, time
-    OUT/teachers/<teacher_id>/        final.pt, checkpoints/step-<N>.pt, summary.json, curve.json
-    OUT/runs/<run_id>/                config.json, curve.json, summary.json, state.pt (while running)
+    OUT/teachers/<teacher_id>/        final.pt, teacher.json, checkpoints/step-<N>.pt, summary.json, curve.json
+    OUT/runs/<run_id>/                config.json, curve.json, summary.json, state.pt (while running),
+                                      student.safetensors, student.json (kdbench.students)
     OUT/leaderboard.md
 
 :func:`read_run` reads a run folder and checks its files for completeness and
@@ -13,12 +14,19 @@ shape. A run is done when that check passes and its status is ``finished`` or
 ``diverged``; anything else is run again by ``kdbench run``. The results layer
 (:mod:`kdbench.results`) reads folders through the same function, so a folder
 it cannot read is listed with the reason, never dropped.
+
+A write that fails raises an ``OSError`` naming the file being written; recording
+a failure (:func:`write_failure`) never raises; a saved PyTorch file that no longer
+loads is discarded with a warning naming it (:func:`discard_unreadable`), so that
+it is rebuilt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import tempfile
@@ -46,20 +54,45 @@ RUN_CONFIG_KEYS = {
 FINAL_SUMMARY_KEYS = {"metric": _STR, "higher_is_better": (bool,), "metrics": _DICT, "steps": _NUMBER,
                       "flops": _NUMBER, "budget_flops": _NUMBER, "wall_time": _NUMBER}
 CURVE_POINT_KEYS = {"step": _NUMBER, "flops": _NUMBER, "phase": _STR}
+log = logging.getLogger("kdbench")
 
 
 # ---------------------------------------------------------------- atomic writes
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write`` with a binary file that becomes ``path`` only once complete (temp
-    file, fsync, rename), so readers never see half a file; parent folders are created."""
+    file, fsync, rename), so readers never see half a file; parent folders are created.
+    An ``OSError`` (read-only folder, full disk) is raised naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):  # name the file being written, not the temp file (or nothing)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
+
+
+def atomic_save_as(path: Path, save: Callable[[str], Any]) -> None:
+    """Like :func:`atomic_write`, for writers that take a file name (``safetensors.torch.save_model``):
+    ``save(temp_name)``, fsync, then rename to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -96,6 +129,49 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` ``obj`` to ``path`` atomically."""
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def write_failure(folder: Path, summary: dict, traceback_text: str) -> Optional[str]:
+    """Record a failure in ``folder``: ``traceback.txt`` and ``summary.json``, atomically. Never
+    raises: if the folder cannot be written, say why (the caller reports it elsewhere)."""
+    try:
+        atomic_write_text(Path(folder) / "traceback.txt", traceback_text)
+        atomic_write_json(Path(folder) / "summary.json", summary)
+    except Exception as exc:  # noqa: BLE001 - recording a failure must not fail in turn
+        return f"not recorded on disk ({type(exc).__name__}: {exc})"
+    return None
+
+
+def make_results_folder(out: Path, suite_text: str) -> None:
+    """Create ``out`` with its ``runs/`` and ``teachers/``, check that files can be created in
+    each, and write the suite to ``OUT/suite.yaml``; an ``OSError`` naming the path if that
+    cannot be done (read-only, a file in the way, no such place)."""
+    for folder in (Path(out), Path(out) / "runs", Path(out) / "teachers"):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    atomic_write_text(Path(out) / "suite.yaml", suite_text)
+
+
+def discard_unreadable(path: Path, what: str, check: Optional[Callable[[Any], None]] = None) -> bool:
+    """If ``path`` exists but does not load with ``torch.load`` (or ``check(obj)`` raises), log a
+    warning naming it and delete it, so it is rebuilt; True if it was discarded. Tensors are
+    memory-mapped, so checking keys and shapes does not read the weights."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if check is not None:
+            check(obj)
+        return False
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, it is rebuilt
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        log.warning(f"{path}: unreadable {what} ({reason}); discarded, it will be rebuilt")
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return True
 
 
 # ---------------------------------------------------------------- reading
@@ -227,15 +303,19 @@ def read_progress(folder: Path) -> Optional[dict]:
     return progress if ok else None
 
 
-def write_manifest(out: Path, suite_name: str, suite_file: Path, run_ids: list[str]) -> Path:
+def write_manifest(out: Path, suite_name: str, suite_file: Path, run_ids: list[str],
+                   tuning_run_ids: list[str] = ()) -> Path:
     """Record in ``OUT/suite.json`` which runs the suite being run consists of (its name,
     the sha256 of ``suite_file``, its run ids, and when that was first recorded); the
-    results layer shows only those by default. A rerun of the same suite leaves the file
+    results layer shows only those by default. A tuned suite's trial runs (on dev seeds)
+    are listed apart, as ``tuning_run_ids``. A rerun of the same suite leaves the file
     as it is. Return its path."""
     path = Path(out) / MANIFEST
     manifest = {"suite": suite_name, "sha256": hashlib.sha256(Path(suite_file).read_bytes()).hexdigest(),
                 "run_ids": list(run_ids)}
+    if tuning_run_ids:
+        manifest["tuning_run_ids"] = list(tuning_run_ids)
     old = read_json(path)
-    if not (isinstance(old, dict) and all(old.get(k) == v for k, v in manifest.items())):
+    if not (isinstance(old, dict) and {k: v for k, v in old.items() if k != "time"} == manifest):
         atomic_write_json(path, {**manifest, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return path

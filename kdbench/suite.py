@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Sequence
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .api import Recipe
@@ -26,12 +25,15 @@ from .inputs import hash_file, hash_params, resolve_params, resolve_path
 from .loggers.schema import LoggerEntry
 from .schema import allowed_fields, model_at
 from .streams import VERSION as STREAMS_VERSION
+from .suitefile import excerpt, read_suite_file
+from .tune_spec import TunePlan, TuneSpec, resolve_tune
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # names become folder names: no separators
+NAME_MAX = 100  # a folder name must fit the file system's limit (255 bytes) with room to spare
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Budget(_Strict):
@@ -70,7 +72,7 @@ class Evaluation(_Strict):
 
 class TaskEntry(_Strict):
     name: str
-    label: Optional[str] = Field(None, pattern=NAME_PATTERN)
+    label: Optional[str] = Field(None, pattern=NAME_PATTERN, max_length=NAME_MAX)
     params: dict[str, Any] = {}
     teacher: dict[str, Any] = Field({}, description="overrides of the task's teacher recipe")
     student: dict[str, Any] = Field({}, description="overrides of the task's student recipe")
@@ -80,7 +82,7 @@ class TaskEntry(_Strict):
 
 class MethodEntry(_Strict):
     name: str
-    label: Optional[str] = Field(None, pattern=NAME_PATTERN)
+    label: Optional[str] = Field(None, pattern=NAME_PATTERN, max_length=NAME_MAX)
     params: dict[str, Any] = {}
 
 
@@ -94,7 +96,7 @@ class LauncherEntry(_Strict):
 class Suite(_Strict):
     """A benchmark: tasks x methods x seeds under one budget per task."""
 
-    name: str = Field(pattern=NAME_PATTERN)
+    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX)
     description: str = ""
     output: Optional[str] = None
     seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
@@ -105,8 +107,10 @@ class Suite(_Strict):
     methods: list[MethodEntry] = Field(min_length=1)
     plugins: list[str] = []
     save_every_s: float = Field(60.0, gt=0, description="seconds between resumable state saves")
+    keep_students: bool = Field(True, description="keep each finished run's student (for kdbench export)")
     launcher: LauncherEntry = LauncherEntry()
-    loggers: list[LoggerEntry] = []  # experiment trackers that follow every run (kdbench.loggers)
+    loggers: list[LoggerEntry] = Field([], description="experiment trackers that follow every run (--log)")
+    tune: Optional[TuneSpec] = Field(None, description="choose each method's settings on dev seeds first")
 
     @field_validator("seeds", "teacher_seeds")
     @classmethod
@@ -157,6 +161,7 @@ class Run:
     streams: str = "1"  # how random streams are derived (kdbench.streams.VERSION; 1: before it was recorded)
     inputs: dict = field(default_factory=dict)  # content hashes of the files it reads (kdbench.inputs)
     save_every_s: float = 60.0
+    keep_students: bool = True  # write the final student into the run folder (kdbench.students)
 
     @property
     def task_identity(self) -> dict:
@@ -190,11 +195,12 @@ class Run:
 
 def identity(run: Run) -> dict:
     """Everything that determines a run's result: its config without labels, the suite's name,
-    the save cadence or which checkpoints are stored, and with files as their content hashes."""
+    the save cadence, which checkpoints are stored or whether the student is kept, and with files
+    as their content hashes."""
     config = {**run.config(), "task_params": run.task_identity,
               "teacher_checkpoint": run.inputs.get("teacher_checkpoint")}
-    return {k: v for k, v in config.items() if k not in ("run_id", "teacher_id", "suite", "task_label",
-                                                          "method_label", "save_every_s", "checkpoints", "inputs")}
+    return {k: v for k, v in config.items() if k not in ("run_id", "teacher_id", "suite", "task_label", "method_label",
+                                                          "save_every_s", "keep_students", "checkpoints", "inputs")}
 
 
 def run_identity(run: Run) -> str:
@@ -222,6 +228,7 @@ class LoadedSuite:
     path: Path
     runs: list[Run] = field(default_factory=list)
     plugin_paths: tuple = ()  # every plugin file loaded: the command line's, then the suite's
+    tune: Optional[TunePlan] = None  # the validated tune: block (kdbench.tune_spec)
 
     @property
     def output(self) -> Path:
@@ -245,8 +252,9 @@ def format_validation_error(path: Path, err: ValidationError, prefix: str = "", 
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field" + allowed_fields(model_at(model, tuple(e["loc"])[:-1]), str(e["loc"][-1]))
+        msg = msg if len(msg) <= 300 else msg[:300] + "..."
         if "input" in e and e["type"] not in ("missing", "extra_forbidden") and not isinstance(e["input"], dict):
-            msg += f" (got {e['input']!r})"
+            msg += f" (got {excerpt(e['input'])})"
         lines.append(f"{path}: {where}: {msg}")
     return "\n".join(lines)
 
@@ -255,24 +263,11 @@ def unknown_name(path: Path, where: str, kind: str, name: str, allowed: list[str
                  failures: Sequence[str] = ()) -> UserError:
     """The error for an unknown plugin name: where, the name, the closest allowed one, all allowed,
     and the plugins that failed to load (``Registry.failure_lines()``): the name may be theirs."""
-    hint = difflib.get_close_matches(str(name), allowed, n=1)
+    hint = difflib.get_close_matches(str(name)[:200], allowed, n=1)
     suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
     failed = "".join(f"; {line}" for line in failures)
-    return UserError(f"{path}: {where}: unknown {kind} {name!r}{suggestion}; allowed: {', '.join(sorted(allowed))}"
-                     f"{failed}")
-
-
-def read_suite_file(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such suite file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a suite is a YAML mapping with name, seeds, tasks, methods, budget")
-    return data
+    return UserError(f"{path}: {where}: unknown {kind} {excerpt(name)}{suggestion}; "
+                     f"allowed: {', '.join(sorted(allowed))}{failed}")
 
 
 def parse_suite(path: Path) -> Suite:
@@ -378,9 +373,18 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
                               method_label=mentry.label or mentry.name, method_version=str(mcls.version),
                               method_params=mparams.model_dump(mode="json"), seed=seed, budget=resolved,
                               eval=suite.eval, streams=STREAMS_VERSION, inputs=inputs,
-                              save_every_s=suite.save_every_s)
+                              save_every_s=suite.save_every_s, keep_students=suite.keep_students)
                     runs.append(replace(run, run_id=run_identity(run)))
     return runs
+
+
+def check_plugin_file(file, where: str) -> None:
+    """A UserError unless ``file`` is an existing Python (.py) file: ``where`` names who gave it."""
+    file = Path(file)
+    if not file.is_file():
+        raise UserError(f"{where}: no such plugin file {excerpt(str(file))}")
+    if file.suffix != ".py":
+        raise UserError(f"{where}: {excerpt(str(file))} is not a Python file; a plugin file ends in .py")
 
 
 def load_suite(path: Path, registry_factory, extra_plugins: tuple = ()) -> tuple[LoadedSuite, Registry]:
@@ -390,8 +394,9 @@ def load_suite(path: Path, registry_factory, extra_plugins: tuple = ()) -> tuple
     suite = parse_suite(path)
     plugin_paths = [str((path.parent / p).resolve()) if not Path(p).is_absolute() else p for p in suite.plugins]
     for i, p in enumerate(plugin_paths):
-        if not Path(p).is_file():
-            raise UserError(f"{path}: plugins[{i}]: no such plugin file {suite.plugins[i]!r}")
+        check_plugin_file(p, f"{path}: plugins[{i}]")
+    for p in extra_plugins:
+        check_plugin_file(p, "--plugin")
     registry = registry_factory(tuple(extra_plugins) + tuple(plugin_paths))
     failed = [p for p in plugin_paths + list(extra_plugins) if str(p) in registry.failures]
     if failed:
@@ -402,4 +407,5 @@ def load_suite(path: Path, registry_factory, extra_plugins: tuple = ()) -> tuple
     _validate_params(path, "launcher.options", registry.launchers[suite.launcher.name].cls.Params,
                      suite.launcher.options)
     runs = expand(suite, path, registry)
-    return LoadedSuite(suite, path, runs, tuple(extra_plugins) + tuple(plugin_paths)), registry
+    tune = resolve_tune(suite, path, registry, runs)
+    return LoadedSuite(suite, path, runs, tuple(extra_plugins) + tuple(plugin_paths), tune), registry

@@ -2,13 +2,24 @@
 
 A teacher is keyed by (task, version, params, teacher seed, recipe) and trained
 once per results folder, by the engine, however many methods and seeds use it.
-It stores exactly the intermediate checkpoints some method asked for. A suite
-may instead point a task at an existing state-dict file as its final teacher.
+It stores exactly the intermediate checkpoints some method asked for. A teacher
+may instead be given: a state-dict file the suite names (``teacher_checkpoint``),
+or pretrained weights the task loads itself (``TaskInstance.teacher_source()``,
+e.g. a Hugging Face folder); a given teacher is recorded, never trained. Next to
+``final.pt`` a teacher folder holds ``teacher.json``, what rebuilds the model
+(:mod:`kdbench.students`).
+
+Cached weights are checked before use (each file loads, with this teacher's keys
+and shapes); a file that does not is discarded with a warning and rebuilt. A
+teacher whose training fails is recorded as ``failed`` in its folder (summary and
+traceback) and raises :class:`TeacherFailed`: the runs that need it fail, the
+others go on.
 """
 
 from __future__ import annotations
 
 import time
+import traceback
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Optional
@@ -21,10 +32,16 @@ from torch import nn
 from .api import Clock, Phase, Recipe, TaskInstance, logits
 from .budget import eval_steps, measure_phases
 from .engine import PlannedPhase, TrainJob, progress_every, train
-from .errors import UserError
+from .errors import FAILURES, UserError
 from .stop import stop_requested
-from .store import atomic_torch_save, atomic_write_json, read_json, teacher_dir
+from .store import atomic_torch_save, atomic_write_json, discard_unreadable, read_json, teacher_dir, write_failure
 from .streams import derive_seed
+from .students import record_teacher
+
+
+class TeacherFailed(Exception):
+    """A teacher could not be trained or loaded; its message ("teacher X failed: ...") is the
+    error of every run that needs it."""
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -75,31 +92,71 @@ def ensure_teacher(out: Path, teacher_id: str, task: TaskInstance, seed: int, re
                    precision: str = "fp32", compile: bool = False) -> dict:
     """Train (or load) the teacher unless the cache has it with every checkpoint in
     ``checkpoints``; return its summary. Safe against concurrent callers (file lock).
-    ``precision`` and ``compile`` are passed to the engine (see :class:`TrainJob`)."""
+    ``precision`` and ``compile`` are passed to the engine (see :class:`TrainJob`).
+    Raises :class:`TeacherFailed` (after recording it) if training or loading fails."""
     folder = teacher_dir(out, teacher_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder / ".lock")):
-        if teacher_is_ready(folder, checkpoints):
-            return {**read_json(folder / "summary.json"), "cached": True}
-        if source is not None:
-            return _adopt_teacher(folder, teacher_id, task, seed, source, checkpoints)
-        return _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_points,
-                              save_every_s, progress, precision, compile)
-
-
-def _adopt_teacher(folder, teacher_id, task, seed, source, checkpoints) -> dict:
-    if checkpoints:
-        raise UserError(f"teacher_checkpoint {source}: a method in this suite reads intermediate teacher "
-                        f"checkpoints (steps {checkpoints[:5]}...), and a given teacher file has only the final one")
-    model = new_teacher(task, seed)
     try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except Exception as exc:
-        raise UserError(f"teacher_checkpoint {source}: not a state dict of this task's teacher: {exc}") from exc
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder / ".lock")):
+            verify_cache(folder, task, seed, checkpoints)
+            if teacher_is_ready(folder, checkpoints):
+                return {**read_json(folder / "summary.json"), "cached": True}
+            discard_unreadable(folder / "state.pt", "saved teacher state")
+            try:
+                if source is not None or task.teacher_source() is not None:
+                    return _adopt_teacher(folder, teacher_id, task, seed, source, checkpoints)
+                return _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_points,
+                                      save_every_s, progress, precision, compile)
+            except UserError:
+                raise
+            except FAILURES as exc:
+                raise TeacherFailed(record_teacher_failure(folder, teacher_id, exc)) from exc
+    except (UserError, TeacherFailed):
+        raise
+    except FAILURES as exc:  # the cache folder itself cannot be used (read-only, a file in the way...)
+        raise TeacherFailed(f"teacher {teacher_id} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def record_teacher_failure(folder: Path, teacher_id: str, exc: BaseException) -> str:
+    """Write the failed teacher's summary and traceback (never raising); the message for its runs."""
+    message = f"teacher {teacher_id} failed: {type(exc).__name__}: {exc}"
+    note = write_failure(folder, {"teacher_id": teacher_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, traceback.format_exc())
+    return f"{message} ({note})" if note else message
+
+
+def verify_cache(folder: Path, task: TaskInstance, seed: int, checkpoints) -> None:
+    """Discard (with a warning naming it) every stored weights file of the teacher, the final one
+    and the ``checkpoints`` asked for, that does not load as this teacher's state dict."""
+    with torch.random.fork_rng(devices=[]):  # building the model must not move the global stream
+        expected = {k: tuple(v.shape) for k, v in new_teacher(task, seed).state_dict().items()}
+
+    def fits(state) -> None:
+        if not isinstance(state, dict) or {k: tuple(getattr(v, "shape", ())) for k, v in state.items()} != expected:
+            raise ValueError("not a state dict of this teacher (keys or shapes differ)")
+
+    for path in [folder / "final.pt", *(checkpoint_path(folder, s) for s in checkpoints)]:
+        discard_unreadable(path, "teacher weights", fits)
+
+
+def _adopt_teacher(folder, teacher_id, task, seed, checkpoint, checkpoints) -> dict:
+    """Record a given teacher: the ``checkpoint`` file's state dict, else the task's pretrained teacher."""
+    source = checkpoint if checkpoint is not None else task.teacher_source()
+    what = "teacher_checkpoint" if checkpoint is not None else "pretrained teacher"
+    if checkpoints:
+        raise UserError(f"{what} {source}: a method in this suite reads intermediate teacher checkpoints "
+                        f"(steps {checkpoints[:5]}...), and a given teacher has only its final weights")
+    model = new_teacher(task, seed)
+    if checkpoint is not None:
+        try:
+            model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        except Exception as exc:
+            raise UserError(f"teacher_checkpoint {checkpoint}: not a state dict of this task's teacher: {exc}") from exc
     atomic_torch_save(model.state_dict(), folder / "final.pt")
-    summary = {"teacher_id": teacher_id, "status": "finished", "source": str(source), "steps": 0, "flops": 0,
-               "wall_time": 0.0, "metrics": task.evaluate(freeze(model)), "checkpoints": [], "checkpoint_bytes": 0}
+    record_teacher(folder, model, task)
+    summary = {"teacher_id": teacher_id, "status": "finished", "given": what, "source": str(source), "steps": 0,
+               "flops": 0, "wall_time": 0.0, "metrics": task.evaluate(freeze(model)), "checkpoints": [],
+               "checkpoint_bytes": 0}
     atomic_write_json(folder / "summary.json", summary)
     return summary
 
@@ -118,8 +175,9 @@ def _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_poi
     model, cost = job.model, job.plan[0].step_flops
     result = train(job)
     if result.status != "finished":
-        raise RuntimeError(f"teacher {teacher_id} diverged at step {result.diverged_at}")
+        raise FloatingPointError(f"diverged at step {result.diverged_at} (its loss is not finite)")
     atomic_torch_save(model.state_dict(), folder / "final.pt")
+    record_teacher(folder, model, task)
     for step in wanted:  # the final step's "checkpoint" is the final teacher itself
         if step >= recipe.steps:
             atomic_torch_save(model.state_dict(), checkpoint_path(folder, step))
@@ -160,7 +218,10 @@ class CachedTeacher:
     def _load(self, path: Path) -> nn.Module:
         model = new_teacher(self.task, self.seed)
         device = next(model.parameters()).device
-        model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        try:
+            model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        except Exception as exc:
+            raise RuntimeError(f"{path}: cannot load the teacher's weights: {type(exc).__name__}: {exc}") from exc
         if self._compile:
             model.compile()
         return freeze(model)

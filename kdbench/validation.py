@@ -45,9 +45,11 @@ def _failure(exc: BaseException) -> str:
     return text if isinstance(exc, (UserError, ValueError)) else f"{type(exc).__name__}: {text}"
 
 
-def check_runs(loaded: LoadedSuite, registry: Registry, device: torch.device = torch.device("cpu")) -> None:
+def check_runs(loaded: LoadedSuite, registry: Registry,
+               device: torch.device = torch.device("cpu")) -> dict[str, tuple[str, bool]]:
     """Raise :class:`UserError` (file, field, reason) for the first (task, method) pair of the
-    suite that cannot train; return when every pair can."""
+    suite that cannot train; when every pair can, return what the probes learned of each task:
+    ``{task label: (metric, higher_is_better)}``."""
     suite, path = loaded.suite, loaded.path
     probes: dict[str, tuple[TaskInstance, ProbeTeacher, float]] = {}
     checked: set[tuple[str, str]] = set()
@@ -60,6 +62,11 @@ def check_runs(loaded: LoadedSuite, registry: Registry, device: torch.device = t
         if run.task_label not in probes:
             probes[run.task_label] = _probe_task(loaded, registry, run, device, f"{path}: {task_where}")
         task, teacher, budget = probes[run.task_label]
+        given = run.teacher_checkpoint or task.teacher_source()
+        if run.checkpoints and given is not None:
+            raise UserError(f"{path}: methods[{j}] ({run.method_label}) on {task_where}: reads intermediate teacher "
+                            f"checkpoints (steps {list(run.checkpoints)[:5]}), and the teacher is given ({given}): "
+                            "it has only its final weights; train the teacher instead, or use another method")
         try:
             prepared = prepare(run, registry, task, teacher, device, measure=estimated_phases, budget=budget)
         except (Exception, SystemExit) as exc:
@@ -69,6 +76,7 @@ def check_runs(loaded: LoadedSuite, registry: Registry, device: torch.device = t
             cheapest = min(p.step_flops for p in prepared.job.plan)
             raise UserError(f"{path}: {field}: {prepared.budget_flops:.3g} FLOPs do not pay for one step of "
                             f"{run.method_label} on {run.task_label} (about {cheapest:.3g} FLOPs a step)")
+    return {label: (task.metric, bool(task.higher_is_better)) for label, (task, _, _) in probes.items()}
 
 
 def _probe_task(loaded: LoadedSuite, registry: Registry, run: Run, device: torch.device,

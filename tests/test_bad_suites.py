@@ -13,13 +13,22 @@ from conftest import ROOT, SUITES, kdbench
 
 BAD = sorted((ROOT / "tests" / "data" / "bad_suites").glob("*.yaml"))
 
+# what the message must say, for the files that cannot carry "# expect:" comments
+EXPECT = {
+    "binary_suite": ["not a text (UTF-8) file"],
+}
+MAX_MESSAGE = 1500  # an error shows an excerpt of a bad value, never all of it
+
 
 def expectations(path: Path) -> list[str]:
+    if path.stem in EXPECT:
+        return EXPECT[path.stem]
     return [line.split(":", 1)[1].strip() for line in path.read_text().splitlines() if line.startswith("# expect:")]
 
 
 def test_the_corpus_is_big_enough():
     assert len(BAD) >= 30
+    assert all(expectations(path) for path in BAD)
 
 
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
@@ -31,7 +40,36 @@ def test_bad_suite(path, tmp_path):
     for needle in expectations(path):
         assert needle in message, message
     assert "Traceback" not in message
+    assert len(message) < MAX_MESSAGE + len(str(path)), message[:3000]
     assert not out.exists()
+
+
+def test_a_suite_file_over_the_size_limit_is_refused(tmp_path):
+    from kdbench.suitefile import MAX_SUITE_BYTES
+
+    path = tmp_path / "huge.yaml"
+    path.write_text("name: big\n" + "# padding\n" * (MAX_SUITE_BYTES // 10 + 1))
+    result = kdbench("run", path, "--output", tmp_path / "out", "--quiet", expect=2)
+    assert str(path) in result.output and f"a suite file is at most {MAX_SUITE_BYTES} bytes" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_merge_keys_and_aliases_are_still_fine(tmp_path):
+    """A key merged with ``<<`` may be overridden (not a duplicate); a few aliases are no bomb."""
+    path = tmp_path / "merge.yaml"
+    path.write_text("""
+name: merge
+seeds: [0]
+budget: {flops: 2e6}
+tasks:
+  - name: parity-mlp
+    params: {n: 10, k: 2, teacher_width: 64, student_width: 16, eval_size: 256}
+    teacher: &recipe {optimizer: adam, lr: 0.01, batch_size: 16, steps: 50}
+    student: {<<: *recipe, lr: 0.02}
+methods:
+  - name: one-shot
+""")
+    assert "= 1 runs" in kdbench("validate", path).output
 
 
 VALID = yaml.safe_load((SUITES / "smoke.yaml").read_text())

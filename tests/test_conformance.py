@@ -15,7 +15,7 @@ from conftest import DATA
 
 BUILTINS = [
     ("labels", None, None),
-    ("one-shot", None, {"temperature": 0}),
+    ("one-shot", None, {"temperature": 0, "divergence": "reverse"}),
     ("progressive", {"checkpoints": [50, 100]}, {"checkpoints": "3-shot"}),
     ("curriculum-extraction", None, {"layers": [5]}),  # refused by phases(): the students have 1 and 2 layers
     ("online", None, {"every": 0}),

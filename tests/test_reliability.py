@@ -1,12 +1,13 @@
 """Faults injected on purpose: failing and diverging methods, corrupt folders,
-SIGKILL and SIGINT mid-run and mid-teacher, two processes on one folder."""
+SIGKILL and SIGINT mid-run and mid-teacher, two processes on one folder. Every
+signal is sent by the process to itself from a given training step (see
+tests/data/plugins/faulty.py), never after a delay."""
 
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,8 @@ eval: {{points: 6}}
 save_every_s: {save}
 plugins: [{plugin}]
 tasks:
-  - name: parity-mlp
-    params: {{n: 16, k: 2, teacher_width: {tw}, student_width: 32, eval_size: 256}}
+  - name: {task}
+    params: {{n: 16, k: 2, teacher_width: {tw}, student_width: 32, eval_size: 256{task_params}}}
     teacher: {{optimizer: adam, lr: 0.005, batch_size: 32, steps: {tsteps}, checkpoint_every: {tsteps_half}}}
     student: {{optimizer: adam, lr: 0.005, batch_size: 32}}
 methods:
@@ -33,10 +34,12 @@ methods:
 """
 
 
-def suite(tmp_path, methods, flops=3e6, save=60, tsteps=40, tw=64, name="suite.yaml"):
+def suite(tmp_path, methods, flops=3e6, save=60, tsteps=40, tw=64, name="suite.yaml", task="parity-mlp",
+          task_params=""):
     path = tmp_path / name
     path.write_text(SUITE.format(flops=flops, save=save, plugin=FAULTY, tw=tw, tsteps=tsteps,
-                                 tsteps_half=max(1, tsteps // 2), methods=methods))
+                                 tsteps_half=max(1, tsteps // 2), methods=methods, task=task,
+                                 task_params=task_params))
     return path
 
 
@@ -116,60 +119,55 @@ def cli(*args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(pattern_dir: Path, glob: str, timeout=60.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        hits = list(pattern_dir.glob(glob))
-        if hits:
-            return hits
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing matched {glob} in {timeout} s")
+def finish(proc, timeout=300):
+    """Wait for ``proc`` (and anything holding its output pipes) to end; its stderr."""
+    _, err = proc.communicate(timeout=timeout)
+    return err
 
 
-# one-shot runs first and finishes; progressive is long enough to be killed mid-way
-LONG = "  - name: one-shot\n  - name: progressive"
+EVERY_STEP = 1e-9  # save_every_s: a resumable state after every step
 
 
 def test_sigkill_mid_run_resumes_bit_for_bit(tmp_path):
-    path = suite(tmp_path, LONG, flops=1.5e9, save=0.3)
+    """one-shot runs first and finishes; the progressive run kills its own process during step 30,
+    after a state was saved at every step."""
+    flag = tmp_path / "kill-now"
+    methods = f"  - name: one-shot\n  - name: signals-progressive\n    params: {{flag: {flag}, at: 30}}"
+    path = suite(tmp_path, methods, flops=2e8, save=EVERY_STEP)
     reference = tmp_path / "reference"
     kdbench("run", path, "-o", reference, "-q")
     out = tmp_path / "out"
+    flag.touch()
     proc = cli("run", path, "-o", out, "-q")
-    try:
-        # wait until the first run finished and the second saved a state
-        wait_for(out, "runs/*/summary.json")
-        wait_for(out, "runs/*/state.pt")
-        time.sleep(0.4)
-        proc.kill()
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    finish(proc)
+    assert proc.returncode == -signal.SIGKILL and not flag.exists()
     first_done = summaries(out)["one-shot"]
     finished_mtime = next(d for d in (out / "runs").iterdir() if not (d / "state.pt").exists()) / "summary.json"
     before = finished_mtime.stat().st_mtime_ns
     kdbench("run", path, "-o", out, "-q")
     assert finished_mtime.stat().st_mtime_ns == before  # the finished run was not redone
-    resumed = summaries(out)["progressive"]
-    assert resumed["resumed_from"] is not None and resumed["resumed_from"] > 0
+    resumed = summaries(out)["signals-progressive"]
+    assert resumed["resumed_from"] == 30  # the state saved when 30 steps were done
     assert first_done["status"] == "finished"
-    for label in ("one-shot", "progressive"):
+    for label in ("one-shot", "signals-progressive"):
         assert curve(out, label) == curve(reference, label)
 
 
 def test_sigkill_mid_teacher_resumes_bit_for_bit(tmp_path):
-    path = suite(tmp_path, "  - name: progressive", tsteps=3000, tw=256, save=0.3)
+    """The teacher kills its own process on its 150th training forward (of 300 steps)."""
+    flag = tmp_path / "kill-now"
+    path = suite(tmp_path, "  - name: progressive", tsteps=300, tw=256, save=EVERY_STEP, task="faulty-parity",
+                 task_params=f", teacher_fault: kill, fault_at: 150, flag: {flag}")
     reference = tmp_path / "reference"
     kdbench("run", path, "-o", reference, "-q")
     out = tmp_path / "out"
+    flag.touch()
     proc = cli("run", path, "-o", out, "-q")
-    try:
-        wait_for(out, "teachers/*/state.pt")
-        time.sleep(0.4)
-        proc.kill()
-    finally:
-        proc.wait(timeout=30)
+    finish(proc)
+    assert proc.returncode == -signal.SIGKILL and not flag.exists()
     assert not list(out.glob("teachers/*/summary.json"))  # killed before the teacher finished
+    (state,) = out.glob("teachers/*/state.pt")
+    assert 0 < torch.load(state, weights_only=True)["step"] < 300
     kdbench("run", path, "-o", out, "-q")
     (t_ref,), (t_out,) = list(reference.glob("teachers/*")), list(out.glob("teachers/*"))
     a = torch.load(t_ref / "final.pt", weights_only=True)
@@ -180,20 +178,18 @@ def test_sigkill_mid_teacher_resumes_bit_for_bit(tmp_path):
 
 
 def test_sigint_stops_cleanly_after_saving(tmp_path):
-    path = suite(tmp_path, "  - name: labels", flops=3e9, save=1.0)
+    """Ctrl-C during step 40: the step finishes, its state is saved (40 + 1 steps done), exit 130."""
+    flag = tmp_path / "interrupt-now"
+    path = suite(tmp_path, f"  - name: signals\n    params: {{flag: {flag}, at: 40, signal: SIGINT}}",
+                 flops=3e8, save=1e6)
     out = tmp_path / "out"
+    flag.touch()
     proc = cli("run", path, "-o", out, "-q")
-    try:
-        (state,) = wait_for(out, "runs/*/state.pt")  # the first periodic save: inside the loop
-        periodic = torch.load(state, weights_only=True)["step"]
-        time.sleep(0.2)  # well before the next periodic save
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
+    err = finish(proc)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    assert torch.load(state, weights_only=True)["step"] > periodic  # saved again on the way out
+    (state,) = out.glob("runs/*/state.pt")  # no periodic save in a 1e6 s cadence: saved on the way out
+    assert torch.load(state, weights_only=True)["step"] == 41
     assert not list(out.glob("runs/*/summary.json"))
 
 

@@ -31,8 +31,11 @@ class LaunchContext:
     elsewhere: it resolves ``device_spec`` where the run executes). ``params``
     is the launcher's validated ``Params``. ``plugin_paths`` are every plugin
     file the suite and the command line named, so a worker process or a job on
-    another machine can rebuild the same registry. ``loggers`` (plain data) are the
-    experiment trackers that follow every run: pass them to ``execute_run``.
+    another machine can rebuild the same registry. ``teacher_checkpoints`` adds
+    checkpoints a teacher stores beyond those the runs read (a tuning sweep's
+    later trials may read them: see ``common.teacher_groups``). ``loggers``
+    (plain data) are the experiment trackers that follow every run: pass them
+    to ``execute_run``.
     """
 
     out: Path
@@ -47,6 +50,7 @@ class LaunchContext:
     compile: bool = False
     detach: bool = False
     loggers: tuple = ()  # kdbench.loggers.selection.LoggerSpec
+    teacher_checkpoints: dict = field(default_factory=dict)  # teacher id -> checkpoints to store beside the runs'
 
 
 @dataclass

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+from typing import Optional
+
 from ..suite import Run
 
 # glibc malloc returning memory to the OS on every large free cost up to 2x on mid-size models
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
 
 
-def teacher_groups(runs: list[Run], registry) -> dict:
+def teacher_groups(runs: list[Run], registry, extra: Optional[dict] = None) -> dict:
     """Runs that need a cached teacher, grouped by teacher id: ``{id: {"run": one of them,
-    "checkpoints": the union of the checkpoints they read, "runs": all of them}}``."""
+    "checkpoints": the union of the checkpoints they read and of ``extra[id]``, "runs": all of them}}``."""
     groups: dict[str, dict] = {}
     for run in runs:
         if not registry.methods[run.method].cls.needs_teacher:
             continue
-        group = groups.setdefault(run.teacher_id, {"run": run, "checkpoints": set(), "runs": []})
+        wanted = set((extra or {}).get(run.teacher_id, ()))
+        group = groups.setdefault(run.teacher_id, {"run": run, "checkpoints": wanted, "runs": []})
         group["checkpoints"].update(run.checkpoints)
         group["runs"].append(run)
     return groups
@@ -25,7 +30,7 @@ def describe_teacher(tid: str, summary: dict) -> str:
     """One console line on a teacher that is ready."""
     metric = summary.get("metric", "accuracy")
     value = summary.get("metrics", {}).get(metric, float("nan"))
-    how = "cached" if summary.get("cached") else "trained"
+    how = "cached" if summary.get("cached") else f"given: {summary.get('source')}" if summary.get("given") else "trained"
     return f"teacher {tid}: {metric} {value:.4f}, {summary['flops']:.3g} FLOPs, {summary['wall_time']:.1f} s ({how})"
 
 
@@ -40,3 +45,24 @@ def describe(run: Run, summary: dict) -> str:
     if status == "failed":
         return f"{where}: FAILED: {summary.get('error')}"
     return f"{where}: {status}"
+
+
+def failure_lines(failed: list[dict], out: Path) -> list[str]:
+    """Console lines on the failed runs: one per distinct error (a failed teacher's runs, a full disk)."""
+    by_error: dict[str, list[dict]] = {}
+    for s in failed:
+        key = "disk full" if s.get("errno") == errno.ENOSPC else str(s.get("error"))
+        by_error.setdefault(key, []).append(s)
+    lines = []
+    for key, group in by_error.items():
+        ids = ", ".join(s["run_id"] for s in group[:3]) + (f" and {len(group) - 3} more" if len(group) > 3 else "")
+        if key == "disk full":
+            lines.append(f"[red]disk full:[/red] {len(group)} run(s) could not store their results ({ids}): "
+                         f"{group[0].get('error')}. Free space and run the same command again: finished runs "
+                         "are kept and the others resume.")
+            continue
+        first = group[0]
+        where = first.get("unrecorded") or f"traceback: {out / 'runs' / first['run_id'] / 'traceback.txt'}"
+        runs = f"run {ids}" if len(group) == 1 else f"{len(group)} runs ({ids})"
+        lines.append(f"[red]failed:[/red] {runs}: {key} ({where})")
+    return lines

@@ -3,23 +3,28 @@
 In-process (``jobs: 1``, the default) it trains each needed teacher once, then
 every run, one after another. With ``--jobs N`` it runs N jobs at once in a
 pool of ``spawn``-ed worker processes (``fork`` after torch has started its
-thread pool can hang the child). The CPU cores are divided between the workers:
-each gets ``cores // N`` torch and OpenMP threads, since oversubscribed threads
-ran 15-45x slower here. Teachers are jobs of the same pool, each trained once;
-a run starts when its teacher is in the cache. Workers rebuild the plugin
-registry from built-ins, entry points and the plugin files the suite named.
+thread pool can hang the child; the workers' side is :mod:`.workers`). The CPU
+cores are divided between the workers: each gets ``cores // N`` torch and OpenMP
+threads, since oversubscribed threads ran 15-45x slower here. Teachers are jobs
+of the same pool, each trained once; a run starts when its teacher is in the
+cache. Workers rebuild the plugin registry from built-ins, entry points and the
+plugin files the suite named.
+
+Nothing one job does stops the others: a teacher that fails fails only the runs
+that need it (recorded in their folders), and a worker that dies (killed, out of
+memory) fails the jobs it was running while a fresh pool runs the rest. Ctrl-C
+and SIGTERM stop every job at the end of its step with its state saved.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing
 import os
 import queue as queue_module
 import signal
-import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Optional
 
 import torch
@@ -28,12 +33,16 @@ from pydantic import Field
 from ..api import Params
 from ..errors import UserError
 from ..hookspecs import hookimpl
-from ..runner import execute_run, train_teacher
-from ..stop import StopRequested, graceful_interrupt, request_stop, stop_requested
+from ..runner import execute_run, fail_without_running, train_teacher
+from ..stop import StopRequested, graceful_interrupt, interrupt_at_once, interrupted, stop_requested
 from ..store import teacher_dir
-from ..teachers import teacher_is_ready
+from ..teachers import TeacherFailed, teacher_is_ready
 from . import LaunchContext, Launcher
 from .common import MALLOC_ENV, describe, describe_teacher, teacher_groups
+from .workers import init_worker, worker_run, worker_teacher
+
+WORKER_DIED = ("its worker process died (killed, out of memory, or a plugin ended the process); "
+               "the next `kdbench run` retries it from its saved state")
 
 
 class LocalParams(Params):
@@ -79,24 +88,21 @@ def environment(updates: dict[str, str]):
                 os.environ[k] = v
 
 
-def tune_malloc() -> None:
-    """The mallopt equivalent of MALLOC_ENV for a process that has already started (glibc only)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_trim_threshold, int(MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]))
-    libc.mallopt(m_mmap_threshold, int(MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]))
-
-
-def train_teachers(runs, ctx: LaunchContext) -> None:
-    """Make sure every teacher these runs need is in the cache, training each once (in this process)."""
-    for tid, group in teacher_groups(runs, ctx.registry).items():
-        with ctx.reporter.bar(f"teacher {tid}", group["run"].teacher_recipe.steps) as update:
-            summary = train_teacher(group["run"], group["checkpoints"], ctx.registry, ctx.out, ctx.device,
-                                    ctx.precision, ctx.compile, update)
+def train_teachers(runs, ctx: LaunchContext) -> dict[str, str]:
+    """Make sure every teacher these runs need is in the cache, training each once (in this process);
+    return ``{teacher id: error}`` for those that failed (recorded in their folders)."""
+    failed = {}
+    for tid, group in teacher_groups(runs, ctx.registry, ctx.teacher_checkpoints).items():
+        try:
+            with ctx.reporter.bar(f"teacher {tid}", group["run"].teacher_recipe.steps) as update:
+                summary = train_teacher(group["run"], group["checkpoints"], ctx.registry, ctx.out, ctx.device,
+                                        ctx.precision, ctx.compile, update)
+        except TeacherFailed as exc:
+            failed[tid] = str(exc)
+            ctx.reporter.log(f"  {exc}")
+            continue
         ctx.reporter.log(describe_teacher(tid, summary))
+    return failed
 
 
 class LocalLauncher(Launcher):
@@ -117,57 +123,23 @@ class LocalLauncher(Launcher):
             torch.set_num_threads(params.threads)
         summaries = []
         with graceful_interrupt():
-            train_teachers(runs, ctx)
+            failed = train_teachers(runs, ctx)
             for run in runs:
                 if stop_requested():  # Ctrl-C between two runs
-                    raise KeyboardInterrupt
-                with ctx.reporter.bar(f"{run.task_label} {run.method_label} seed {run.seed}") as update:
-                    summary = execute_run(run, ctx.registry, ctx.out, ctx.device, progress=update,
-                                          precision=ctx.precision, compile=ctx.compile, loggers=ctx.loggers).summary
+                    raise interrupted()
+                if ctx.registry.methods[run.method].cls.needs_teacher and run.teacher_id in failed:
+                    summary = fail_without_running(run, ctx.out, failed[run.teacher_id])
+                else:
+                    with ctx.reporter.bar(f"{run.task_label} {run.method_label} seed {run.seed}") as update:
+                        summary = execute_run(run, ctx.registry, ctx.out, ctx.device, progress=update,
+                                              precision=ctx.precision, compile=ctx.compile,
+                                              loggers=ctx.loggers).summary
                 summaries.append(summary)
                 ctx.reporter.log(describe(run, summary))
         return summaries
 
 
 # ---- worker processes -------------------------------------------------------------------------
-
-_worker: dict = {}
-
-
-def _init_worker(plugin_paths, device: str, threads: int, progress_queue, precision: str, compile: bool,
-                 loggers: tuple) -> None:
-    from ..plugins import load_plugins
-
-    torch.set_num_threads(threads)
-    tune_malloc()
-    # Ctrl-C (the terminal's, then the parent's): finish the step, save, stop; never mid-step
-    signal.signal(signal.SIGINT, lambda signum, frame: request_stop())
-    # progress is best-effort: exiting must not wait to flush it (after Ctrl-C nobody reads it)
-    progress_queue.cancel_join_thread()
-    _worker.update(registry=load_plugins(tuple(plugin_paths)), device=torch.device(device), queue=progress_queue,
-                   precision=precision, compile=compile, loggers=loggers)
-
-
-def _reporter_for(key: str):
-    q = _worker["queue"]
-    return lambda done, total: q.put((key, done, total))
-
-
-def _worker_teacher(run, checkpoints, out) -> dict:
-    w = _worker
-    if stop_requested():
-        raise StopRequested("interrupted before it started")
-    return train_teacher(run, checkpoints, w["registry"], out, w["device"], w["precision"], w["compile"],
-                         _reporter_for(f"teacher {run.teacher_id}"))
-
-
-def _worker_run(run, out) -> dict:
-    w = _worker
-    if stop_requested():
-        raise StopRequested("interrupted before it started")
-    return execute_run(run, w["registry"], out, w["device"], progress=_reporter_for(run.run_id),
-                       precision=w["precision"], compile=w["compile"], loggers=w["loggers"]).summary
-
 
 class _Bars:
     """Progress bars of the jobs running in workers, opened on their first report."""
@@ -193,99 +165,144 @@ class _Bars:
             self.close(key)
 
 
+class _Pool:
+    """The worker pool of one launch, and its jobs in flight. When a worker dies the pool breaks;
+    :meth:`restart` starts a fresh one, resubmits the jobs that had not started, and returns
+    those whose worker died under them (a job caught in two breaks counts as one of them)."""
+
+    def __init__(self, jobs: int, initargs: tuple):
+        self.jobs, self.initargs = jobs, initargs
+        self.mp = multiprocessing.get_context("spawn")
+        self.executor = self._start()
+        self.pending: dict[Future, tuple] = {}  # future -> (key, kind, item, fn, args)
+        self.started: set[str] = set()  # keys of the jobs a worker announced it started
+        self.strikes: dict[str, int] = {}
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.jobs, mp_context=self.mp, initializer=init_worker, initargs=self.initargs)
+
+    def submit(self, key: str, kind: str, item, fn, *args) -> None:
+        self.pending[self.executor.submit(fn, *args)] = (key, kind, item, fn, args)
+
+    def restart(self, broken: list[tuple]) -> list[tuple]:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.executor = self._start()
+        died = []
+        for key, kind, item, fn, args in broken:
+            self.strikes[key] = self.strikes.get(key, 0) + 1
+            if key in self.started or self.strikes[key] > 1:
+                died.append((key, kind, item, fn, args))
+            else:
+                self.submit(key, kind, item, fn, *args)
+        return died
+
+    def interrupt(self) -> None:
+        """Ask every worker to save its state at the end of its step and stop, and wait for them."""
+        for process in list((getattr(self.executor, "_processes", None) or {}).values()):
+            with contextlib.suppress(OSError):
+                os.kill(process.pid, signal.SIGINT)
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
 def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]:
     """Run teachers and runs in ``jobs`` spawned worker processes with ``threads`` threads each."""
-    mp = multiprocessing.get_context("spawn")
-    progress_queue = mp.Queue()
-    groups = teacher_groups(runs, ctx.registry)
-    ctx.reporter.log(f"{jobs} worker processes x {threads} thread(s) "
-                     f"({available_cores()} cores)")
-    bars = _Bars(ctx.reporter)
-    summaries: dict[str, dict] = {}
-    pending: dict[Future, tuple] = {}
+    groups = teacher_groups(runs, ctx.registry, ctx.teacher_checkpoints)
+    ctx.reporter.log(f"{jobs} worker processes x {threads} thread(s) ({available_cores()} cores)")
+    bars, summaries = _Bars(ctx.reporter), {}
+    progress_queue = multiprocessing.get_context("spawn").Queue()
     initargs = (tuple(ctx.plugin_paths), str(ctx.device), threads, progress_queue, ctx.precision, ctx.compile,
-                tuple(ctx.loggers))
-    with environment(worker_environment(threads)), \
-            ProcessPoolExecutor(jobs, mp_context=mp, initializer=_init_worker, initargs=initargs) as pool:
+                os.getpid(), tuple(ctx.loggers))
+    with environment(worker_environment(threads)), interrupt_at_once():
+        pool = _Pool(jobs, initargs)
 
         def start_run(run):
             bars.name(run.run_id, f"{run.task_label} {run.method_label} seed {run.seed}")
-            pending[pool.submit(_worker_run, run, ctx.out)] = ("run", run)
+            pool.submit(run.run_id, "run", run, worker_run, run, ctx.out)
+
+        def fail_teacher(tid: str, message: str) -> None:
+            ctx.reporter.log(f"  {message}")
+            for run in groups[tid]["runs"]:
+                summaries[run.run_id] = fail_without_running(run, ctx.out, message)
+                ctx.reporter.log(describe(run, summaries[run.run_id]))
 
         ready = lambda tid, g: teacher_is_ready(teacher_dir(ctx.out, tid), g["checkpoints"])  # noqa: E731
         waiting = {tid: g for tid, g in groups.items() if not ready(tid, g)}
         for tid, group in waiting.items():  # teachers first: they are on the critical path
             bars.name(f"teacher {tid}", f"teacher {tid}")
-            pending[pool.submit(_worker_teacher, group["run"], group["checkpoints"], ctx.out)] = ("teacher", tid)
+            pool.submit(f"teacher {tid}", "teacher", tid, worker_teacher, group["run"], group["checkpoints"], ctx.out)
         for run in runs:
             if not (ctx.registry.methods[run.method].cls.needs_teacher and run.teacher_id in waiting):
                 start_run(run)
         try:
-            while pending:
-                done, _ = wait(list(pending), timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(progress_queue, bars)
+            while pool.pending:
+                done, _ = wait(list(pool.pending), timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(progress_queue, bars, pool.started)
+                if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                    done = wait(list(pool.pending)).done  # every job of a broken pool ends at once
+                    _drain(progress_queue, bars, pool.started)
+                    broken = [pool.pending.pop(f) for f in done if isinstance(f.exception(), BrokenProcessPool)]
+                    for key, kind, item, _, _ in pool.restart(broken):
+                        bars.close(key)
+                        if kind == "teacher":
+                            fail_teacher(item, f"teacher {item} failed: {WORKER_DIED}")
+                        else:
+                            summaries[item.run_id] = fail_without_running(item, ctx.out, WORKER_DIED)
+                            ctx.reporter.log(describe(item, summaries[item.run_id]))
+                    done = [f for f in done if f in pool.pending]
                 for future in done:
-                    kind, item = pending.pop(future)
+                    key, kind, item, _, _ = pool.pending.pop(future)
+                    bars.close(key)
                     if kind == "teacher":
-                        bars.close(f"teacher {item}")
-                        _teacher_done(future, item, waiting[item], ctx, start_run, summaries)
+                        error = _worker_error(future)
+                        if error is None:
+                            ctx.reporter.log(describe_teacher(item, future.result()))
+                            for run in groups[item]["runs"]:
+                                start_run(run)
+                        else:
+                            fail_teacher(item, _teacher_message(item, error))
                     else:
-                        bars.close(item.run_id)
                         summaries[item.run_id] = _run_done(future, item, ctx)
         except BaseException:
-            _interrupt_workers(pool)  # they save their state (as on Ctrl-C) instead of finishing
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.interrupt()  # they save their state (as on Ctrl-C) instead of finishing
             raise
         finally:
             bars.close_all()
+        pool.executor.shutdown(wait=True)
     return [summaries[r.run_id] for r in runs if r.run_id in summaries]
 
 
-def _interrupt_workers(pool: ProcessPoolExecutor) -> None:
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        with contextlib.suppress(OSError):
-            os.kill(process.pid, signal.SIGINT)
-
-
-def _drain(progress_queue, bars: _Bars) -> None:
+def _drain(progress_queue, bars: _Bars, started: set) -> None:
     while True:
         try:
             key, done, total = progress_queue.get_nowait()
         except queue_module.Empty:
             return
-        bars.update(key, done, total)
+        if key == "started":
+            started.add(done)
+        else:
+            bars.update(key, done, total)
 
 
 def _worker_error(future: Future):
     """A worker's exception, re-raised here if it stops the whole suite (an interrupt, bad input)."""
     error = future.exception()
     if isinstance(error, StopRequested):  # the worker was interrupted and saved its state
-        raise KeyboardInterrupt(str(error))
+        raise interrupted(str(error))
     if isinstance(error, UserError):
         raise error
     return error
 
 
-def _teacher_done(future: Future, tid: str, group: dict, ctx: LaunchContext, start_run, summaries: dict) -> None:
-    error = _worker_error(future)
-    if error is None:
-        ctx.reporter.log(describe_teacher(tid, future.result()))
-        for run in group["runs"]:
-            start_run(run)
-        return
-    message = f"teacher {tid} failed: {type(error).__name__}: {error}"
-    ctx.reporter.log(f"  {message}")
-    for run in group["runs"]:
-        summaries[run.run_id] = {"run_id": run.run_id, "status": "failed", "error": message}
-        ctx.reporter.log(describe(run, summaries[run.run_id]))
+def _teacher_message(tid: str, error: BaseException) -> str:
+    return str(error) if isinstance(error, TeacherFailed) else f"teacher {tid} failed: {type(error).__name__}: {error}"
 
 
 def _run_done(future: Future, run, ctx: LaunchContext) -> dict:
     error = _worker_error(future)
     if error is None:
         summary = future.result()
-    else:  # the worker itself died (killed, out of memory): the run resumes from its state next time
-        summary = {"run_id": run.run_id, "status": "failed", "error": f"worker failed: {type(error).__name__}: {error}"}
+    else:  # the job failed outside execute_run (which records its own failures)
+        summary = fail_without_running(run, ctx.out, f"worker failed: {type(error).__name__}: {error}")
     ctx.reporter.log(describe(run, summary))
     return summary
 

@@ -256,7 +256,7 @@ def submit(runs: list[Run], ctx: LaunchContext, params: SlurmParams, book: JobBo
     states = job_states(known)
     live = lambda entry: entry is not None and states.get(entry["job"]) in LIVE_STATES  # noqa: E731
 
-    groups = teacher_groups(runs, ctx.registry)
+    groups = teacher_groups(runs, ctx.registry, ctx.teacher_checkpoints)
     teacher_job: dict[str, Optional[str]] = {}
     to_train = []
     for tid, group in groups.items():

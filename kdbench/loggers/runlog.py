@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from ..errors import FAILURES
 from ..plugins import Registry
 from . import Logger, LoggedRun, LogPoint
 from .selection import LoggerSpec
@@ -39,7 +40,7 @@ class RunLog:
     def _call(self, name: str, what: str, call: Callable[[], None]) -> None:
         try:
             call()
-        except Exception as exc:  # noqa: BLE001 - a tracker's problem must not stop the training
+        except FAILURES as exc:  # a tracker's problem (even a sys.exit) must not stop the training
             self.loggers.pop(name, None)
             self.warn(f"logger {name} failed {what} of run {self.run.run_id} ({type(exc).__name__}: {exc}); "
                       f"it is not called again for this run, whose own files are the record")

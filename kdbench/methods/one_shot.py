@@ -1,15 +1,23 @@
-"""One-shot distillation (Hinton et al. 2015): match the final teacher's outputs."""
+"""One-shot distillation (Hinton et al. 2015): match the final teacher's outputs.
 
-from pydantic import Field
+Params (all of :class:`kdbench.losses.DistillOptions`):
+  ``temperature``            softmax temperature of teacher and student (default 1); 0 trains the
+                             student with cross-entropy on the teacher's argmax (hard labels)
+  ``label_weight``           weight of the true-label cross-entropy mixed in (default 0)
+  ``divergence``             ``forward`` KL(teacher || student) (default) or ``reverse`` KL(student || teacher)
+  ``temperature_schedule``   ``constant`` (default), ``linear`` or ``cosine`` from ``temperature`` to
+  ``temperature_end``        the temperature at the end of the run, over the run's steps
+  ``label_weight_schedule``  ``constant`` (default), ``linear`` or ``cosine`` from ``label_weight`` to
+  ``label_weight_end``       the label weight at the end of the run
+"""
 
-from ..api import Method, Params
+from ..api import Method
 from ..hookspecs import hookimpl
-from ..losses import final_teacher_phase
+from ..losses import DistillOptions, final_teacher_phase
 
 
-class OneShotParams(Params):
-    temperature: float = Field(1.0, gt=0, description="softmax temperature of teacher and student")
-    label_weight: float = Field(0.0, ge=0, le=1, description="weight of the true-label cross-entropy")
+class OneShotParams(DistillOptions):
+    """One-shot's params: the distillation loss's, nothing more."""
 
 
 class OneShot(Method):
@@ -21,7 +29,7 @@ class OneShot(Method):
     description = "distil from the final teacher only (Hinton et al. 2015)"
 
     def phases(self, ctx, params):
-        return [final_teacher_phase(ctx, params.temperature, params.label_weight)]
+        return [final_teacher_phase(ctx, options=params)]
 
 
 @hookimpl

@@ -13,7 +13,6 @@ the other shapes), and the final phase uses ``temperature_end``.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -22,6 +21,7 @@ from pydantic import Field
 from ..api import Method, Params, logits
 from ..hookspecs import hookimpl
 from ..losses import cotrained_teacher, distillation_loss, lockstep_phases
+from ..losses import interpolate as temperature_at  # the schedule's temperature after a fraction of the phase
 
 
 class ProKDParams(Params):
@@ -32,16 +32,6 @@ class ProKDParams(Params):
     shape: Literal["linear", "cosine", "exponential"] = Field(
         "linear", description="how the temperature goes from start to end over the trajectory phase")
     label_weight: float = Field(0.0, ge=0, le=1, description="weight of the true-label cross-entropy")
-
-
-def temperature_at(fraction: float, start: float, end: float, shape: str) -> float:
-    """The schedule's temperature after ``fraction`` (0..1) of the trajectory phase."""
-    f = min(max(fraction, 0.0), 1.0)
-    if shape == "linear":
-        return start + (end - start) * f
-    if shape == "cosine":
-        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * f))
-    return start * (end / start) ** f
 
 
 class ProKD(Method):

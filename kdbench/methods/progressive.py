@@ -10,8 +10,22 @@ When the student moves on:
   ``switch: proportional``  student step t reads the first checkpoint at or after
                             ``t * multiplier`` teacher steps (the public code's schedule)
   ``switch: fixed``         ``steps_per_checkpoint`` student steps on each checkpoint
+  ``switch: saturate``      when the student's training loss on the checkpoint plateaus (the
+                            public code's ``progressive_till_saturate``, which watched evaluation
+                            accuracy instead): the mean loss of its last ``patience`` steps is
+                            lower than that of the ``patience`` steps before by at most
+                            ``tolerance`` (relative; :class:`kdbench.plateau.Plateau`), and at the
+                            latest after ``steps_per_checkpoint`` steps. A checkpoint's unused steps
+                            go to the checkpoints after it (each up to ``steps_per_checkpoint``),
+                            the rest to the final teacher. The summary's phases give the steps
+                            each checkpoint ran and, where it plateaued, ``plateau_at_step``
+                            (the run's step of the switch).
 After the last checkpoint the student distils from the final teacher for the
-rest of the budget. The loss is one-shot's (temperature, label mixing).
+rest of the budget. The loss is one-shot's: ``temperature`` (0: the teacher's
+argmax), ``label_weight``, ``divergence`` (forward or reverse KL) and the
+schedules ``temperature_schedule`` / ``temperature_end`` and
+``label_weight_schedule`` / ``label_weight_end`` over the whole run (see
+:class:`kdbench.losses.DistillOptions`).
 """
 
 from __future__ import annotations
@@ -22,31 +36,36 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from ..api import Method, Params, Recipe
+from ..api import Method, Recipe, new_param
 from ..hookspecs import hookimpl
-from ..losses import distill_phase, final_teacher_phase
+from ..losses import DistillOptions, distill_phase, final_teacher_phase
+from ..plateau import Plateau
 
 
-class ProgressiveParams(Params):
+class ProgressiveParams(DistillOptions):
     checkpoints: Union[Literal["all", "2-shot"], list[int]] = Field(
         "all", description="which teacher checkpoints: all (every `every` steps), 2-shot (one, at `intermediate`), "
                            "or a list of teacher steps")
     every: Optional[int] = Field(None, ge=1, description="cadence for `all` (default: the teacher recipe's)")
     intermediate: Optional[int] = Field(None, ge=1, description="teacher step of the 2-shot checkpoint")
-    switch: Literal["proportional", "fixed"] = Field(
+    switch: Literal["proportional", "fixed", "saturate"] = Field(
         "proportional", description="when the student moves to the next checkpoint: student step t reads the "
-                                    "first checkpoint at or after t * multiplier, or steps_per_checkpoint each")
+                                    "first checkpoint at or after t * multiplier, steps_per_checkpoint each, or "
+                                    "when its training loss plateaus (saturate, at most steps_per_checkpoint)")
     multiplier: float = Field(1.0, gt=0, description="teacher steps per student step (proportional)")
-    steps_per_checkpoint: Optional[int] = Field(None, ge=1, description="student steps per checkpoint (fixed)")
-    temperature: float = Field(1.0, gt=0, description="softmax temperature of teacher and student")
-    label_weight: float = Field(0.0, ge=0, le=1, description="weight of the true-label cross-entropy")
+    steps_per_checkpoint: Optional[int] = Field(
+        None, ge=1, description="student steps per checkpoint (fixed), the most a checkpoint gets (saturate)")
+    patience: int = new_param(100, ge=1, description="saturate: steps per moving-average window of the loss")
+    tolerance: float = new_param(0.01, ge=0, description="saturate: switch when the loss's mean over the last "
+                                                         "`patience` steps is at most this much (relative) lower "
+                                                         "than over the `patience` steps before")
 
     @model_validator(mode="after")
     def _consistent(self):
         if self.checkpoints == "2-shot" and self.intermediate is None:
             raise ValueError("checkpoints: 2-shot needs intermediate (the teacher step of its checkpoint)")
-        if self.switch == "fixed" and self.steps_per_checkpoint is None:
-            raise ValueError("switch: fixed needs steps_per_checkpoint")
+        if self.switch in ("fixed", "saturate") and self.steps_per_checkpoint is None:
+            raise ValueError(f"switch: {self.switch} needs steps_per_checkpoint")
         if isinstance(self.checkpoints, list) and (not self.checkpoints or min(self.checkpoints) < 1):
             raise ValueError("an explicit checkpoint list needs teacher steps >= 1")
         return self
@@ -91,15 +110,19 @@ class Progressive(Method):
         student, teacher = ctx.student, ctx.teacher
         phases, previous_end = [], 0
         for step in schedule:
-            if params.switch == "fixed":
-                n = params.steps_per_checkpoint
-            else:  # student steps t with t * multiplier <= step, after the previous checkpoint's
+            if params.switch == "proportional":  # student steps t with t * multiplier <= step, after the previous's
                 end = math.floor(step / params.multiplier)
                 n, previous_end = end - previous_end, end
-            phases.append(distill_phase(f"checkpoint-{step}", student, partial(teacher.at, step),
-                                        params.temperature, params.label_weight, steps=n, teacher=f"step {step}",
-                                        cost_key="distill", info={"teacher_step": step}))
-        phases.append(final_teacher_phase(ctx, params.temperature, params.label_weight, cost_key="distill"))
+            else:
+                n = params.steps_per_checkpoint
+            info, until = {"teacher_step": step}, None
+            if params.switch == "saturate":  # the summary shows the step of a switch on a plateau
+                info["max_steps"] = n
+                until = Plateau(params.patience, params.tolerance, record=info)
+            phases.append(distill_phase(f"checkpoint-{step}", student, partial(teacher.at, step), options=params,
+                                        clock=ctx.clock, steps=n, until=until, teacher=f"step {step}",
+                                        cost_key="distill", info=info))
+        phases.append(final_teacher_phase(ctx, options=params, cost_key="distill"))
         return phases
 
 

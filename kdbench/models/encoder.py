@@ -71,7 +71,8 @@ class Encoder(nn.Module):
     """Token transformer: ``vocab_size`` input tokens, ``outputs`` logits per read-out position.
 
     ``max_len`` bounds the sequence length (learned positions). See the module
-    docstring for the layered interface and the read-out rules.
+    docstring for the layered interface and the read-out rules. ``config`` holds the
+    constructor arguments: ``Encoder(**model.config)`` builds the same shape.
     """
 
     def __init__(self, vocab_size: int, outputs: int, max_len: int, width: int, heads: int, layers: int,
@@ -79,6 +80,8 @@ class Encoder(nn.Module):
         super().__init__()
         if layers < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
+        self.config = {"vocab_size": vocab_size, "outputs": outputs, "max_len": max_len, "width": width,
+                       "heads": heads, "layers": layers, "mlp_ratio": mlp_ratio, "causal": causal, "readout": readout}
         self.tok = nn.Embedding(vocab_size, width)
         self.pos = nn.Embedding(max_len, width)
         self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, causal) for _ in range(layers))

@@ -30,8 +30,9 @@ building an :class:`HFEncoder` does.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -54,6 +55,19 @@ def import_transformers() -> Any:
     except ImportError as e:
         raise UserError('Hugging Face models need the transformers package: pip install "kdbench[hf]"') from e
     return transformers
+
+
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """No ``transformers`` progress bars (loading and writing weights) inside, as they were after."""
+    logging = import_transformers().utils.logging
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
 
 
 class HFEncoder(nn.Module):
@@ -131,15 +145,17 @@ class HFEncoder(nn.Module):
             raise UserError(f"{path}: model_type {config.model_type!r} is not supported; "
                             f"allowed: {', '.join(ARCHITECTURES)}")
         try:
-            model = transformers.AutoModelForMaskedLM.from_pretrained(path, local_files_only=True,
-                                                                      attn_implementation="sdpa")
+            with quiet_progress():
+                model = transformers.AutoModelForMaskedLM.from_pretrained(path, local_files_only=True,
+                                                                          attn_implementation="sdpa")
         except (OSError, ValueError) as e:
             raise UserError(f"{path}: cannot load a masked-LM model from this folder: {e}") from e
         return cls(model)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write the wrapped model to ``path`` (``from_pretrained`` here or in transformers reads it back)."""
-        self.model.save_pretrained(path)
+        with quiet_progress():
+            self.model.save_pretrained(path)
 
     @property
     def _base(self) -> nn.Module:

@@ -19,10 +19,13 @@ class MLP(nn.Module):
     pre-activation output with ``pre_activation=True``; ``forward(x,
     layers=[...])`` returns several layers' outputs (and the logits) from one
     pass as :class:`kdbench.api.LayerOutputs`.
+
+    ``config`` holds the constructor arguments: ``MLP(**model.config)`` builds the same shape.
     """
 
     def __init__(self, n_in: int, hidden: int | list[int], n_out: int):
         super().__init__()
+        self.config = {"n_in": n_in, "hidden": hidden if isinstance(hidden, int) else list(hidden), "n_out": n_out}
         widths = [hidden] if isinstance(hidden, int) else list(hidden)
         sizes = [n_in, *widths]
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))

@@ -16,18 +16,20 @@ generator), not from the bits that chose its sequences.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from ..api import Batch, Params, TaskInstance
+from ..api import Batch, TaskInstance
 from ..models import Encoder
+from .hf_models import HFModelParams, build_hf_model
 
 
-class MLMParams(Params):
-    """Masking parameters, shared by the MLM tasks' params."""
+class MLMParams(HFModelParams):
+    """Masking parameters, shared by the MLM tasks' params (with the Hugging Face model params)."""
 
     mask_rate: float = Field(0.15, gt=0, le=1, description="fraction of positions chosen for prediction")
     replace_mask: float = Field(0.8, ge=0, le=1, description="of the chosen: share replaced by [MASK]")
@@ -43,7 +45,8 @@ class MLMParams(Params):
 
 @dataclass(frozen=True)
 class Masker:
-    """Applies BERT masking. Ordinary (random-replacement) tokens are ids ``low..high-1``."""
+    """Applies BERT masking. Ordinary (random-replacement) tokens are ids ``low..high-1``, or the
+    ids in ``ordinary`` when given (a tokenizer whose special tokens sit among the others)."""
 
     rate: float
     replace_mask: float
@@ -51,10 +54,12 @@ class Masker:
     mask_id: int
     low: int
     high: int
+    ordinary: Optional[torch.Tensor] = field(default=None, compare=False)
 
     @classmethod
-    def from_params(cls, p: MLMParams, mask_id: int, low: int, high: int) -> "Masker":
-        return cls(p.mask_rate, p.replace_mask, p.replace_random, mask_id, low, high)
+    def from_params(cls, p: MLMParams, mask_id: int, low: int, high: int,
+                    ordinary: Optional[torch.Tensor] = None) -> "Masker":
+        return cls(p.mask_rate, p.replace_mask, p.replace_random, mask_id, low, high, ordinary)
 
     def __call__(self, tokens: torch.Tensor, maskable: torch.Tensor, generator: torch.Generator) -> Batch:
         """Mask ``tokens`` ``[B, T]`` where ``maskable``; draws only from ``generator``."""
@@ -65,7 +70,11 @@ class Masker:
             pick = torch.where(maskable, draw, -1.0).flatten().argmax()
             mask.view(-1)[pick] = bool(maskable.view(-1)[pick])
         how = torch.rand(tokens.shape, generator=generator, device=device)
-        random_tokens = torch.randint(self.low, self.high, tokens.shape, generator=generator, device=device)
+        if self.ordinary is None:
+            random_tokens = torch.randint(self.low, self.high, tokens.shape, generator=generator, device=device)
+        else:
+            pick = torch.randint(0, len(self.ordinary), tokens.shape, generator=generator, device=device)
+            random_tokens = self.ordinary.to(device)[pick]
         inputs = torch.where(mask & (how < self.replace_mask), self.mask_id, tokens)
         to_random = mask & (how >= self.replace_mask) & (how < self.replace_mask + self.replace_random)
         inputs = torch.where(to_random, random_tokens, inputs)
@@ -93,22 +102,29 @@ def evaluate_mlm(model: torch.nn.Module, batch: Batch, chunk: int) -> dict[str, 
 
 class MLMInstance(TaskInstance):
     """What the MLM tasks share: encoder teacher and student sized by the params'
-    ``teacher_*`` / ``student_*`` width, heads and layers, and masked-token evaluation
-    on ``self.eval_batch``. Subclasses set ``p``, ``device``, ``vocab_size``, ``seq_len``."""
+    ``teacher_*`` / ``student_*`` width, heads and layers, or the Hugging Face models
+    ``teacher_hf`` / ``student_hf`` name, and masked-token evaluation on
+    ``self.eval_batch``. Subclasses set ``p``, ``device``, ``vocab_size``, ``seq_len``."""
 
     metric = "masked_accuracy"
 
     def evaluate(self, model) -> dict[str, float]:
         return evaluate_mlm(model, self.eval_batch, self.p.eval_batch_size)
 
-    def _model(self, who: str) -> Encoder:
+    def teacher_source(self) -> Optional[str]:
+        return self.p.pretrained_teacher()
+
+    def _model(self, who: str) -> torch.nn.Module:
         p = self.p
+        spec = getattr(p, f"{who}_hf")
+        if spec is not None:
+            return build_hf_model(spec, self.vocab_size, f"{who}_hf").to(self.device)
         return Encoder(vocab_size=self.vocab_size, outputs=self.vocab_size, max_len=self.seq_len,
                        width=getattr(p, f"{who}_width"), heads=getattr(p, f"{who}_heads"),
                        layers=getattr(p, f"{who}_layers"), mlp_ratio=p.mlp_ratio).to(self.device)
 
-    def teacher_model(self) -> Encoder:
+    def teacher_model(self) -> torch.nn.Module:
         return self._model("teacher")
 
-    def student_model(self) -> Encoder:
+    def student_model(self) -> torch.nn.Module:
         return self._model("student")

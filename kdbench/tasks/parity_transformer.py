@@ -10,27 +10,25 @@ bidirectional with ``causal: false``. Paper sizes (Panigrahi et al. 2024): 2
 layers, head dimension 8, teacher 32 heads (256-d), student 4 heads (32-d in
 the public code; the curriculum-extraction paper uses 256-d students: set
 ``student_width``).
+
+``levels`` (hierarchical parity, ``2^levels`` classes) and ``probe_degree``
+(correlations of the output margin with the support's monomials at every
+evaluation) are as in ``parity-mlp`` (see :mod:`kdbench.tasks.parity`).
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from ..api import Batch, Params, Recipe, Task, TaskInstance
+from ..api import Batch, Recipe, Task, TaskInstance
 from ..hookspecs import hookimpl
 from ..models import Encoder
-from .parity import parity_labels, sample_bits
+from .parity import ParityData, ParityOptions
 
 
-class ParityTransformerParams(Params):
-    n: int = Field(100, ge=1, description="input bits (= tokens)")
-    k: int = Field(6, ge=1, description="support size")
-    support: Literal["first", "random"] = Field(
-        "first", description="the support: the first k coordinates, or k drawn from the data seed")
+class ParityTransformerParams(ParityOptions):
     causal: bool = Field(True, description="causal (GPT-style) attention; false: bidirectional")
     teacher_layers: int = Field(2, ge=1, description="teacher transformer blocks")
     teacher_heads: int = Field(32, ge=1, description="teacher attention heads")
@@ -44,8 +42,6 @@ class ParityTransformerParams(Params):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.k > self.n:
-            raise ValueError(f"k ({self.k}) must be <= n ({self.n})")
         for who in ("teacher", "student"):
             width, heads = getattr(self, f"{who}_width"), getattr(self, f"{who}_heads")
             if width % heads:
@@ -63,31 +59,30 @@ class ParityTransformerInstance(TaskInstance):
 
     def __init__(self, params: ParityTransformerParams, seed: int, device: torch.device):
         self.p, self.device = params, device
-        g = torch.Generator(device=device).manual_seed(seed)
-        if params.support == "first":
-            self.support = torch.arange(params.k, device=device)
-        else:
-            self.support = torch.randperm(params.n, generator=g, device=device)[: params.k].sort().values
-        x = sample_bits(g, params.eval_size, params.n, device)
-        self.eval_x, self.eval_y = bits_to_tokens(x), parity_labels(x, self.support)
+        self.data = ParityData(params, torch.Generator(device=device).manual_seed(seed), params.eval_size, device)
+        self.support, self.eval_y = self.data.support, self.data.eval_y
+        self.eval_x = bits_to_tokens(self.data.eval_bits)
 
     def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
-        x = sample_bits(generator, batch_size, self.p.n, self.device)
-        return Batch(bits_to_tokens(x), parity_labels(x, self.support))
+        x, y = self.data.batch_bits(generator, batch_size)
+        return Batch(bits_to_tokens(x), y)
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
-        correct, loss = 0, 0.0
+        correct, loss, chunks = 0, 0.0, []
         for lo in range(0, self.p.eval_size, self.p.eval_batch_size):
             x, y = self.eval_x[lo:lo + self.p.eval_batch_size], self.eval_y[lo:lo + self.p.eval_batch_size]
             logits = model(x)
             correct += int((logits.argmax(-1) == y).sum())
             loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        return {"accuracy": correct / self.p.eval_size, "loss": loss / self.p.eval_size}
+            if self.data.monomials:  # the probe needs every margin at once
+                chunks.append(logits.float())
+        probe = self.data.probe(torch.cat(chunks)) if chunks else {}
+        return {"accuracy": correct / self.p.eval_size, "loss": loss / self.p.eval_size, **probe}
 
     def _model(self, who: str) -> Encoder:
         p = self.p
-        return Encoder(vocab_size=2, outputs=2, max_len=p.n, width=getattr(p, f"{who}_width"),
+        return Encoder(vocab_size=2, outputs=self.data.classes, max_len=p.n, width=getattr(p, f"{who}_width"),
                        heads=getattr(p, f"{who}_heads"), layers=getattr(p, f"{who}_layers"),
                        mlp_ratio=p.mlp_ratio, causal=p.causal, readout="last").to(self.device)
 

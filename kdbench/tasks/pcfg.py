@@ -69,6 +69,7 @@ class PCFGInstance(MLMInstance):
 
     def __init__(self, params: PCFGParams, seed: int, device: torch.device):
         self.p, self.device = params, device
+        params.check_hf_installed()
         self.grammar: Grammar = load_grammar(params.grammar)
         longest = self.grammar.length_bounds()[1]
         if params.seq_len is None and math.isinf(longest):

@@ -21,12 +21,21 @@ tokenizer. Training is not bit-reproducible across fresh caches: the
 ``tokenizers`` trainer breaks ties between equally frequent merges in hash-map
 order (two trainings on WikiText-2 at 2,000 entries differed by one entry).
 ``tokenizer: PATH`` (relative to the current directory) pins a tokenizer JSON,
-e.g. a cached one, instead. Each split's tokens are concatenated and cut into
-sequences ``[CLS] + (seq_len - 2) tokens + [SEP]``; the remainder is dropped.
-Training batches draw sequences uniformly at random (with replacement) and
-mask them afresh (:mod:`kdbench.tasks.mlm`, specials never masked); the
-evaluation set is the first ``eval_size`` held-out sequences, masked once
-from the data seed. Metric: masked-token accuracy.
+e.g. a cached one, instead.
+
+With a pretrained teacher (``teacher_hf: FOLDER``, a ``save_pretrained`` folder,
+see :mod:`kdbench.tasks.hf_models`) the teacher's own tokenizer, saved in that
+folder with ``tokenizer.save_pretrained``, is the task's: it tokenizes the
+corpus, its special tokens (and their ids, whatever they are) are the task's,
+the vocabulary is the teacher's, and the student shares it; ``vocab_size``,
+``lowercase`` and ``tokenizer`` are then not given.
+
+Each split's tokens are concatenated and cut into sequences ``[CLS] +
+(seq_len - 2) tokens + [SEP]``; the remainder is dropped. Training batches draw
+sequences uniformly at random (with replacement) and mask them afresh
+(:mod:`kdbench.tasks.mlm`, specials never masked; random replacements are
+ordinary tokens); the evaluation set is the first ``eval_size`` held-out
+sequences, masked once from the data seed. Metric: masked-token accuracy.
 
 Reference models (curriculum-extraction paper): teacher 12 blocks, 12 heads,
 768-d; student 256-d, 4 heads. The student's depth is not stated there: 4
@@ -49,10 +58,13 @@ from ..hookspecs import hookimpl
 from ..inputs import PathParam
 from ..store import atomic_torch_save, atomic_write_text
 from ..streams import substream
+from .hf_models import load_pretrained_tokenizer
 from .mlm import Masker, MLMInstance, MLMParams
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD, UNK, CLS, SEP, MASK = range(len(SPECIALS))
+# the roles of kdbench's own WordPiece specials, named as Hugging Face tokenizers name them
+SPECIAL_TOKENS = dict(zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"), SPECIALS))
 SUFFIXES = (".txt", ".raw", ".tokens")
 # a corpus path names files (hashed into run ids); hf:NAME does not
 CORPUS_PATH = PathParam(when=lambda spec: not spec.startswith("hf:"), files=lambda path: corpus_files(str(path)))
@@ -96,6 +108,16 @@ class WikipediaParams(MLMParams):
             width, heads = getattr(self, f"{who}_width"), getattr(self, f"{who}_heads")
             if width % heads:
                 raise ValueError(f"{who}_width ({width}) must be a multiple of {who}_heads ({heads})")
+        return self
+
+    @model_validator(mode="after")
+    def _pretrained_tokenizer(self):
+        # compared with the defaults, not model_fields_set: a run's params come back fully written out
+        fields = type(self).model_fields
+        given = [name for name in ("tokenizer", "vocab_size", "lowercase") if getattr(self, name) != fields[name].default]
+        if self.pretrained_teacher() and given:
+            raise ValueError(f"{', '.join(given)}: the pretrained teacher's tokenizer (teacher_hf) is the task's; "
+                             "leave these out")
         return self
 
 
@@ -160,29 +182,31 @@ def train_tokenizer(lines: list[str], vocab_size: int, lowercase: bool):
     return tokenizer
 
 
-def pack(ids: torch.Tensor, seq_len: int) -> torch.Tensor:
+def pack(ids: torch.Tensor, seq_len: int, cls: int = CLS, sep: int = SEP) -> torch.Tensor:
     """Cut a token stream into ``[CLS] + seq_len - 2 tokens + [SEP]`` rows (remainder dropped)."""
     body = seq_len - 2
     n = ids.numel() // body
     rows = ids[: n * body].view(n, body)
-    return torch.cat([torch.full((n, 1), CLS, dtype=ids.dtype), rows, torch.full((n, 1), SEP, dtype=ids.dtype)], 1)
+    return torch.cat([torch.full((n, 1), cls, dtype=ids.dtype), rows, torch.full((n, 1), sep, dtype=ids.dtype)], 1)
 
 
 class Corpus:
     """The tokenizer and the two token streams of a corpus, built once and cached in ``cache_dir``.
 
     Builds of the same cache (teacher and student jobs running at once) take a
-    file lock, so they all use the tokenizer the first one trained.
+    file lock, so they all use the tokenizer the first one trained. ``pretrained``
+    (a pretrained teacher's tokenizer JSON) is used as it is, like a pinned one.
     """
 
-    def __init__(self, p: WikipediaParams, cache_dir: Optional[Path]):
+    def __init__(self, p: WikipediaParams, cache_dir: Optional[Path], pretrained: Optional[str] = None):
         lines = read_corpus(p.corpus)
         split = len(lines) - max(1, round(p.eval_fraction * len(lines)))
         if split < 1:
             raise UserError(f"corpus {p.corpus!r}: {len(lines)} non-blank line(s) cannot be split into "
                             f"training and held-out text (eval_fraction {p.eval_fraction})")
         self.train_lines, self.eval_lines = lines[:split], lines[split:]
-        pinned = _read_pinned(p.tokenizer) if p.tokenizer else None
+        pinned = pretrained or (_read_pinned(p.tokenizer) if p.tokenizer else None)
+        self.specials_first = pretrained is None  # kdbench's own numbering: the specials are ids 0-4
         key = hashlib.sha256(repr((hashlib.sha256("\n".join(lines).encode()).hexdigest(), p.vocab_size,
                                    p.lowercase, p.eval_fraction, pinned)).encode()).hexdigest()[:16]
         if cache_dir is None:
@@ -211,7 +235,7 @@ class Corpus:
         else:
             self.tokenizer = train_tokenizer(self.train_lines, p.vocab_size, p.lowercase)
         for i, special in enumerate(SPECIALS):
-            if self.tokenizer.token_to_id(special) != i:
+            if self.specials_first and self.tokenizer.token_to_id(special) != i:
                 raise UserError(f"tokenizer {p.tokenizer!r}: needs the special tokens {list(SPECIALS)} as ids 0-4")
         self.train_ids, self.eval_ids = (self._encode(part) for part in (self.train_lines, self.eval_lines))
 
@@ -238,23 +262,44 @@ class WikipediaInstance(MLMInstance):
 
     def __init__(self, params: WikipediaParams, seed: int, device: torch.device, cache_dir=None):
         self.p, self.device, self.seq_len = params, device, params.seq_len
-        corpus = Corpus(params, cache_dir)
+        params.check_hf_installed()
+        folder = params.pretrained_teacher()
+        pretrained = load_pretrained_tokenizer(folder) if folder else None
+        corpus = Corpus(params, cache_dir, pretrained.json if pretrained else None)
         self.tokenizer = corpus.tokenizer
-        self.vocab_size = self.tokenizer.get_vocab_size()
-        self.train_seqs = pack(corpus.train_ids, params.seq_len).to(device)
-        eval_seqs = pack(corpus.eval_ids, params.seq_len)[: params.eval_size].to(device).long()
+        self.special_tokens = pretrained.special_tokens if pretrained else dict(SPECIAL_TOKENS)
+        ids = {role: self.tokenizer.token_to_id(token) for role, token in self.special_tokens.items()}
+        tokens = self.tokenizer.get_vocab_size()
+        self.vocab_size = pretrained.model_vocab_size if pretrained else tokens
+        if tokens > self.vocab_size:
+            raise UserError(f"teacher_hf: {folder}: its tokenizer has {tokens} tokens, more than the model's "
+                            f"vocab_size {self.vocab_size}")
+        self.special_ids = torch.tensor(sorted(set(ids.values())), device=device)
+        self.train_seqs = pack(corpus.train_ids, params.seq_len, ids["cls_token"], ids["sep_token"]).to(device)
+        eval_seqs = pack(corpus.eval_ids, params.seq_len, ids["cls_token"], ids["sep_token"])
+        eval_seqs = eval_seqs[: params.eval_size].to(device).long()
         for name, seqs in (("training", self.train_seqs), ("held-out", eval_seqs)):
             if len(seqs) == 0:
                 raise UserError(f"corpus {params.corpus!r}: the {name} text is shorter than one sequence of "
                                 f"{params.seq_len} tokens; lower seq_len or eval_fraction, or use more text")
-        self.masker = Masker.from_params(params, MASK, len(SPECIALS), self.vocab_size)
+        n_special = len(self.special_ids)
+        if self.special_ids.tolist() == list(range(n_special)):  # specials first: the ordinary ids are a range
+            self.masker = Masker.from_params(params, ids["mask_token"], n_special, tokens)
+        else:
+            every = torch.arange(tokens, device=device)
+            self.masker = Masker.from_params(params, ids["mask_token"], 0, tokens,
+                                             ordinary=every[~torch.isin(every, self.special_ids)])
         g = torch.Generator(device=device).manual_seed(seed)
-        self.eval_batch = self.masker(eval_seqs, eval_seqs >= len(SPECIALS), substream(g, "masking"))
+        self.eval_batch = self.masker(eval_seqs, self.maskable(eval_seqs), substream(g, "masking"))
+
+    def maskable(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Where ``tokens`` are ordinary tokens (never a special one)."""
+        return ~torch.isin(tokens, self.special_ids)
 
     def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
         rows = torch.randint(0, len(self.train_seqs), (batch_size,), generator=generator, device=self.device)
         tokens = self.train_seqs[rows].long()
-        return self.masker(tokens, tokens >= len(SPECIALS), substream(generator, "masking"))
+        return self.masker(tokens, self.maskable(tokens), substream(generator, "masking"))
 
 
 class WikipediaBert(Task):
