@@ -13,24 +13,27 @@ from conftest import ROOT, kdbench, tiny_suite
 
 RECORDING = ROOT / "tests" / "data" / "plugins" / "recording_loggers.py"
 TWO_METHODS = "  - name: one-shot\n  - name: labels"
+# progressive reads the teacher's checkpoints: a curve with several phases, beside one with one
+PHASED = tiny_suite("  - name: progressive\n  - name: labels").replace("steps: 50}", "steps: 50, checkpoint_every: 10}")
 
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch, tmp_path):
     """Trackers stay off the network and keep their files under tmp_path."""
-    for name, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
-                        "DO_NOT_TRACK": "true"}.items():
+    for name, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_ERROR_REPORTING": "false",
+                        "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}.items():
         monkeypatch.setenv(name, value)
-    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name.lower()))
+    for name in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        folder = tmp_path / "wandb-home" / name.lower()
+        folder.mkdir(parents=True)
+        monkeypatch.setenv(name, str(folder))
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # the mlflow logger sets it for its file store
 
 
-def run_tiny(write_suite, tmp_path, *args, methods=TWO_METHODS, extra="", expect=0):
+def run_tiny(write_suite, tmp_path, *args, suite=tiny_suite(TWO_METHODS), extra="", expect=0):
     """Run a tiny parity suite (one run per method) into tmp_path/out; return (out, CLI result)."""
     out = tmp_path / "out"
-    result = kdbench("run", write_suite(tiny_suite(methods) + extra), "-o", out, "-q", "-L", "threads=1", *args,
-                     expect=expect)
+    result = kdbench("run", write_suite(suite + extra), "-o", out, "-q", "-L", "threads=1", *args, expect=expect)
     return out, result
 
 
@@ -53,32 +56,60 @@ def calls(path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines()] if Path(path).exists() else []
 
 
-def test_tensorboard_event_files_hold_the_curve_against_steps_and_flops(write_suite, tmp_path):
+def phase_starts(curve) -> list[tuple[int, str]]:
+    """(step, phase) of the first curve point of every phase, in order."""
+    return [(p["step"], p["phase"]) for i, p in enumerate(curve) if i == 0 or p["phase"] != curve[i - 1]["phase"]]
+
+
+def series(curve, metric, x="step") -> list[tuple]:
+    """(x, metric) of the curve points that have the metric (train_loss is None at step 0)."""
+    return [(p[x], p[metric]) for p in curve if p.get(metric) is not None]
+
+
+def without_version(config: dict) -> dict:
+    """A run's config.json as the loggers get it (kdbench adds its version when it stores it)."""
+    return {k: v for k, v in config.items() if k != "kdbench_version"}
+
+
+def test_tensorboard_event_files_hold_params_curve_phases_and_summary(write_suite, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-    out, _ = run_tiny(write_suite, tmp_path, "--log", "tensorboard")
+    out, _ = run_tiny(write_suite, tmp_path, "--log", "tensorboard", suite=PHASED)
     found = runs(out)
     assert len(found) == 2
     for run_id, (config, curve, summary) in found.items():
         events = EventAccumulator(str(out / "tensorboard" / "parity-mlp" / config["method_label"] / f"seed0-{run_id}"))
         events.Reload()
         scalars = lambda tag: [(e.step, e.value) for e in events.Scalars(tag)]  # noqa: E731
-        assert same_series(scalars("accuracy"), [(p["step"], p["accuracy"]) for p in curve])
-        assert same_series(scalars("by_flops/accuracy"), [(p["flops"], p["accuracy"]) for p in curve])
-        assert same_series(scalars("cost/flops"), [(p["step"], p["flops"]) for p in curve])
+        texts = lambda tag: [(e.step, e.tensor_proto.string_val[0].decode())  # noqa: E731
+                             for e in events.Tensors(f"{tag}/text_summary")]
+        for metric in ("accuracy", "loss", "train_loss"):
+            assert same_series(scalars(metric), series(curve, metric))
+            assert same_series(scalars(f"by_flops/{metric}"), series(curve, metric, x="flops"))
+        assert same_series(scalars("cost/flops"), series(curve, "flops"))
+        assert texts("phase") == phase_starts(curve)
+        (config_text,) = texts("config")
+        assert json.loads(config_text[1]) == without_version(config)
         (final,) = events.Scalars("final/accuracy")
         assert (final.step, final.value) == (summary["steps"], pytest.approx(summary["metrics"]["accuracy"]))
-        phases = [e.tensor_proto.string_val[0].decode() for e in events.Tensors("phase/text_summary")]
-        assert phases == [curve[0]["phase"]]  # one phase: written once
-        assert run_id.encode() in events.Tensors("config/text_summary")[0].tensor_proto.string_val[0]
+        (summary_text,) = texts("summary")
+        assert json.loads(summary_text[1]) == summary
+        hparams = HParamsPluginData.FromString(events.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+        logged = hparams.session_start_info.hparams
+        assert (logged["method"].string_value, logged["task_params.n"].number_value, logged["seed"].number_value,
+                logged["budget.flops"].number_value) == (config["method"], 10, 0, config["budget"]["flops"])
+    phases = {p for _, curve, _ in found.values() for p in phase_starts(curve)}
+    assert len(phases) > 2  # progressive's checkpoints: phase changes were logged
 
 
-def test_mlflow_file_store_holds_params_metric_history_and_summary(write_suite, tmp_path, monkeypatch):
+def test_mlflow_file_store_from_the_suite_holds_params_metric_history_phases_and_summary(write_suite, tmp_path,
+                                                                                          monkeypatch):
     pytest.importorskip("mlflow")
     store = tmp_path / "tracking"  # the suite names its own store
-    out, _ = run_tiny(write_suite, tmp_path, extra=f"loggers: [{{name: mlflow, options: {{tracking_uri: "
-                                                   f"'{store.as_uri()}', experiment: kd}}}}]\n")
+    out, _ = run_tiny(write_suite, tmp_path, suite=PHASED, extra=f"loggers: [{{name: mlflow, options: {{tracking_uri: "
+                                                                 f"'{store.as_uri()}', experiment: kd}}}}]\n")
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -91,12 +122,19 @@ def test_mlflow_file_store_holds_params_metric_history_and_summary(write_suite, 
         mlrun = by_id[run_id]
         assert mlrun.info.status == "FINISHED" and mlrun.data.tags["kdbench.status"] == "finished"
         params = mlrun.data.params
-        assert (params["method"], params["task_params.n"], params["seed"]) == (config["method"], "10", "0")
-        assert params["student_recipe.lr"] == str(config["student_recipe"]["lr"])
-        history = client.get_metric_history(mlrun.info.run_id, "accuracy")
-        assert same_series(sorted((m.step, m.value) for m in history), [(p["step"], p["accuracy"]) for p in curve])
+        assert (params["task"], params["method"], params["seed"], params["teacher_seed"]) == (
+            config["task"], config["method"], "0", "0")
+        assert (params["task_params.n"], params["budget.flops"], params["student_recipe.lr"]) == (
+            "10", str(config["budget"]["flops"]), str(config["student_recipe"]["lr"]))
+        assert json.loads(params["checkpoints"]) == config["checkpoints"]
+        for metric in ("accuracy", "train_loss"):
+            history = client.get_metric_history(mlrun.info.run_id, metric)
+            assert same_series(sorted((m.step, m.value) for m in history), series(curve, metric))
         flops = client.get_metric_history(mlrun.info.run_id, "flops")
-        assert sorted((m.step, m.value) for m in flops) == [(p["step"], p["flops"]) for p in curve]
+        assert sorted((m.step, m.value) for m in flops) == series(curve, "flops")
+        phases = json.loads(mlrun.data.tags["kdbench.phases"])
+        assert [(p["step"], p["phase"]) for p in phases] == phase_starts(curve)
+        assert mlrun.data.tags["kdbench.phase"] == curve[-1]["phase"]
         assert mlrun.data.metrics["final/accuracy"] == pytest.approx(summary["metrics"]["accuracy"])
         assert mlrun.data.metrics["summary/flops"] == summary["flops"]
     assert not (out / "mlruns").exists()  # the default store is not used when the suite names one
@@ -132,9 +170,9 @@ def wandb_records(run_file: Path) -> list[dict]:
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
-def test_wandb_offline_run_holds_config_history_and_summary(write_suite, tmp_path):
+def test_wandb_offline_run_holds_config_history_phases_and_summary(write_suite, tmp_path):
     pytest.importorskip("wandb")
-    out, _ = run_tiny(write_suite, tmp_path, "--log", "wandb:tags=[kd, test]")
+    out, _ = run_tiny(write_suite, tmp_path, "--log", "wandb:tags=[kd, test]", suite=PHASED)
     found = runs(out)
     files = {f.name.removeprefix("run-").rsplit("-", 1)[0]: f for f in out.glob("wandb/offline-run-*/run-*.wandb")}
     assert sorted(files) == sorted(found)  # one offline W&B run per kdbench run, under the results folder
@@ -142,19 +180,22 @@ def test_wandb_offline_run_holds_config_history_and_summary(write_suite, tmp_pat
         records = wandb_records(files[run_id])
         (start,) = [r["run"] for r in records if r["type"] == "run"]
         assert start["display_name"] == f"parity-mlp/{config['method_label']}/seed0"
-        assert start["config"]["update"]["task_params"]["n"] == 10
+        assert {k: v for k, v in start["config"]["update"].items() if k != "_wandb"} == without_version(config)
         assert {"kd", "test", config["method_label"]} <= set(start.get("tags", []))
         history = [r["history"]["item"] for r in records if r["type"] == "history"]
-        assert same_series([(h["_step"], h["accuracy"]) for h in history], [(p["step"], p["accuracy"]) for p in curve])
-        assert [h["flops"] for h in history] == [p["flops"] for p in curve]
-        assert all(h["phase"] == p["phase"] for h, p in zip(history, curve))
+        for metric in ("accuracy", "train_loss"):
+            assert same_series([(h["_step"], h[metric]) for h in history if metric in h], series(curve, metric))
+        assert [(h["_step"], h["flops"], h["phase"]) for h in history] == [
+            (p["step"], p["flops"], p["phase"]) for p in curve]
         final = {}
         for r in records:
             if r["type"] == "summary":
                 final.update(r["summary"].get("update", {}))
         assert final["status"] == "finished"
         assert final["final/accuracy"] == pytest.approx(summary["metrics"]["accuracy"])
+        assert (final["summary/steps"], final["summary/flops"]) == (summary["steps"], summary["flops"])
         assert [r["exit"].get("exit_code", 0) for r in records if r["type"] == "exit"] == [0]
+    assert len({p for _, curve, _ in found.values() for p in phase_starts(curve)}) > 2
 
 
 def test_wandb_is_offline_unless_an_api_key_is_configured(monkeypatch, tmp_path):
@@ -223,6 +264,9 @@ def test_a_missing_library_is_exit_2_with_the_install_command(write_suite, tmp_p
     assert f"the {name} logger needs {name}, which is not installed" in result.output
     assert install in result.output
     assert not out.exists()
+    suite = write_suite(tiny_suite() + f"loggers: [{{name: {name}}}]\n", "with-logger.yaml")
+    checked = kdbench("validate", suite, expect=2)  # the suite's loggers: too, before anything trains
+    assert f"loggers[0].name: the {name} logger needs {name}" in checked.output and install in checked.output
 
 
 @pytest.mark.parametrize("option, message", [

@@ -6,7 +6,8 @@ which kdbench sets for it); ``tracking_uri`` names another (``sqlite:///...``,
 ``http://server:5000``). The run's config is logged as params (flattened:
 ``task_params.n``), every curve point as metrics with the student step (the
 task's metrics, ``train_loss``, ``flops`` and ``samples``: MLflow's charts can
-put ``flops`` on the x axis), the phase as the tag ``kdbench.phase``, and at
+put ``flops`` on the x axis), the phase as the tag ``kdbench.phase`` and every
+phase's first step and FLOPs as the tag ``kdbench.phases`` (JSON), and at
 the end the final metrics and the summary's steps, FLOPs and wall time
 (``final/...``, ``summary/...``), the tag ``kdbench.status`` and the run's
 status. A resumed kdbench run continues its MLflow run (found by the tags
@@ -15,6 +16,7 @@ status. A resumed kdbench run continues its MLflow run (found by the tags
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -28,6 +30,7 @@ from . import Logger, LoggedRun, LogPoint, final_metrics
 
 MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
 MAX_PARAM_LENGTH = 6000  # MLflow's longest param value
+MAX_TAG_LENGTH = 8000  # MLflow's longest tag value
 STATUS = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 
 
@@ -55,13 +58,15 @@ class MLflowLogger(Logger):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         from mlflow.tracking import MlflowClient
 
-        self.client, self.phase = MlflowClient(tracking_uri=uri), None
+        self.client, self.phase, self.phases = MlflowClient(tracking_uri=uri), None, []
         experiment = self._experiment(self.params.experiment or run.suite)
         tags = {"kdbench.run_id": run.run_id, "kdbench.out": str(Path(run.out).resolve())}
         found = [r for r in self.client.search_runs([experiment], f"tags.`kdbench.run_id` = '{run.run_id}'")
                  if r.data.tags.get("kdbench.out") == tags["kdbench.out"]]
         if found:  # a resumed (or retried) run of this results folder: the same MLflow run
             self.run_id, logged = found[0].info.run_id, found[0].data.params
+            self.phases = json.loads(found[0].data.tags.get("kdbench.phases", "[]"))
+            self.phase = self.phases[-1]["phase"] if self.phases else None
             self.client.update_run(self.run_id, status="RUNNING")
         else:
             c = run.config
@@ -100,6 +105,10 @@ class MLflowLogger(Logger):
                            **({"teacher_flops": point.teacher_flops} if point.teacher_flops else {})}, point.step)
         if point.phase != self.phase:
             self.client.set_tag(self.run_id, "kdbench.phase", point.phase)
+            self.phases.append({"step": point.step, "flops": point.flops, "phase": point.phase})
+            text = json.dumps(self.phases, separators=(",", ":"))
+            if len(text) <= MAX_TAG_LENGTH:  # else the tag keeps the phases that fit
+                self.client.set_tag(self.run_id, "kdbench.phases", text)
             self.phase = point.phase
 
     def finish(self, summary: dict) -> None:
