@@ -77,7 +77,7 @@ class DistillOptions(Params):
             raise ValueError("temperature_schedule needs temperature > 0 (temperature 0: hard teacher labels)")
         return self
 
-    def at(self, fraction: float) -> tuple[float, float]:
+    def settings_at(self, fraction: float) -> tuple[float, float]:
         """``(temperature, label_weight)`` after ``fraction`` (0..1) of the run."""
         return (interpolate(fraction, self.temperature, self.temperature_end, self.temperature_schedule),
                 interpolate(fraction, self.label_weight, self.label_weight_end, self.label_weight_schedule))
@@ -139,12 +139,12 @@ def distill_phase(name: str, student: nn.Module, teacher_fn: Callable[[], nn.Mod
     scheduled = (options.temperature_schedule, options.label_weight_schedule) != ("constant", "constant")
     if scheduled and clock is None:
         raise ValueError(f"phase {name!r}: a temperature or label-weight schedule needs the run's clock")
-    fixed = None if scheduled else options.at(0.0)
+    fixed = None if scheduled else options.settings_at(0.0)
 
     def loss(batch):
         with torch.no_grad():
             target = logits(teacher_fn(), batch)
-        temperature_now, label_weight_now = fixed or options.at(clock.step / max(1, clock.total_steps))
+        temperature_now, label_weight_now = fixed or options.settings_at(clock.step / max(1, clock.total_steps))
         return distillation_loss(logits(student, batch), target, batch.labels, temperature_now, label_weight_now,
                                  options.divergence)
 

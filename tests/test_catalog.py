@@ -68,7 +68,7 @@ def test_describe_prints_each_param_with_type_allowed_values_default_and_descrip
     out = kdbench("describe", "progressive").output
     lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     assert "method progressive 1 (built-in)" in out and "methods[i].params" in out
-    assert lines["switch"].split()[1:4] == ["str", '"proportional",', '"fixed"']
+    assert lines["switch"].split()[1:5] == ["str", '"proportional",', '"fixed",', '"saturate"']
     assert lines["multiplier"].split()[1:5] == ["float", ">", "0", "1.0"]
     assert "teacher steps per student step" in lines["multiplier"]
 

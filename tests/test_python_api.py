@@ -45,7 +45,7 @@ def test_run_suite_matches_the_cli(write_suite, tmp_path):
 
 
 def test_the_same_user_errors_as_the_cli(write_suite, tmp_path):
-    bad = write_suite(tiny_suite("  - name: one-shot\n    params: {temperature: 0}"))
+    bad = write_suite(tiny_suite("  - name: one-shot\n    params: {temperature: -1}"))
     message = cli("run", bad, "-o", tmp_path / "cli", "-q", expect=2).output
     with pytest.raises(kdbench.UserError) as err:
         kdbench.run_suite(bad, output=tmp_path / "api")
