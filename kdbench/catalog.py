@@ -24,7 +24,7 @@ from .plugins import PluginInfo, Registry
 from .schema import params_of
 from .suite import unknown_name
 
-KINDS = ("task", "method", "launcher")
+KINDS = ("task", "method", "launcher", "logger")
 LIST_COLUMNS = ("kind", "name", "version", "from", "description")
 PARAM_COLUMNS = ("param", "type", "allowed", "default", "description")
 FOLDED_MIN_WIDTH = 24  # a column that may fold is never narrower (unless its text is shorter)
@@ -38,7 +38,7 @@ class Format(str, Enum):
 
 
 def plugin_rows(registry: Registry) -> list[dict[str, str]]:
-    """One row per installed task, method and launcher: kind, name, version, source, description."""
+    """One row per installed task, method, launcher and logger: kind, name, version, source, description."""
     return [{"kind": kind, "name": info.name, "version": info.version, "source": info.source,
              "description": str(getattr(info.cls, "description", "") or "")}
             for kind in KINDS for info in getattr(registry, kind + "s").values()]
@@ -84,6 +84,8 @@ def description(info: PluginInfo) -> dict[str, Any]:
         out["needs_teacher"] = bool(getattr(cls, "needs_teacher", True))
     elif info.kind == "task":
         out.update(_recipes(info))
+    elif info.kind == "logger":
+        out["install"] = str(getattr(cls, "install", "") or "")
     elif getattr(cls, "jobs_option", None):
         out["jobs_option"] = cls.jobs_option
     return out
@@ -155,7 +157,10 @@ def print_description(console: Console, info: dict[str, Any]) -> None:
             lines.append(f"  {who} recipe (a suite's tasks[i].{who} overrides any field): {recipe}")
     if info.get("jobs_option"):
         lines.append(f"  --jobs sets {info['jobs_option']}")
-    where = {"task": "tasks[i].params", "method": "methods[i].params", "launcher": "launcher.options"}[info["kind"]]
+    if info.get("install"):
+        lines.append(f"  needs: {info['install']}")
+    where = {"task": "tasks[i].params", "method": "methods[i].params", "launcher": "launcher.options",
+             "logger": "loggers[i].options, or --log NAME:KEY=VALUE"}[info["kind"]]
     lines.append(f"  params ({where}):" if info["params"] else "  params: none")
     console.out("\n".join(lines), highlight=False)
     if info["params"]:

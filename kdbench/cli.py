@@ -72,6 +72,9 @@ def run(
                                   "(fp32 on CPU)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile student and teacher "
                                  "(after their FLOPs are measured)."),
+    loggers: Optional[List[str]] = typer.Option(None, "--log", help="Follow the runs in an experiment tracker: "
+                                                "tensorboard, mlflow, wandb; NAME:KEY=VALUE,... sets its options; "
+                                                "none drops the suite's loggers (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     keep_students: Optional[bool] = typer.Option(None, "--keep-students/--no-keep-students",
                                                  help="Keep each finished run's student weights (default: the "
@@ -84,8 +87,8 @@ def run(
     try:
         done = run_suite(suite, output, jobs=jobs, device=device, launcher=launcher,
                          launcher_options=launcher_option or (), sbatch=sbatch or (), detach=detach,
-                         precision=precision, compile=compile, plugins=plugin or (), reporter=Reporter(quiet),
-                         log=_log, keep_students=keep_students)
+                         precision=precision, compile=compile, plugins=plugin or (), loggers=loggers or (),
+                         reporter=Reporter(quiet), log=_log, keep_students=keep_students)
     except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143), the runs in progress saved
         err_console.print("interrupted: finished runs are kept and the run in progress saved its state; "
                           "run the same command again to resume.")
@@ -200,7 +203,7 @@ FormatOpt = typer.Option(Format.text, "--format", "-f", help="text (a table on a
 @app.command(name="list")
 @user_errors
 def list_plugins(plugin: Optional[List[Path]] = PluginOpt, fmt: Format = FormatOpt):
-    """Show the tasks, methods and launchers that are installed, with versions and origin."""
+    """Show the tasks, methods, launchers and loggers that are installed, with versions and origin."""
     from .catalog import print_listing
     from .suite import check_plugin_file
 
@@ -212,8 +215,8 @@ def list_plugins(plugin: Optional[List[Path]] = PluginOpt, fmt: Format = FormatO
 @app.command()
 @user_errors
 def describe(
-    name: str = typer.Argument(..., help="A task, method or launcher name (see kdbench list)."),
-    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="task, method or launcher: only that kind "
+    name: str = typer.Argument(..., help="A task, method, launcher or logger name (see kdbench list)."),
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="task, method, launcher or logger: only that kind "
                                        "(a name may be both a task and a method)."),
     plugin: Optional[List[Path]] = PluginOpt,
     fmt: Format = FormatOpt,

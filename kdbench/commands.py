@@ -40,11 +40,13 @@ def load(suite: PathLike, plugins: Sequence[PathLike] = (), output: Optional[Pat
 
 
 def validate_suite(suite: PathLike, plugins: Sequence[PathLike] = ()) -> LoadedSuite:
-    """Everything ``kdbench validate`` checks: the schema, every plugin's params, and one probe
-    step of every (task, method) pair on untrained models. Trains nothing; raises UserError."""
+    """Everything ``kdbench validate`` checks: the schema, every plugin's params (loggers included),
+    and one probe step of every (task, method) pair on untrained models. Trains nothing; raises UserError."""
+    from .loggers.selection import choose_loggers
     from .validation import check_runs
 
     loaded, registry = load(suite, plugins)
+    choose_loggers(loaded, registry)
     check_runs(loaded, registry)
     return loaded
 
@@ -81,8 +83,9 @@ class SuiteRun:
 def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optional[int] = None,
               device: str = "auto", launcher: Optional[str] = None, launcher_options: Sequence[str] = (),
               sbatch: Sequence[str] = (), detach: bool = False, precision: str = "fp32", compile: bool = False,
-              plugins: Sequence[PathLike] = (), reporter: Optional[Reporter] = None,
-              log: Callable[[str], None] = lambda message: None, keep_students: Optional[bool] = None) -> SuiteRun:
+              plugins: Sequence[PathLike] = (), loggers: Sequence[Union[str, dict]] = (),
+              reporter: Optional[Reporter] = None, log: Callable[[str], None] = lambda message: None,
+              keep_students: Optional[bool] = None) -> SuiteRun:
     """Do what ``kdbench run`` does: validate, train the teachers and every unfinished run, write
     the leaderboard and figures; return a :class:`SuiteRun`. A KeyboardInterrupt (Ctrl-C) saves
     the runs in progress, writes the leaderboard of what finished and propagates (SIGTERM too, as
@@ -90,12 +93,14 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     written is a UserError before anything trains; a leaderboard that cannot be written after the
     runs (a full disk) is logged and kept in ``leaderboard_error``.
 
-    ``launcher_options`` are ``KEY=VALUE`` strings (``-L``); ``log`` receives the messages the
-    CLI prints on stderr; ``reporter`` shows progress (default: none); ``keep_students``, if
-    given, overrides the suite's ``keep_students``."""
+    ``launcher_options`` are ``KEY=VALUE`` strings (``-L``); ``loggers`` are ``--log`` strings
+    (``"mlflow:tracking_uri=..."``) or ``{"name", "options"}`` dicts, on top of the suite's
+    ``loggers:``; ``log`` receives the messages the CLI prints on stderr; ``reporter`` shows
+    progress (default: none); ``keep_students``, if given, overrides the suite's ``keep_students``."""
     from .device import check_device_spec, effective_precision, resolve_device
     from .launchers import LaunchContext, choose_launcher
     from .console import os_error
+    from .loggers.selection import choose_loggers
     from .store import make_results_folder, run_is_done, write_manifest
     from .validation import check_runs
 
@@ -104,6 +109,7 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
         loaded.runs = [replace(r, keep_students=keep_students) for r in loaded.runs]
     launcher_cls, params = choose_launcher(loaded, registry, launcher, jobs, tuple(launcher_options), tuple(sbatch),
                                            detach)
+    chosen_loggers = choose_loggers(loaded, registry, loggers)
     if detach and loaded.tune is not None:
         raise UserError(f"{suite}: tune: a sweep reads each round's results before asking the next; "
                         "run it without --detach")
@@ -120,7 +126,8 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
         raise UserError(f"--output {out}: the results folder cannot be written: {os_error(exc)}") from exc
     ctx = LaunchContext(out=out, registry=registry, device=dev, reporter=reporter or Reporter(quiet=True),
                         plugin_paths=loaded.plugin_paths, options=params.model_dump(), params=params,
-                        device_spec=device, precision=precision, compile=compile, detach=detach)
+                        device_spec=device, precision=precision, compile=compile, detach=detach,
+                        loggers=chosen_loggers)
 
     launched = []
 

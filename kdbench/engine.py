@@ -56,7 +56,8 @@ class TrainJob:
     """What the engine trains, for how long, and what it records.
 
     ``on_step(clock)`` is called after every step (``clock.step`` steps done):
-    progress bars and teacher checkpoints hang there. ``should_stop()`` is asked
+    progress bars and teacher checkpoints hang there; ``on_record(point)`` after
+    every curve point is recorded (the run's loggers). ``should_stop()`` is asked
     at every step boundary; when it answers True the engine saves its state and
     raises :class:`kdbench.stop.StopRequested`. ``precision="bf16"`` autocasts
     the losses on CUDA; ``compile`` torch.compiles the model (after its FLOPs
@@ -73,6 +74,7 @@ class TrainJob:
     state_path: Optional[Path] = None
     save_every_s: float = 60.0
     on_step: Optional[Callable[[Clock], None]] = None
+    on_record: Optional[Callable[[CurvePoint], None]] = None
     should_stop: Callable[[], bool] = _never
     precision: str = "fp32"
     compile: bool = False
@@ -225,7 +227,7 @@ class Checkpoint:
 
 
 def record(job: TrainJob, state: LoopState, phase: str) -> None:
-    """Evaluate the model (eval mode, no gradients) and append a curve point."""
+    """Evaluate the model (eval mode, no gradients), append a curve point and pass it to ``job.on_record``."""
     job.model.eval()
     with torch.no_grad():
         metrics = job.task.evaluate(job.model)
@@ -237,6 +239,8 @@ def record(job: TrainJob, state: LoopState, phase: str) -> None:
         **({"teacher_flops": state.teacher_flops} if state.teacher_flops else {}),
         "phase": phase, "train_loss": train_loss, **metrics, "time": round(state.wall, 3),
     })
+    if job.on_record is not None:
+        job.on_record(state.curve[-1])
 
 
 def train(job: TrainJob) -> TrainResult:

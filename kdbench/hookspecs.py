@@ -1,7 +1,7 @@
 """Every hook a kdbench plugin can implement.
 
 A plugin is a module (or object) with functions decorated by
-``kdbench.hookimpl`` and named as below. Built-in tasks, methods and launchers
+``kdbench.hookimpl`` and named as below. Built-in tasks, methods, launchers and loggers
 are registered through exactly these hooks, like any third-party package.
 """
 
@@ -37,4 +37,16 @@ def kdbench_register_launchers():
 
     A launcher receives the runs of a suite that are not finished yet and
     executes them (in-process, worker processes, a cluster scheduler...).
+    """
+
+
+@hookspec
+def kdbench_register_loggers():
+    """Return a list of :class:`kdbench.loggers.Logger` subclasses this plugin provides.
+
+    A logger follows runs in an experiment tracker: kdbench calls ``start`` with
+    the run's params, ``log_point`` at every curve point (metrics against steps
+    and FLOPs, and the phase) and ``finish`` with the summary. ``name``,
+    ``version`` and ``Params`` work as for tasks; ``kdbench run --log NAME`` or a
+    suite's ``loggers:`` list chooses it.
     """

@@ -40,6 +40,9 @@ BUILTIN_PLUGINS = (
     "kdbench.methods.pro_kd",
     "kdbench.launchers.local",
     "kdbench.launchers.slurm",
+    "kdbench.loggers.tensorboard",
+    "kdbench.loggers.mlflow",
+    "kdbench.loggers.wandb",
 )
 
 
@@ -62,6 +65,7 @@ class Registry:
     tasks: dict[str, PluginInfo] = field(default_factory=dict)
     methods: dict[str, PluginInfo] = field(default_factory=dict)
     launchers: dict[str, PluginInfo] = field(default_factory=dict)
+    loggers: dict[str, PluginInfo] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -167,6 +171,7 @@ def _collect(registry: Registry) -> None:
         "task": registry.pm.hook.kdbench_register_tasks,
         "method": registry.pm.hook.kdbench_register_methods,
         "launcher": registry.pm.hook.kdbench_register_launchers,
+        "logger": registry.pm.hook.kdbench_register_loggers,
     }
     for kind, hook in hooks.items():
         table = getattr(registry, kind + "s")

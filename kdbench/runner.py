@@ -14,7 +14,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from filelock import FileLock
@@ -25,6 +25,8 @@ from .budget import allot_steps, eval_steps, measure_phases
 from .device import effective_precision
 from .engine import PlannedPhase, TrainJob, progress_every, train
 from .errors import FAILURES, UserError
+from .loggers.runlog import RunLog
+from .loggers.selection import LoggerSpec
 from .plugins import Registry
 from .stop import stop_requested
 from .store import atomic_write_json, discard_unreadable, run_dir, run_is_done, teacher_dir, write_failure
@@ -205,7 +207,7 @@ def train_teacher(run: Run, checkpoints, registry: Registry, out: Path, device: 
 
 def execute_run(run: Run, registry: Registry, out: Path, device: torch.device, progress: Progress = None,
                 teacher_progress: Progress = None, precision: str = "fp32", compile: bool = False,
-                probe_teacher: bool = False, rerun: bool = False) -> RunOutcome:
+                probe_teacher: bool = False, rerun: bool = False, loggers: Sequence[LoggerSpec] = ()) -> RunOutcome:
     """Run ``run`` unless its folder already holds a finished result (``rerun``: even then);
     store its config, curve and summary; return what happened.
 
@@ -216,7 +218,24 @@ def execute_run(run: Run, registry: Registry, out: Path, device: torch.device, p
     propagate. ``precision="bf16"`` autocasts the losses on CUDA; ``compile``
     torch.compiles student and teacher after their FLOPs are measured.
     ``probe_teacher`` uses an untrained teacher of the right shape (tests of shapes and FLOPs).
+    ``loggers`` (a launch context's ``loggers``) follow the run in experiment trackers.
     """
+    runlog = RunLog(run, registry, out, loggers)
+    try:
+        outcome = _locked_run(run, registry, out, device, progress, teacher_progress, precision, compile,
+                              probe_teacher, rerun, runlog.point)
+    except BaseException:
+        runlog.abort()
+        raise
+    runlog.finish(outcome.summary)
+    return outcome
+
+
+def _locked_run(run: Run, registry: Registry, out: Path, device: torch.device, progress: Progress,
+                teacher_progress: Progress, precision: str, compile: bool, probe_teacher: bool, rerun: bool,
+                on_record: Callable[[dict], None]) -> RunOutcome:
+    """:func:`execute_run` but for its loggers, which get every curve point through ``on_record``:
+    take the run's lock, skip a finished run, record a failure."""
     precision = effective_precision(precision, device)
     folder, started = run_dir(out, run.run_id), time.time()
     try:
@@ -229,7 +248,7 @@ def execute_run(run: Run, registry: Registry, out: Path, device: torch.device, p
         if not rerun and run_is_done(out, run.run_id):
             return RunOutcome({"status": "skipped", "run_id": run.run_id})
         return _execute(run, registry, out, folder, device, progress, teacher_progress, precision, compile,
-                        probe_teacher)
+                        probe_teacher, on_record)
     except UserError:
         raise
     except FAILURES as exc:
@@ -239,8 +258,10 @@ def execute_run(run: Run, registry: Registry, out: Path, device: torch.device, p
 
 
 def _execute(run: Run, registry: Registry, out: Path, folder: Path, device: torch.device, progress: Progress,
-             teacher_progress: Progress, precision: str, compile: bool, probe_teacher: bool) -> RunOutcome:
-    """The body of :func:`execute_run`, under the run's lock: train and store the result."""
+             teacher_progress: Progress, precision: str, compile: bool, probe_teacher: bool,
+             on_record: Callable[[dict], None]) -> RunOutcome:
+    """The body of :func:`execute_run`, under the run's lock: train (every curve point to
+    ``on_record``) and store the result."""
     atomic_write_json(folder / "config.json", {**run.config(), "kdbench_version": __version__})
     discard_unreadable(folder / "state.pt", "saved run state")
     teacher, teacher_summary = None, None
@@ -254,6 +275,7 @@ def _execute(run: Run, registry: Registry, out: Path, folder: Path, device: torc
             precision=precision, compile=compile)
         teacher = CachedTeacher(teacher_dir(out, run.teacher_id), task, run.teacher_seed)
     prepared = prepare(run, registry, task, teacher, device, folder / "state.pt", progress, precision, compile)
+    prepared.job.on_record = on_record
     if compile and isinstance(teacher, CachedTeacher):
         teacher.compile()  # after prepare: FLOPs are counted on the eager models
     result = train(prepared.job)

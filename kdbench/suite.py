@@ -22,6 +22,7 @@ from .api import Recipe
 from .errors import UserError
 from .plugins import Registry
 from .inputs import hash_file, hash_params, resolve_params, resolve_path
+from .loggers.schema import LoggerEntry
 from .schema import allowed_fields, model_at
 from .streams import VERSION as STREAMS_VERSION
 from .suitefile import excerpt, read_suite_file
@@ -108,6 +109,7 @@ class Suite(_Strict):
     save_every_s: float = Field(60.0, gt=0, description="seconds between resumable state saves")
     keep_students: bool = Field(True, description="keep each finished run's student (for kdbench export)")
     launcher: LauncherEntry = LauncherEntry()
+    loggers: list[LoggerEntry] = Field([], description="experiment trackers that follow every run (--log)")
     tune: Optional[TuneSpec] = Field(None, description="choose each method's settings on dev seeds first")
 
     @field_validator("seeds", "teacher_seeds")

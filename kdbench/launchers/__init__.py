@@ -33,7 +33,9 @@ class LaunchContext:
     file the suite and the command line named, so a worker process or a job on
     another machine can rebuild the same registry. ``teacher_checkpoints`` adds
     checkpoints a teacher stores beyond those the runs read (a tuning sweep's
-    later trials may read them: see ``common.teacher_groups``).
+    later trials may read them: see ``common.teacher_groups``). ``loggers``
+    (plain data) are the experiment trackers that follow every run: pass them
+    to ``execute_run``.
     """
 
     out: Path
@@ -47,6 +49,7 @@ class LaunchContext:
     precision: str = "fp32"
     compile: bool = False
     detach: bool = False
+    loggers: tuple = ()  # kdbench.loggers.selection.LoggerSpec
     teacher_checkpoints: dict = field(default_factory=dict)  # teacher id -> checkpoints to store beside the runs'
 
 
@@ -89,11 +92,11 @@ class Launcher:
         return {}
 
 
-def parse_option(text: str) -> tuple[str, Any]:
-    """``key=value`` from the command line; the value is read as a YAML scalar or list."""
+def parse_option(text: str, flag: str = "--launcher-option") -> tuple[str, Any]:
+    """``key=value`` from the command line option ``flag``; the value is read as a YAML scalar or list."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise UserError(f"--launcher-option: {text!r} is not KEY=VALUE")
+        raise UserError(f"{flag}: {text!r} is not KEY=VALUE")
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:

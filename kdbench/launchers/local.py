@@ -132,7 +132,8 @@ class LocalLauncher(Launcher):
                 else:
                     with ctx.reporter.bar(f"{run.task_label} {run.method_label} seed {run.seed}") as update:
                         summary = execute_run(run, ctx.registry, ctx.out, ctx.device, progress=update,
-                                              precision=ctx.precision, compile=ctx.compile).summary
+                                              precision=ctx.precision, compile=ctx.compile,
+                                              loggers=ctx.loggers).summary
                 summaries.append(summary)
                 ctx.reporter.log(describe(run, summary))
         return summaries
@@ -210,7 +211,7 @@ def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]
     bars, summaries = _Bars(ctx.reporter), {}
     progress_queue = multiprocessing.get_context("spawn").Queue()
     initargs = (tuple(ctx.plugin_paths), str(ctx.device), threads, progress_queue, ctx.precision, ctx.compile,
-                os.getpid())
+                os.getpid(), tuple(ctx.loggers))
     with environment(worker_environment(threads)), interrupt_at_once():
         pool = _Pool(jobs, initargs)
 

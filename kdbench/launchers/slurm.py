@@ -148,9 +148,9 @@ class TeacherJob(_Job):
 class RunJob(_Job):
     """Executes one run (its teacher is already in the cache: the job depends on the teacher's)."""
 
-    def __init__(self, run: Run, *args):
+    def __init__(self, run: Run, *args, loggers: tuple = ()):
         super().__init__(*args)
-        self.run = run
+        self.run, self.loggers = run, tuple(loggers)
 
     def work(self, registry, device):
         from ..runner import execute_run
@@ -158,7 +158,7 @@ class RunJob(_Job):
         progress = run_dir(self.out, self.run.run_id) / "progress.json"
         progress.parent.mkdir(parents=True, exist_ok=True)
         summary = execute_run(self.run, registry, self.out, device, progress=_progress_writer(progress),
-                              precision=self.precision, compile=self.compile).summary
+                              precision=self.precision, compile=self.compile, loggers=self.loggers).summary
         progress.unlink(missing_ok=True)
         return summary
 
@@ -283,7 +283,7 @@ def submit(runs: list[Run], ctx: LaunchContext, params: SlurmParams, book: JobBo
         stale.unlink(missing_ok=True)
     count = 0
     for dependency, batch in batches.items():
-        jobs = [RunJob(run, *common) for run in batch]
+        jobs = [RunJob(run, *common, loggers=ctx.loggers) for run in batch]
         ids = _submit_array(folder, params, f"kdbench-{batch[0].suite}", jobs,
                             f"afterok:{dependency}" if dependency else None)
         for run, job_id in zip(batch, ids):

@@ -42,8 +42,9 @@ def tune_malloc() -> None:
 
 
 def init_worker(plugin_paths, device: str, threads: int, progress_queue, precision: str, compile: bool,
-                parent_pid: int) -> None:
-    """Set a new worker up: threads, malloc, signal handlers, the parent watch, the plugin registry."""
+                parent_pid: int, loggers: tuple = ()) -> None:
+    """Set a new worker up: threads, malloc, signal handlers, the parent watch, the plugin registry
+    and the loggers that follow its runs."""
     from ..plugins import load_plugins
 
     torch.set_num_threads(threads)
@@ -55,7 +56,7 @@ def init_worker(plugin_paths, device: str, threads: int, progress_queue, precisi
     # progress is best-effort: exiting must not wait to flush it (after Ctrl-C nobody reads it)
     progress_queue.cancel_join_thread()
     _worker.update(registry=load_plugins(tuple(plugin_paths)), device=torch.device(device), queue=progress_queue,
-                   precision=precision, compile=compile)
+                   precision=precision, compile=compile, loggers=loggers)
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -106,4 +107,4 @@ def worker_run(run, out) -> dict:
     w = _worker
     with _job(run.run_id):
         return execute_run(run, w["registry"], out, w["device"], progress=_reporter_for(run.run_id),
-                           precision=w["precision"], compile=w["compile"]).summary
+                           precision=w["precision"], compile=w["compile"], loggers=w["loggers"]).summary
