@@ -133,7 +133,7 @@ def test_sigkill_mid_run_resumes_bit_for_bit(tmp_path):
     after a state was saved at every step."""
     flag = tmp_path / "kill-now"
     methods = f"  - name: one-shot\n  - name: signals-progressive\n    params: {{flag: {flag}, at: 30}}"
-    path = suite(tmp_path, methods, flops=2e8, save=EVERY_STEP)
+    path = suite(tmp_path, methods, flops=2e7, save=EVERY_STEP)
     reference = tmp_path / "reference"
     kdbench("run", path, "-o", reference, "-q")
     out = tmp_path / "out"

@@ -51,6 +51,7 @@ class LaunchContext:
     detach: bool = False
     loggers: tuple = ()  # kdbench.loggers.selection.LoggerSpec
     teacher_checkpoints: dict = field(default_factory=dict)  # teacher id -> checkpoints to store beside the runs'
+    threads: dict = field(default_factory=dict)  # the local launcher's choice per share of the cores (see .threads)
 
 
 @dataclass

@@ -39,6 +39,7 @@ from ..store import teacher_dir
 from ..teachers import TeacherFailed, teacher_is_ready
 from . import LaunchContext, Launcher
 from .common import MALLOC_ENV, describe, describe_teacher, teacher_groups
+from .threads import choose_threads
 from .workers import init_worker, worker_run, worker_teacher
 
 WORKER_DIED = ("its worker process died (killed, out of memory, or a plugin ended the process); "
@@ -49,7 +50,8 @@ class LocalParams(Params):
     """Options of the ``local`` launcher."""
 
     jobs: int = Field(1, ge=1, description="runs at once; above 1 they run in that many worker processes")
-    threads: Optional[int] = Field(None, ge=1, description="torch/OpenMP threads per job (default: cores // jobs)")
+    threads: Optional[int] = Field(None, ge=1, description="torch/OpenMP threads per job (default: 1 or cores // jobs, "
+                                                        "whichever a timed probe of the first job finds faster)")
 
 
 def available_cores() -> int:
@@ -68,6 +70,8 @@ def threads_per_job(jobs: int, threads: Optional[int] = None) -> int:
 def worker_environment(threads: int) -> dict[str, str]:
     """Environment a worker must start with: thread counts and malloc tuning are read at start-up."""
     env = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    # OpenMP threads waiting for work sleep instead of spinning against other processes
+    env["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
     for name, value in MALLOC_ENV.items():
         env[name] = os.environ.get(name, value)
     return env
@@ -117,10 +121,31 @@ class LocalLauncher(Launcher):
     def launch(self, runs, ctx):
         params = ctx.params or LocalParams()
         jobs = min(params.jobs, len(runs))  # no idle workers holding a share of the cores
+        threads = params.threads or self.default_threads(runs, ctx, jobs)
         if jobs > 1:
-            return launch_pool(runs, ctx, jobs, threads_per_job(jobs, params.threads))
-        if params.threads:
-            torch.set_num_threads(params.threads)
+            return launch_pool(runs, ctx, jobs, threads)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return self.launch_here(runs, ctx)
+        finally:
+            torch.set_num_threads(before)
+
+    @staticmethod
+    def default_threads(runs, ctx: LaunchContext, jobs: int) -> int:
+        """Threads per job when ``threads`` is not given: 1 or the job's share of the cores,
+        whichever a timed probe finds faster (:mod:`.threads`); the choice is logged."""
+        most = threads_per_job(jobs)
+        if most not in ctx.threads:  # once per suite, not once per tuning round
+            choice = choose_threads(runs, ctx, most)
+            if most > 1:
+                ctx.reporter.log(f"threads: {choice.threads} per job ({choice.reason}; -L threads=T sets it)")
+            ctx.threads[most] = choice.threads
+        return ctx.threads[most]
+
+    @staticmethod
+    def launch_here(runs, ctx: LaunchContext) -> list[dict]:
+        """Train the teachers, then every run, one after another in this process."""
         summaries = []
         with graceful_interrupt():
             failed = train_teachers(runs, ctx)
