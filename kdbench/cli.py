@@ -155,7 +155,9 @@ def plan(
         phases = ", ".join(f"{name} {steps}x{flops:.3g}" for name, steps, flops in row.phases)
         cells = [r.run_id, r.task_label, r.method_label, str(r.seed), f"{row.budget_flops:.3g}", phases,
                  "yes" if row.done else "no"]
-        table.add_row(*cells, *([format_seconds(row.seconds)] if probe_steps else []))
+        spread = (f"{format_seconds(row.seconds)} ({format_seconds(row.estimate.low)}-"
+                  f"{format_seconds(row.estimate.high)})" if row.estimate is not None else "")
+        table.add_row(*cells, *([spread] if probe_steps else []))
     out_console.print(table)
     if plan.tuning_runs:
         spec = loaded.tune.spec
@@ -167,10 +169,18 @@ def plan(
     if probe_steps:
         for tid, seconds in plan.teachers.items():
             out_console.print(f"teacher {tid}: est. {format_seconds(seconds)} (trained once, if not cached)")
+        low, high = plan.spread_left
         out_console.print(f"estimated time of the unfinished runs, one after another on {dev} ({plan.precision}"
-                          f"{', compiled' if compile else ''}): {format_seconds(plan.seconds_left)} + teachers "
-                          f"{format_seconds(sum(plan.teachers.values()))}; from {probe_steps} timed steps "
-                          "per phase", highlight=False)
+                          f"{', compiled' if compile else ''}, {plan.threads} thread(s)): "
+                          f"{format_seconds(plan.seconds_left)} ({format_seconds(low)}-{format_seconds(high)}: "
+                          f"the step times' quartiles) + teachers {format_seconds(sum(plan.teachers.values()))}; "
+                          f"from {probe_steps} timed steps per phase", highlight=False)
+        if plan.threads_reason:
+            out_console.print(f"threads: {plan.threads}, as `kdbench run` would choose ({plan.threads_reason})",
+                              highlight=False)
+        if plan.busy:
+            out_console.print(f"the machine looked busy (load average {plan.load[0]:.1f} on {plan.load[1]} cores): "
+                              "these estimates hold while that other work runs", highlight=False)
 
 
 @app.command()

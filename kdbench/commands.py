@@ -15,6 +15,7 @@ CLI prints (it then exits with code 2).
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -215,7 +216,12 @@ class PlannedRun:
     budget_flops: float
     phases: list[tuple[str, int, int]]  # (name, steps, FLOPs per step)
     done: bool
-    seconds: Optional[float] = None
+    estimate: Optional[object] = None  # kdbench.probe.Estimate (None without a time probe)
+
+    @property
+    def seconds(self) -> Optional[float]:
+        """The estimate's median seconds, or None."""
+        return None if self.estimate is None else self.estimate.mid
 
 
 @dataclass
@@ -230,29 +236,64 @@ class Plan:
     probe_steps: int
     tuning_runs: int = 0  # trial runs a tuned suite's sweep adds (the runs listed are its test runs)
     tuning_seconds: float = 0.0  # their estimated seconds, one after another (0 without a time probe)
+    threads: int = 1  # torch threads the estimates were measured with: those `kdbench run` would use
+    threads_reason: str = ""
+    load: tuple = (0.0, 1)  # (1-minute load average before measuring, CPU cores available)
+
+    @property
+    def busy(self) -> bool:
+        """Whether other work was using most of the cores when the estimates were measured."""
+        load, cores = self.load
+        return load >= 0.75 * cores
 
     @property
     def seconds_left(self) -> float:
         """Estimated seconds of the unfinished runs, one after another (teachers not included)."""
         return sum(r.seconds or 0.0 for r in self.runs if not r.done)
 
+    @property
+    def spread_left(self) -> tuple[float, float]:
+        """The same sum from the step times' first and third quartiles."""
+        left = [r.estimate for r in self.runs if not r.done and r.estimate is not None]
+        return sum(e.low for e in left), sum(e.high for e in left)
+
 
 def plan_suite(suite: PathLike, output: Optional[PathLike] = None, *, device: str = "auto", probe_steps: int = 10,
                precision: str = "fp32", compile: bool = False, plugins: Sequence[PathLike] = ()) -> Plan:
     """Do what ``kdbench plan`` does: every run's measured FLOPs per step and allotted steps, which
     are done, and (``probe_steps`` > 0) its time estimated from that many timed engine steps."""
+    import torch
+
     from .device import effective_precision, resolve_device
-    from .probe import estimate_job
-    from .runner import build_task, prepare
-    from .store import run_is_done
-    from .suite import short_hash
-    from .teachers import ProbeTeacher, teacher_job
+    from .launchers import LaunchContext
+    from .launchers.local import available_cores
+    from .launchers.threads import ThreadChoice, choose_threads, torch_threads
     from .validation import check_runs
 
     loaded, registry = load(suite, plugins, output)
     dev = resolve_device(device)
     precision = effective_precision(precision, dev)
     check_runs(loaded, registry)
+    load_average, cores = os.getloadavg()[0], available_cores()  # before this process adds its own
+    threads = ThreadChoice(torch.get_num_threads(), "")
+    if probe_steps:  # time steps as `kdbench run` (one job) would run them
+        ctx = LaunchContext(out=loaded.output, registry=registry, device=dev, reporter=Reporter(quiet=True),
+                            precision=precision)
+        threads = choose_threads(loaded.runs, ctx, cores)
+    with torch_threads(threads.threads):
+        plan = _estimate(loaded, registry, dev, precision, compile, probe_steps)
+    plan.threads, plan.threads_reason, plan.load = threads.threads, threads.reason, (load_average, cores)
+    return plan
+
+
+def _estimate(loaded: LoadedSuite, registry, dev, precision: str, compile: bool, probe_steps: int) -> Plan:
+    """The rows of :func:`plan_suite`, their estimates timed with the threads already set."""
+    from .probe import estimate_job
+    from .runner import build_task, prepare
+    from .store import run_is_done
+    from .suite import short_hash
+    from .teachers import ProbeTeacher, teacher_job
+
     tasks, estimates, teachers, rows = {}, {}, {}, []
     for r in loaded.runs:
         if r.teacher_id not in tasks:
@@ -268,13 +309,13 @@ def plan_suite(suite: PathLike, output: Optional[PathLike] = None, *, device: st
                                config["eval"]])
             if same not in estimates:  # seeds do not change the speed
                 estimates[same] = estimate_job(p.job, probe_steps)
-            row.seconds = estimates[same]
+            row.estimate = estimates[same]
             given = r.teacher_checkpoint or task.teacher_source()
             needs = registry.methods[r.method].cls.needs_teacher and not given
             if needs and r.teacher_id not in teachers:
                 job = teacher_job(task, r.teacher_seed, r.teacher_recipe, r.eval.points, precision=precision,
                                   compile=compile)
-                teachers[r.teacher_id] = estimate_job(job, probe_steps)
+                teachers[r.teacher_id] = estimate_job(job, probe_steps).mid
         rows.append(row)
     plan = Plan(loaded, dev, precision, rows, teachers, probe_steps)
     if loaded.tune is not None:  # each trial: the method's run on every dev seed and teacher seed

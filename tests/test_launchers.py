@@ -178,7 +178,7 @@ def test_plan_estimates_time_from_a_probe(write_suite):
     result = kdbench("plan", write_suite(tiny_suite(TWO_METHODS)), "--device", "cpu", "--probe-steps", "3")
     text = result.output.replace("\n", " ")
     assert "teacher parity-mlp-" in text and "(trained once, if not cached)" in text
-    assert "estimated time of the unfinished runs, one after another on cpu (fp32):" in text
+    assert "estimated time of the unfinished runs, one after another on cpu (fp32, " in text and " thread(s)): " in text
     assert "estimated time" not in kdbench("plan", SUITES / "smoke.yaml", "--probe-steps", "0").output
 
 

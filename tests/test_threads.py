@@ -70,3 +70,23 @@ def test_a_worker_pool_with_one_core_per_job_needs_no_probe(write_suite, tmp_pat
     result = kdbench("run", write_suite(tiny_suite("  - name: one-shot\n  - name: labels")), "-o", tmp_path / "out",
                      "--jobs", "2")
     assert probed == [] and "2 worker processes x 1 thread(s)" in result.output
+
+
+def test_plan_measures_with_the_threads_run_would_choose_and_says_when_the_machine_is_busy(write_suite, monkeypatch):
+    from kdbench import commands
+
+    monkeypatch.setattr(local, "available_cores", lambda: 4)
+    fake_probe(monkeypatch, {1: 1.0, 4: 3.0})  # four threads slower: as on a busy machine
+    monkeypatch.setattr(commands.os, "getloadavg", lambda: (6.0, 5.0, 4.0))
+    suite = write_suite(tiny_suite("  - name: one-shot\n  - name: labels"))
+    plan = commands.plan_suite(suite, probe_steps=5)
+    assert plan.threads == 1 and plan.busy and plan.load == (6.0, 4)
+    for row in plan.runs:
+        assert 0 < row.estimate.low <= row.estimate.mid <= row.estimate.high
+    low, high = plan.spread_left
+    assert low <= plan.seconds_left <= high
+    out = kdbench("plan", suite, "--probe-steps", "5").output.replace("\n", " ")
+    assert "threads: 1, as `kdbench run` would choose" in out
+    assert "the machine looked busy (load average 6.0 on 4 cores)" in out
+    monkeypatch.setattr(commands.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    assert "looked busy" not in kdbench("plan", suite, "--probe-steps", "5").output

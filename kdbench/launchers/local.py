@@ -39,7 +39,7 @@ from ..store import teacher_dir
 from ..teachers import TeacherFailed, teacher_is_ready
 from . import LaunchContext, Launcher
 from .common import MALLOC_ENV, describe, describe_teacher, teacher_groups
-from .threads import choose_threads
+from .threads import choose_threads, torch_threads
 from .workers import init_worker, worker_run, worker_teacher
 
 WORKER_DIED = ("its worker process died (killed, out of memory, or a plugin ended the process); "
@@ -124,12 +124,8 @@ class LocalLauncher(Launcher):
         threads = params.threads or self.default_threads(runs, ctx, jobs)
         if jobs > 1:
             return launch_pool(runs, ctx, jobs, threads)
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):
             return self.launch_here(runs, ctx)
-        finally:
-            torch.set_num_threads(before)
 
     @staticmethod
     def default_threads(runs, ctx: LaunchContext, jobs: int) -> int:

@@ -13,6 +13,7 @@ is: a busy machine, like a small model, gets one thread.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -53,14 +54,21 @@ def probe_job(runs, ctx: LaunchContext) -> tuple[TrainJob, str]:
     return prepared.job, f"{run.task_label} {run.method_label}"
 
 
-def step_seconds(job: TrainJob, threads: int) -> float:
-    """Seconds of one step of ``job`` (summed over its distinct phases) with ``threads`` threads."""
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """Run the block with ``threads`` torch threads, then restore the caller's setting."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return sum(phase_seconds(job, STEPS, WARMUP).values())
+        yield
     finally:
         torch.set_num_threads(before)
+
+
+def step_seconds(job: TrainJob, threads: int) -> float:
+    """Seconds of one step of ``job`` (summed over its distinct phases) with ``threads`` threads."""
+    with torch_threads(threads):
+        return sum(phase_seconds(job, STEPS, WARMUP).values())
 
 
 def choose_threads(runs, ctx: LaunchContext, most: int) -> ThreadChoice:
