@@ -22,7 +22,7 @@ from rich.text import Text
 from .errors import UserError
 from .plugins import PluginInfo, Registry
 from .schema import params_of
-from .suite import unknown_name
+from .schema import unknown_name
 
 KINDS = ("task", "method", "launcher", "logger")
 LIST_COLUMNS = ("kind", "name", "version", "from", "description")

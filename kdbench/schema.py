@@ -1,7 +1,8 @@
 """What a pydantic model (a plugin's ``Params``, a recipe, the suite) accepts, read from the model itself.
 
-Used for error messages (the fields allowed where an unknown one was given) and
-for ``kdbench describe`` (each param's type, allowed values, default and
+Used for error messages (the fields allowed where an unknown one was given, the
+closest name to an unknown plugin: :func:`format_validation_error`, :func:`unknown_name`)
+and for ``kdbench describe`` (each param's type, allowed values, default and
 description), so neither can drift from the code.
 """
 
@@ -12,12 +13,16 @@ import json
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 import annotated_types
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
+
+from .errors import UserError
+from .suitefile import excerpt
 
 BOUNDS = {">": annotated_types.Gt, ">=": annotated_types.Ge, "<": annotated_types.Lt, "<=": annotated_types.Le}
 
@@ -139,3 +144,38 @@ def params_of(model: type[BaseModel]) -> list[ParamInfo]:
         rows.append(ParamInfo(name, type_text(field.annotation), choices(field.annotation), bounds(field),
                               required, default, field.description or ""))
     return rows
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def format_validation_error(path: Path, err: ValidationError, prefix: str = "", model=None) -> str:
+    """One line per error: the file, the field's location (after ``prefix``) and what is wrong. With
+    the validated ``model``, an unknown field's line names the allowed ones and the closest."""
+    lines = []
+    for e in err.errors():
+        where = _loc(tuple(e["loc"]))
+        where = f"{prefix}.{where}" if prefix and where else (prefix or where or "(top level)")
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field" + allowed_fields(model_at(model, tuple(e["loc"])[:-1]), str(e["loc"][-1]))
+        msg = msg if len(msg) <= 300 else msg[:300] + "..."
+        if "input" in e and e["type"] not in ("missing", "extra_forbidden") and not isinstance(e["input"], dict):
+            msg += f" (got {excerpt(e['input'])})"
+        lines.append(f"{path}: {where}: {msg}")
+    return "\n".join(lines)
+
+
+def unknown_name(path: Path, where: str, kind: str, name: str, allowed: list[str],
+                 failures: Sequence[str] = ()) -> UserError:
+    """The error for an unknown plugin name: where, the name, the closest allowed one, all allowed,
+    and the plugins that failed to load (``Registry.failure_lines()``): the name may be theirs."""
+    hint = difflib.get_close_matches(str(name)[:200], allowed, n=1)
+    suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+    failed = "".join(f"; {line}" for line in failures)
+    return UserError(f"{path}: {where}: unknown {kind} {excerpt(name)}{suggestion}; "
+                     f"allowed: {', '.join(sorted(allowed))}{failed}")

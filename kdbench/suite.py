@@ -9,12 +9,11 @@ evaluation settings.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Sequence
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -23,7 +22,7 @@ from .errors import UserError
 from .plugins import Registry
 from .inputs import hash_file, hash_params, resolve_params, resolve_path
 from .loggers.schema import LoggerEntry
-from .schema import allowed_fields, model_at
+from .schema import format_validation_error, unknown_name
 from .streams import VERSION as STREAMS_VERSION
 from .suitefile import excerpt, read_suite_file
 from .tune_spec import TunePlan, TuneSpec, resolve_tune
@@ -233,41 +232,6 @@ class LoadedSuite:
     @property
     def output(self) -> Path:
         return Path(self.suite.output or f"results/{self.suite.name}")
-
-
-def _loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def format_validation_error(path: Path, err: ValidationError, prefix: str = "", model=None) -> str:
-    """One line per error: the file, the field's location (after ``prefix``) and what is wrong. With
-    the validated ``model``, an unknown field's line names the allowed ones and the closest."""
-    lines = []
-    for e in err.errors():
-        where = _loc(tuple(e["loc"]))
-        where = f"{prefix}.{where}" if prefix and where else (prefix or where or "(top level)")
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field" + allowed_fields(model_at(model, tuple(e["loc"])[:-1]), str(e["loc"][-1]))
-        msg = msg if len(msg) <= 300 else msg[:300] + "..."
-        if "input" in e and e["type"] not in ("missing", "extra_forbidden") and not isinstance(e["input"], dict):
-            msg += f" (got {excerpt(e['input'])})"
-        lines.append(f"{path}: {where}: {msg}")
-    return "\n".join(lines)
-
-
-def unknown_name(path: Path, where: str, kind: str, name: str, allowed: list[str],
-                 failures: Sequence[str] = ()) -> UserError:
-    """The error for an unknown plugin name: where, the name, the closest allowed one, all allowed,
-    and the plugins that failed to load (``Registry.failure_lines()``): the name may be theirs."""
-    hint = difflib.get_close_matches(str(name)[:200], allowed, n=1)
-    suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-    failed = "".join(f"; {line}" for line in failures)
-    return UserError(f"{path}: {where}: unknown {kind} {excerpt(name)}{suggestion}; "
-                     f"allowed: {', '.join(sorted(allowed))}{failed}")
 
 
 def parse_suite(path: Path) -> Suite:

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .api import Recipe
 from .errors import UserError
-from .schema import members, params_of, type_text
+from .schema import format_validation_error, members, params_of, type_text, unknown_name
 
 STUDENT = "student."
 # student recipe fields a sweep may search: not the teacher's length or checkpoint cadence
@@ -142,8 +142,6 @@ def resolve_tune(suite, path: Path, registry, runs: list) -> Optional[TunePlan]:
     spec = suite.tune
     if spec is None:
         return None
-    from .suite import unknown_name  # suite.py imports this module for its schema
-
     overlap = sorted(set(spec.dev_seeds) & set(suite.seeds))
     if overlap:
         raise UserError(f"{path}: tune.dev_seeds: {overlap} are also test seeds (seeds: {suite.seeds}); settings "
@@ -233,7 +231,6 @@ class _Checker:
         try:
             rng = Range.model_validate(raw)
         except ValidationError as err:
-            from .suite import format_validation_error
             raise UserError(format_validation_error(self.path, err, where, Range)) from err
         kind = "int" if numeric == [int] else "float"
         self._check_range(where, rng, kind)

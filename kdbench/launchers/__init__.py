@@ -20,7 +20,8 @@ from ..api import Params
 from ..errors import UserError
 from ..plugins import Registry
 from ..progress import Reporter
-from ..suite import Run, format_validation_error, unknown_name
+from ..schema import format_validation_error, unknown_name
+from ..suite import Run
 
 
 @dataclass

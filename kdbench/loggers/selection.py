@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from ..errors import UserError
 from ..launchers import parse_option
 from ..plugins import Registry
-from ..suite import format_validation_error, unknown_name
+from ..schema import format_validation_error, unknown_name
 from . import Logger, missing_modules
 from .schema import LoggerEntry
 
