@@ -18,7 +18,7 @@ FAULTY = ROOT / "tests" / "data" / "plugins" / "faulty.py"
 
 def signalling_suite(tmp_path, flag, sig, target):
     methods = f"  - name: signals\n    params: {{flag: {flag}, at: 60, signal: {sig}, target: {target}}}"
-    text = tiny_suite(methods, flops=1e7).replace("seeds: [0]", "seeds: [0, 1]")
+    text = tiny_suite(methods, flops=3e7).replace("seeds: [0]", "seeds: [0, 1]")
     path = tmp_path / "suite.yaml"
     path.write_text(text + f"plugins: [{FAULTY}]\nsave_every_s: 1000000\n")
     return path
