@@ -64,7 +64,16 @@ class SuiteRun:
     detached: bool = False  # submitted to a scheduler, not waited for
     leaderboard_path: Optional[Path] = None
     leaderboard_error: Optional[str] = None  # why the leaderboard could not be written (a full disk)
-    results: Optional[object] = None  # kdbench.results.Results, when the folder has runs to show
+    loaded_results: Optional[object] = field(default=None, repr=False)  # read by write_outputs, if it did
+
+    @property
+    def results(self) -> Optional[object]:
+        """The :class:`kdbench.results.Results` of the output folder (None when it has no runs to show)."""
+        if self.loaded_results is None and self.leaderboard_path is not None:
+            from .results import load_results  # the outputs were up to date: nothing had read the runs
+
+            self.loaded_results = load_results(self.output)
+        return self.loaded_results
 
     @property
     def failed(self) -> list[dict]:
@@ -75,8 +84,10 @@ class SuiteRun:
         return [s for s in self.executed if s.get("status") == "diverged"]
 
     def __getattr__(self, name: str):
-        results = self.__dict__.get("results")
-        if results is None or name.startswith("_"):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        results = self.results
+        if results is None:
             raise AttributeError(name)
         return getattr(results, name)
 
@@ -163,7 +174,7 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
         result.detached = True
         return result
     try:
-        result.leaderboard_path, result.results = write_outputs(out, log)
+        result.leaderboard_path, result.loaded_results = write_outputs(out, log)
     except OSError as exc:  # a full disk: the runs are stored, `kdbench leaderboard` can write it later
         result.leaderboard_error = os_error(exc)
         log(f"leaderboard not written: {result.leaderboard_error}; `kdbench leaderboard {out}` writes it "
@@ -187,14 +198,24 @@ def _tune(loaded, registry, tasks, params, launcher_cls, ctx, launch, suite: Pat
 
 def write_outputs(out: Path, log: Callable[[str], None] = lambda message: None):
     """Write ``out``'s leaderboard and figures; return (leaderboard path, results), each None when
-    there is nothing to show. A problem with the figures is logged, never raised: the runs are saved."""
+    there is nothing to show. A problem with the figures is logged, never raised: the runs are saved.
+    When no file of ``out`` changed since they were last written (the stamp
+    :func:`kdbench.store.outputs_stamp` left then), they are left as they are and results is None
+    (:class:`SuiteRun` reads them when asked)."""
+    from . import __version__
+    from .store import OUTPUTS_STAMP, atomic_write_text, outputs_stamp
+
+    if not (out / "runs").is_dir():
+        return None, None
+    stamp_file, leaderboard = out / OUTPUTS_STAMP, out / "leaderboard.md"
+    if leaderboard.is_file() and _read_text(stamp_file) == outputs_stamp(out, __version__):
+        return leaderboard, None
+
     from .leaderboard import build_leaderboard
     from .plots import write_figures
     from .render import write_leaderboard
     from .results import load_results
 
-    if not (out / "runs").is_dir():
-        return None, None
     results = load_results(out)
     board = build_leaderboard(results)
     if not board.boards:
@@ -204,7 +225,16 @@ def write_outputs(out: Path, log: Callable[[str], None] = lambda message: None):
         write_figures(results)
     except Exception as exc:  # noqa: BLE001 - `kdbench plot` can retry
         log(f"figures not written: {type(exc).__name__}: {exc}")
+    else:
+        atomic_write_text(stamp_file, outputs_stamp(out, __version__))
     return path, results
+
+
+def _read_text(path: Path) -> Optional[str]:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
 
 
 @dataclass

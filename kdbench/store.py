@@ -151,7 +151,9 @@ def make_results_folder(out: Path, suite_text: str) -> None:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
         os.close(fd)
         os.unlink(probe)
-    atomic_write_text(Path(out) / "suite.yaml", suite_text)
+    copy = Path(out) / "suite.yaml"
+    if not (copy.is_file() and copy.read_text() == suite_text):  # unchanged: left as it is (see outputs_stamp)
+        atomic_write_text(copy, suite_text)
 
 
 def discard_unreadable(path: Path, what: str, check: Optional[Callable[[Any], None]] = None) -> bool:
@@ -301,6 +303,26 @@ def read_progress(folder: Path) -> Optional[dict]:
     progress = read_json(Path(folder) / "progress.json")
     ok = isinstance(progress, dict) and all(isinstance(progress.get(k), int) for k in ("step", "total"))
     return progress if ok else None
+
+
+OUTPUTS_STAMP = ".outputs-stamp"
+
+
+def outputs_stamp(out: Path, version: str) -> str:
+    """A digest of every file in results folder ``out`` (path, size, modification time) and of
+    ``version`` (kdbench's): equal digests mean the leaderboard and figures written with the
+    first are still those the folder's files give. The stamp file itself is left out."""
+    digest = hashlib.sha256(version.encode())
+    for root, dirs, files in os.walk(out):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(root) / name
+            if name == OUTPUTS_STAMP and Path(root) == Path(out):
+                continue
+            with contextlib.suppress(OSError):  # a file another process just replaced
+                st = path.stat()
+                digest.update(f"{path.relative_to(out)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def write_manifest(out: Path, suite_name: str, suite_file: Path, run_ids: list[str],

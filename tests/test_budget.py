@@ -153,3 +153,25 @@ def test_bad_step_budgets(write_suite, tmp_path, budget, message):
     text = EQUAL_STEPS.replace("{student_steps: 60}", budget)
     result = kdbench("validate", write_suite(text), expect=2)
     assert message in result.output.replace("\n", "")
+
+
+def test_flop_probe_does_not_import_dynamo():
+    """torch's FlopCounterMode imports torch._dynamo on its first dispatch (1-3 s of every
+    `kdbench run`); the probe's counter gives the same totals without it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from torch.utils.flop_counter import FlopCounterMode\n"
+        "from kdbench.budget import StepFlopCounter\n"
+        "m = torch.nn.Sequential(torch.nn.Linear(30, 20), torch.nn.ReLU(), torch.nn.Linear(20, 2))\n"
+        "x = torch.randn(16, 30)\n"
+        "with StepFlopCounter(display=False) as ours: m(x).sum().backward()\n"
+        "print('torch._dynamo' in sys.modules, ours.get_total_flops())\n"
+        "with FlopCounterMode(display=False) as theirs: m(x).sum().backward()\n"
+        "print(theirs.get_total_flops())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "False"
+    assert int(out[1]) == int(out[2]) == mlp_step_flops(16, 30, 20)

@@ -41,6 +41,32 @@ def test_rerun_trains_nothing(smoke_results, tmp_path):
     assert before == after
 
 
+def test_rerun_leaves_up_to_date_outputs_and_redraws_what_changed(smoke_results, tmp_path):
+    """Nothing new: the leaderboard and figures are left as they are (the rerun's fixed cost);
+    a figure deleted or a run changed: they are written again."""
+    out = tmp_path / "smoke"
+    shutil.copytree(smoke_results[0], out)
+    outputs = [out / "leaderboard.md", out / "figures" / "parity-mlp.png", out / "figures" / "parity-mlp.pdf"]
+    kdbench("run", SUITES / "smoke.yaml", "--output", out, "--quiet")
+    drawn = {p: p.stat().st_mtime_ns for p in outputs}
+    result = kdbench("run", SUITES / "smoke.yaml", "--output", out)
+    assert {p: p.stat().st_mtime_ns for p in outputs} == drawn
+    assert "| one-shot" in result.output  # still printed
+    outputs[1].unlink()
+    kdbench("run", SUITES / "smoke.yaml", "--output", out, "--quiet")
+    assert outputs[1].is_file() and outputs[0].stat().st_mtime_ns != drawn[outputs[0]]
+    board = outputs[0].read_text()
+    summary = next(out.glob("runs/*/summary.json"))
+    summary.write_text(summary.read_text().replace('"wall_time": ', '"wall_time": 7000'))
+    kdbench("run", SUITES / "smoke.yaml", "--output", out, "--quiet")
+    assert outputs[0].read_text() != board
+
+    import kdbench as api
+    again = api.run_suite(SUITES / "smoke.yaml", out)  # up to date: its results are read when asked
+    assert again.executed == [] and len(again.runs()) == 4
+    assert list(again.leaderboard().method) == list(api.load_results(out).leaderboard().method)
+
+
 def test_plan_marks_done_runs(smoke_results):
     out, _ = smoke_results
     result = kdbench("plan", SUITES / "smoke.yaml", "--output", out)
