@@ -44,14 +44,15 @@ class PathParam:
 
 
 def expand_variables(value: str, where: str) -> str:
-    """``value`` with ``${NAME}`` / ``${NAME:-default}`` replaced from the environment."""
+    """``value`` with ``${NAME}`` / ``${NAME:-default}`` replaced from the environment; as in
+    the shell, the default also replaces a variable set to the empty string."""
 
     def substitute(match: re.Match) -> str:
         name, default = match.group(1), match.group(2)
+        if default is not None:
+            return os.environ.get(name) or default
         if name in os.environ:
             return os.environ[name]
-        if default is not None:
-            return default
         raise UserError(f"{where}: environment variable {name} is not set (write ${{{name}:-default}} "
                         "to give a default)")
 

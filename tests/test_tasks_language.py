@@ -339,3 +339,15 @@ def test_shipped_language_suites_validate(suite, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # paths in a suite are relative to the suite file, not the working directory
     monkeypatch.setenv("KDBENCH_WIKI_CORPUS", str(WIKITEXT))  # the paper suite's corpus, given by the user
     kdbench("validate", SUITES / suite)
+
+
+@pytest.mark.parametrize("value, expected", [(None, "default"), ("", "default"), ("/data/wiki", "/data/wiki")])
+def test_a_variable_default_also_replaces_an_empty_variable(value, expected, monkeypatch):
+    """As in the shell: `KDBENCH_WIKI_CORPUS= kdbench run ...` takes the suite's default corpus,
+    not an empty path (which named the suite's own folder)."""
+    from kdbench.inputs import expand_variables
+
+    monkeypatch.delenv("KDBENCH_TEST_VAR", raising=False)
+    if value is not None:
+        monkeypatch.setenv("KDBENCH_TEST_VAR", value)
+    assert expand_variables("${KDBENCH_TEST_VAR:-default}", "corpus") == expected
