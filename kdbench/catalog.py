@@ -21,8 +21,7 @@ from rich.text import Text
 
 from .errors import UserError
 from .plugins import PluginInfo, Registry
-from .schema import params_of
-from .schema import unknown_name
+from .schema import params_of, unknown_name
 
 KINDS = ("task", "method", "launcher", "logger")
 LIST_COLUMNS = ("kind", "name", "version", "from", "description")

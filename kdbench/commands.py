@@ -199,16 +199,16 @@ def _tune(loaded, registry, tasks, params, launcher_cls, ctx, launch, suite: Pat
 def write_outputs(out: Path, log: Callable[[str], None] = lambda message: None):
     """Write ``out``'s leaderboard and figures; return (leaderboard path, results), each None when
     there is nothing to show. A problem with the figures is logged, never raised: the runs are saved.
-    When no file of ``out`` changed since they were last written (the stamp
-    :func:`kdbench.store.outputs_stamp` left then), they are left as they are and results is None
+    When no file of ``out`` changed since they were last written
+    (:func:`kdbench.store.outputs_up_to_date`), they are left as they are and results is None
     (:class:`SuiteRun` reads them when asked)."""
     from . import __version__
-    from .store import OUTPUTS_STAMP, atomic_write_text, outputs_stamp
+    from .store import outputs_up_to_date, record_outputs
 
     if not (out / "runs").is_dir():
         return None, None
-    stamp_file, leaderboard = out / OUTPUTS_STAMP, out / "leaderboard.md"
-    if leaderboard.is_file() and _read_text(stamp_file) == outputs_stamp(out, __version__):
+    leaderboard = out / "leaderboard.md"
+    if leaderboard.is_file() and outputs_up_to_date(out, __version__):
         return leaderboard, None
 
     from .leaderboard import build_leaderboard
@@ -226,15 +226,8 @@ def write_outputs(out: Path, log: Callable[[str], None] = lambda message: None):
     except Exception as exc:  # noqa: BLE001 - `kdbench plot` can retry
         log(f"figures not written: {type(exc).__name__}: {exc}")
     else:
-        atomic_write_text(stamp_file, outputs_stamp(out, __version__))
+        record_outputs(out, __version__)
     return path, results
-
-
-def _read_text(path: Path) -> Optional[str]:
-    try:
-        return path.read_text()
-    except OSError:
-        return None
 
 
 @dataclass

@@ -325,6 +325,19 @@ def outputs_stamp(out: Path, version: str) -> str:
     return digest.hexdigest()
 
 
+def outputs_up_to_date(out: Path, version: str) -> bool:
+    """Whether no file of ``out`` changed since :func:`record_outputs` was last called on it."""
+    try:
+        return (Path(out) / OUTPUTS_STAMP).read_text() == outputs_stamp(out, version)
+    except OSError:
+        return False
+
+
+def record_outputs(out: Path, version: str) -> None:
+    """Stamp ``out`` after its leaderboard and figures were written from its files."""
+    atomic_write_text(Path(out) / OUTPUTS_STAMP, outputs_stamp(out, version))
+
+
 def write_manifest(out: Path, suite_name: str, suite_file: Path, run_ids: list[str],
                    tuning_run_ids: list[str] = ()) -> Path:
     """Record in ``OUT/suite.json`` which runs the suite being run consists of (its name,
