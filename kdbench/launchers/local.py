@@ -62,9 +62,9 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def threads_per_job(jobs: int, threads: Optional[int] = None) -> int:
-    """``threads`` if given, else the cores divided evenly between ``jobs`` (at least 1)."""
-    return threads or max(1, available_cores() // jobs)
+def threads_per_job(jobs: int) -> int:
+    """The cores divided evenly between ``jobs`` (at least 1)."""
+    return max(1, available_cores() // jobs)
 
 
 def worker_environment(threads: int) -> dict[str, str]:
