@@ -242,6 +242,20 @@ def test_wikipedia_tokenizer_is_trained_cached_next_to_the_teacher_and_reused(tm
         WikipediaBert().build(wiki_params(tokenizer=str(tmp_path / "bad.json")), 0, CPU)
 
 
+def test_the_trained_tokenizer_is_the_same_every_time():
+    """HF tokenizers' WordPiece trainer numbers its ##-pieces in hash-map order and breaks merge
+    ties by those numbers: on the shipped excerpt, 10 trainings at 4,000 tokens gave 6 different
+    vocabularies, so one run id gave different numbers from run to run. Now they are all equal."""
+    from kdbench.tasks.wikipedia import train_tokenizer
+
+    lines = read_corpus(str(DATA / "wikitext-2-excerpt"))
+    trained = {train_tokenizer(lines, 4000, lowercase=True).to_str() for _ in range(8)}
+    assert len(trained) == 1
+    tokenizer = train_tokenizer(lines, 4000, lowercase=True)
+    assert [tokenizer.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")] == [0, 1, 2, 3, 4]
+    assert tokenizer.encode("[CLS] the [MASK]").tokens == ["[CLS]", "the", "[MASK]"]
+
+
 def test_wikipedia_holds_out_the_last_lines(tmp_path):
     lines = [f"line number {i} about topic {i % 7}" for i in range(200)]
     (tmp_path / "a.txt").write_text("\n\n".join(lines[:100]))

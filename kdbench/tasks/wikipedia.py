@@ -165,20 +165,36 @@ def _hf_lines(spec: str) -> list[str]:
 
 
 def train_tokenizer(lines: list[str], vocab_size: int, lowercase: bool):
-    """A BERT-style WordPiece tokenizer trained on ``lines``."""
+    """A BERT-style WordPiece tokenizer trained on ``lines``, the same one on every call.
+
+    The trainer (HF ``tokenizers``, which trains WordPiece with BPE) numbers the
+    word-continuing pieces (``##e``) in hash-map order, which changes from process to
+    process, and breaks ties between equally frequent merges by those numbers: the same
+    corpus gave different vocabularies (huggingface/tokenizers#1794). So every ``##c``
+    piece the corpus can produce is handed to the trainer up front, in sorted order, and
+    the result is numbered specials first, then the rest sorted.
+    """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token=SPECIALS[UNK]))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False)
+    def bert_wordpiece(vocab=None):
+        tokenizer = Tokenizer(models.WordPiece(vocab, unk_token=SPECIALS[UNK]) if vocab else
+                              models.WordPiece(unk_token=SPECIALS[UNK]))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        return tokenizer
+
+    tokenizer = bert_wordpiece()
+    continuing = {"##" + c for line in lines
+                  for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(tokenizer.normalizer.normalize_str(line))
+                  for c in word[1:]}
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=[*SPECIALS, *sorted(continuing)],
+                                        show_progress=False)
     tokenizer.train_from_iterator(lines, trainer)
-    # the trainer numbers part of its alphabet in hash-map order, which changes from run to run: renumber
-    # (specials first, then the rest sorted) so the same corpus always gives the same token ids
     vocab = tokenizer.get_vocab()
     ordered = [*SPECIALS, *sorted(t for t in vocab if t not in SPECIALS)]
-    tokenizer.model = models.WordPiece({t: i for i, t in enumerate(ordered)}, unk_token=SPECIALS[UNK])
+    tokenizer = bert_wordpiece({t: i for i, t in enumerate(ordered)})
+    tokenizer.add_special_tokens(list(SPECIALS))
     return tokenizer
 
 
@@ -306,7 +322,7 @@ class WikipediaBert(Task):
     """BERT-style MLM on a text corpus (Wikipedia in the papers; WikiText works)."""
 
     name = "wikipedia-bert"
-    version = "1"
+    version = "2"  # 2: the trained tokenizer is the same on every run (it was not: see train_tokenizer)
     Params = WikipediaParams
     description = "masked language modelling on a plain-text corpus with a WordPiece tokenizer"
 
