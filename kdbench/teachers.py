@@ -195,6 +195,7 @@ def _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_poi
         "checkpoints": sorted(int(p.stem.split("-")[1]) for p in stored),
         "checkpoint_bytes": sum(p.stat().st_size for p in stored), "recipe": recipe.model_dump(mode="json"),
         "precision": precision if next(model.parameters()).device.type == "cuda" else "fp32",
+        "threads": torch.get_num_threads(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     atomic_write_json(folder / "curve.json", result.curve)

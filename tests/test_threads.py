@@ -1,6 +1,8 @@
 """The local launcher's default threads: 1 unless a timed probe finds the cores a job owns
 at least SPEEDUP_NEEDED times faster; -L threads=T overrides; the choice is logged."""
 
+import json
+
 import pytest
 import torch
 
@@ -50,6 +52,9 @@ def test_given_threads_are_used_without_a_probe(write_suite, tmp_path, monkeypat
     probed = fake_probe(monkeypatch, {1: 1.0, 4: 1.0})
     result = kdbench("run", write_suite(tiny_suite()), "-o", tmp_path / "out", "-L", "threads=3")
     assert seen == [3] and probed == [] and "threads:" not in result.output
+    # CPU numbers depend on the thread count (not bit for bit), so every record says which it was
+    summaries = [*(tmp_path / "out").glob("runs/*/summary.json"), *(tmp_path / "out").glob("teachers/*/summary.json")]
+    assert len(summaries) == 2 and all(json.loads(p.read_text())["threads"] == 3 for p in summaries)
 
 
 def test_the_probe_leaves_the_results_unchanged(write_suite, tmp_path, monkeypatch):
