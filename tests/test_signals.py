@@ -16,8 +16,11 @@ from conftest import ROOT, curves, kdbench, tiny_suite
 FAULTY = ROOT / "tests" / "data" / "plugins" / "faulty.py"
 
 
-def signalling_suite(tmp_path, flag, sig, target):
-    methods = f"  - name: signals\n    params: {{flag: {flag}, at: 60, signal: {sig}, target: {target}}}"
+def signalling_suite(tmp_path, flag, sig, target, together=1):
+    """Two runs of the `signals` method; one sends ``sig`` during step 60, or with ``together``
+    = 2 at the first step from 60 on when both runs have begun (both are then in flight)."""
+    methods = (f"  - name: signals\n    params: {{flag: {flag}, at: 60, signal: {sig}, target: {target}, "
+               f"together: {together}}}")
     text = tiny_suite(methods, flops=3e7).replace("seeds: [0]", "seeds: [0, 1]")
     path = tmp_path / "suite.yaml"
     path.write_text(text + f"plugins: [{FAULTY}]\nsave_every_s: 1000000\n")
@@ -45,7 +48,7 @@ def run_cli(*args, timeout=240):
 ])
 def test_signal_saves_state_and_resumes_exactly(tmp_path, sig, jobs, target, code):
     flag = tmp_path / "signal-now"
-    suite = signalling_suite(tmp_path, flag, sig, target)
+    suite = signalling_suite(tmp_path, flag, sig, target, together=int(jobs))
     kdbench("run", suite, "-o", tmp_path / "reference", "-q", "--device", "cpu")
     flag.touch()
     returncode, err = run_cli("run", suite, "-o", tmp_path / "out", "-q", "--device", "cpu", "-j", jobs,

@@ -115,13 +115,32 @@ class DiesHard(Method):
         return labels_with_fault(ctx, params, lambda: claim(params.flag) and os._exit(9))
 
 
-class Signals(Method):
-    """Labels only; during student step ``at`` sends ``signal`` to its own process or its parent."""
+class SignalsParams(FlagParams):
+    together: int = 1  # fire at the first step >= at when this many runs have passed step at // 2
 
-    name, version, Params, needs_teacher = "signals", "1", FlagParams, False
+
+class Signals(Method):
+    """Labels only; sends ``signal`` to its own process or its parent during student step ``at``,
+    or, with ``together`` > 1, at the first step after it when that many runs (of any worker)
+    are training: each run leaves a ``<flag>.started-*`` file at step ``at // 2``."""
+
+    name, version, Params, needs_teacher = "signals", "1", SignalsParams, False
 
     def phases(self, ctx, params):
-        return labels_with_fault(ctx, params, lambda: claim(params.flag) and send_signal(params))
+        marker = Path(f"{params.flag}.started-{os.getpid()}-{id(ctx)}")
+        flag = Path(params.flag)
+
+        def loss(batch):
+            # at half-way to `at`, only while armed: the one-step probes before training and earlier
+            # runs of the suite leave no marker
+            if ctx.clock.step == params.at // 2 and flag.exists():
+                marker.touch()
+            if (ctx.clock.step >= params.at and flag.exists()
+                    and len(list(flag.parent.glob(f"{flag.name}.started-*"))) >= params.together and claim(params.flag)):
+                send_signal(params)
+            return F.cross_entropy(logits(ctx.student, batch), batch.labels)
+
+        return [Phase("main", loss=loss)]
 
 
 class SignalsProgressiveParams(ProgressiveParams, FlagParams):
