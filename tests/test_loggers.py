@@ -3,6 +3,7 @@ and compared with the run's own curve and summary; a failing logger never fails 
 log from worker processes; how loggers are chosen and validated. No network: W&B is offline."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -240,7 +241,9 @@ def test_runs_in_worker_processes_log_too(write_suite, tmp_path):
     for run_id, (_, curve, _) in runs(out).items():
         points = [c["step"] for c in recorded if c["run_id"] == run_id and c["call"] == "point"]
         assert points == [p["step"] for p in curve]
-    assert len({c["pid"] for c in recorded}) == 2  # each run in its own worker
+    # logged from the workers, not this process (which worker took which run is the pool's choice:
+    # one fast worker may take both before the other has started)
+    assert recorded and os.getpid() not in {c["pid"] for c in recorded}
 
 
 def test_the_python_api_takes_loggers(write_suite, tmp_path):
