@@ -16,12 +16,12 @@ import time
 import torch
 
 from kdbench.api import Clock, Recipe
-from kdbench.budget import eval_steps
-from kdbench.engine import PlannedPhase, TrainJob, progress_every, train
+from kdbench.run.budget import eval_steps
+from kdbench.run.engine import PlannedPhase, TrainJob, progress_every, train
 from kdbench.losses import distillation_loss, final_teacher_phase
-from kdbench.optim import make_optimizer
+from kdbench.run.optim import make_optimizer
 from kdbench.tasks.parity import ParityMLP, ParityParams
-from kdbench.teachers import ProbeTeacher
+from kdbench.run.teachers import ProbeTeacher
 
 
 def setup(args):

@@ -17,16 +17,19 @@ so the CLI starts without pandas)::
 Test helpers for plugin authors live in :mod:`kdbench.testing` (a pytest plugin).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from .api import (Batch, Clock, CoTrain, LayeredModel, LayerOutputs, Method, MethodContext, Params, Phase, Recipe,
-                  Task, TaskInstance, logits, new_param)
-from .errors import UserError
-from .hookspecs import hookimpl
-from .losses import (DistillOptions, cotrained_teacher, distill_phase, distillation_loss, final_teacher_phase,
-                     lockstep_phases, reverse_kl, soft_cross_entropy)
-from .models import MLP, Encoder
-from .plateau import Plateau
+from kdbench import _moved
+from kdbench.api import (Batch, Clock, CoTrain, LayeredModel, LayerOutputs, Method, MethodContext, Params, Phase,
+                         Recipe, Task, TaskInstance, logits, new_param)
+from kdbench.errors import UserError
+from kdbench.hookspecs import hookimpl
+from kdbench.losses import (DistillOptions, cotrained_teacher, distill_phase, distillation_loss, final_teacher_phase,
+                            lockstep_phases, reverse_kl, soft_cross_entropy)
+from kdbench.models import MLP, Encoder
+from kdbench.plateau import Plateau
+
+_moved.install()  # kdbench 0.1's module paths (kdbench.engine, ...) still import, with a warning
 
 __all__ = [
     "Batch", "Clock", "CoTrain", "LayeredModel", "LayerOutputs", "Method", "MethodContext", "Params", "Phase",

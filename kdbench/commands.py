@@ -20,10 +20,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-from .errors import UserError
-from .plugins import Registry, load_plugins
-from .progress import Reporter
-from .suite import LoadedSuite, load_suite
+from kdbench.errors import UserError
+from kdbench.plugins import Registry, load_plugins
+from kdbench.progress import Reporter
+from kdbench.suite.expand import LoadedSuite, load_suite
 
 PathLike = Union[str, Path]
 
@@ -43,8 +43,8 @@ def load(suite: PathLike, plugins: Sequence[PathLike] = (), output: Optional[Pat
 def validate_suite(suite: PathLike, plugins: Sequence[PathLike] = ()) -> LoadedSuite:
     """Everything ``kdbench validate`` checks: the schema, every plugin's params (loggers included),
     and one probe step of every (task, method) pair on untrained models. Trains nothing; raises UserError."""
-    from .loggers.selection import choose_loggers
-    from .validation import check_runs
+    from kdbench.loggers.selection import choose_loggers
+    from kdbench.run.validation import check_runs
 
     loaded, registry = load(suite, plugins)
     choose_loggers(loaded, registry)
@@ -70,7 +70,7 @@ class SuiteRun:
     def results(self) -> Optional[object]:
         """The :class:`kdbench.results.Results` of the output folder (None when it has no runs to show)."""
         if self.loaded_results is None and self.leaderboard_path is not None:
-            from .results import load_results  # the outputs were up to date: nothing had read the runs
+            from kdbench.results.folder import load_results  # the outputs were up to date: nothing had read the runs
 
             self.loaded_results = load_results(self.output)
         return self.loaded_results
@@ -101,7 +101,7 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     """Do what ``kdbench run`` does: validate, train the teachers and every unfinished run, write
     the leaderboard and figures; return a :class:`SuiteRun`. A KeyboardInterrupt (Ctrl-C) saves
     the runs in progress, writes the leaderboard of what finished and propagates (SIGTERM too, as
-    :class:`kdbench.stop.Interrupted` with ``exit_code`` 143). An output folder that cannot be
+    :class:`kdbench.run.stop.Interrupted` with ``exit_code`` 143). An output folder that cannot be
     written is a UserError before anything trains; a leaderboard that cannot be written after the
     runs (a full disk) is logged and kept in ``leaderboard_error``.
 
@@ -109,12 +109,12 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     (``"mlflow:tracking_uri=..."``) or ``{"name", "options"}`` dicts, on top of the suite's
     ``loggers:``; ``log`` receives the messages the CLI prints on stderr; ``reporter`` shows
     progress (default: none); ``keep_students``, if given, overrides the suite's ``keep_students``."""
-    from .device import check_device_spec, effective_precision, resolve_device
-    from .launchers import LaunchContext, choose_launcher
-    from .console import os_error
-    from .loggers.selection import choose_loggers
-    from .store import make_results_folder, run_is_done, write_manifest
-    from .validation import check_runs
+    from kdbench.run.device import check_device_spec, effective_precision, resolve_device
+    from kdbench.launchers import LaunchContext, choose_launcher
+    from kdbench.cli.console import os_error
+    from kdbench.loggers.selection import choose_loggers
+    from kdbench.run.store import make_results_folder, run_is_done, write_manifest
+    from kdbench.run.validation import check_runs
 
     loaded, registry = load(suite, plugins, output)
     if keep_students is not None:
@@ -184,8 +184,8 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
 
 def _tune(loaded, registry, tasks, params, launcher_cls, ctx, launch, suite: Path):
     """The sweep of a tuned suite (:mod:`kdbench.tuning`): (its test runs, the trial run ids)."""
-    from .store import write_manifest
-    from .tuning import Sweep
+    from kdbench.run.store import write_manifest
+    from kdbench.tuning.sweep import Sweep
 
     jobs = (getattr(params, launcher_cls.jobs_option, 1) if launcher_cls.jobs_option else 1) or 1
     sweep = Sweep(loaded, registry, ctx.out, tasks, jobs, ctx.reporter.log)
@@ -200,10 +200,10 @@ def write_outputs(out: Path, log: Callable[[str], None] = lambda message: None):
     """Write ``out``'s leaderboard and figures; return (leaderboard path, results), each None when
     there is nothing to show. A problem with the figures is logged, never raised: the runs are saved.
     When no file of ``out`` changed since they were last written
-    (:func:`kdbench.store.outputs_up_to_date`), they are left as they are and results is None
+    (:func:`kdbench.run.store.outputs_up_to_date`), they are left as they are and results is None
     (:class:`SuiteRun` reads them when asked)."""
-    from . import __version__
-    from .store import outputs_up_to_date, record_outputs
+    from kdbench import __version__
+    from kdbench.run.store import outputs_up_to_date, record_outputs
 
     if not (out / "runs").is_dir():
         return None, None
@@ -211,10 +211,10 @@ def write_outputs(out: Path, log: Callable[[str], None] = lambda message: None):
     if leaderboard.is_file() and outputs_up_to_date(out, __version__):
         return leaderboard, None
 
-    from .leaderboard import build_leaderboard
-    from .plots import write_figures
-    from .render import write_leaderboard
-    from .results import load_results
+    from kdbench.results.leaderboard import build_leaderboard
+    from kdbench.results.plots import write_figures
+    from kdbench.results.render import write_leaderboard
+    from kdbench.results.folder import load_results
 
     results = load_results(out)
     board = build_leaderboard(results)
@@ -239,7 +239,7 @@ class PlannedRun:
     budget_flops: float
     phases: list[tuple[str, int, int]]  # (name, steps, FLOPs per step)
     done: bool
-    estimate: Optional[object] = None  # kdbench.probe.Estimate (None without a time probe)
+    estimate: Optional[object] = None  # kdbench.run.probe.Estimate (None without a time probe)
 
     @property
     def seconds(self) -> Optional[float]:
@@ -287,11 +287,11 @@ def plan_suite(suite: PathLike, output: Optional[PathLike] = None, *, device: st
     are done, and (``probe_steps`` > 0) its time estimated from that many timed engine steps."""
     import torch
 
-    from .device import effective_precision, resolve_device
-    from .launchers import LaunchContext
-    from .launchers.local import available_cores
-    from .launchers.threads import ThreadChoice, choose_threads, torch_threads
-    from .validation import check_runs
+    from kdbench.run.device import effective_precision, resolve_device
+    from kdbench.launchers import LaunchContext
+    from kdbench.launchers.local import available_cores
+    from kdbench.launchers.threads import ThreadChoice, choose_threads, torch_threads
+    from kdbench.run.validation import check_runs
 
     loaded, registry = load(suite, plugins, output)
     dev = resolve_device(device)
@@ -311,11 +311,11 @@ def plan_suite(suite: PathLike, output: Optional[PathLike] = None, *, device: st
 
 def _estimate(loaded: LoadedSuite, registry, dev, precision: str, compile: bool, probe_steps: int) -> Plan:
     """The rows of :func:`plan_suite`, their estimates timed with the threads already set."""
-    from .probe import estimate_job
-    from .runner import build_task, prepare
-    from .store import run_is_done
-    from .suite import short_hash
-    from .teachers import ProbeTeacher, teacher_job
+    from kdbench.run.probe import estimate_job
+    from kdbench.run.runner import build_task, prepare
+    from kdbench.run.store import run_is_done
+    from kdbench.suite.identity import short_hash
+    from kdbench.run.teachers import ProbeTeacher, teacher_job
 
     tasks, estimates, teachers, rows = {}, {}, {}, []
     for r in loaded.runs:
@@ -353,7 +353,7 @@ def _estimate(loaded: LoadedSuite, registry, dev, precision: str, compile: bool,
 def suite_status(target: PathLike, output: Optional[PathLike] = None, plugins: Sequence[PathLike] = ()):
     """Do what ``kdbench status`` does: ``(out, runs, teachers)``, a row per run and per teacher of
     a results folder, or of a suite's output folder, with where each stands."""
-    from .launchers.status import collect
+    from kdbench.launchers.status import collect
 
     target = Path(target)
     if target.is_file():
@@ -371,8 +371,8 @@ def suite_status(target: PathLike, output: Optional[PathLike] = None, plugins: S
 def tune_report(results: PathLike, fmt: str = "md", all_runs: bool = False) -> str:
     """Do what ``kdbench tune-report`` does: every trial of the tuning sweeps in results folder
     ``results`` and each method's sensitivity to its settings, as ``md``, ``csv``, ``json`` or
-    ``latex`` text (see :mod:`kdbench.tune_report`); a UserError when it holds no sweep."""
-    from .results import load_results
-    from .tune_report import render_tuning
+    ``latex`` text (see :mod:`kdbench.tuning.report`); a UserError when it holds no sweep."""
+    from kdbench.results.folder import load_results
+    from kdbench.tuning.report import render_tuning
 
     return render_tuning(load_results(results, all_runs), fmt)

@@ -2,7 +2,7 @@
 
 ``FAILURES`` is what a plugin (task, method) may raise that fails only the run (or
 teacher) it was working on: every exception, ``SystemExit`` included. Only
-``KeyboardInterrupt`` and :class:`kdbench.stop.StopRequested` stop the whole suite.
+``KeyboardInterrupt`` and :class:`kdbench.run.stop.StopRequested` stop the whole suite.
 """
 
 

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 from pydantic import BaseModel
 
-from .errors import UserError
+from kdbench.errors import UserError
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

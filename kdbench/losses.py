@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from .api import Clock, CoTrain, MethodContext, Params, Phase, logits, new_param
+from kdbench.api import Clock, CoTrain, MethodContext, Params, Phase, logits, new_param
 
 Shape = Literal["constant", "linear", "cosine"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Optional
 
-from .api import Clock
+from kdbench.api import Clock
 
 
 class Plateau:

@@ -22,8 +22,8 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .errors import UserError
+from kdbench import hookspecs
+from kdbench.errors import UserError
 
 ENTRY_POINT_GROUP = "kdbench"
 

@@ -14,7 +14,7 @@ import sys
 import torch
 
 from kdbench.errors import UserError
-from kdbench.tiny_bert import make_tiny_bert
+from kdbench.testing.tiny_bert import make_tiny_bert
 
 
 def main() -> int:

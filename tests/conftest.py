@@ -5,7 +5,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kdbench.cli import app
+from kdbench.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ROOT / "suites"

@@ -45,7 +45,7 @@ def test_bad_suite(path, tmp_path):
 
 
 def test_a_suite_file_over_the_size_limit_is_refused(tmp_path):
-    from kdbench.suitefile import MAX_SUITE_BYTES
+    from kdbench.suite.file import MAX_SUITE_BYTES
 
     path = tmp_path / "huge.yaml"
     path.write_text("name: big\n" + "# padding\n" * (MAX_SUITE_BYTES // 10 + 1))

@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from kdbench.api import Phase
-from kdbench.budget import allot_steps, eval_steps, measure_step_flops
+from kdbench.run.budget import allot_steps, eval_steps, measure_step_flops
 from kdbench.methods.labels import Labels
 from kdbench.methods.one_shot import OneShot, OneShotParams
 from kdbench.plugins import load_plugins
-from kdbench.runner import build_task, prepare
-from kdbench.suite import load_suite
+from kdbench.run.runner import build_task, prepare
+from kdbench.suite.expand import load_suite
 from kdbench.tasks.parity import ParityMLP, ParityParams
-from kdbench.teachers import ProbeTeacher
+from kdbench.run.teachers import ProbeTeacher
 from kdbench.api import MethodContext, Recipe
 
 from conftest import kdbench, tiny_suite
@@ -122,8 +122,8 @@ methods:
 def test_a_budget_in_student_steps_gives_every_method_the_same_steps(write_suite, tmp_path):
     """The progressive-distillation paper compares at equal student steps: every method gets 60 steps
     (extraction split 45/55 between its phases by steps), and its FLOPs are reported, not matched."""
-    from kdbench.plots import plot_task
-    from kdbench.results import load_results
+    from kdbench.results.plots import plot_task
+    from kdbench.results.folder import load_results
 
     out = tmp_path / "out"
     kdbench("run", write_suite(EQUAL_STEPS), "-o", out, "-q")
@@ -164,7 +164,7 @@ def test_flop_probe_does_not_import_dynamo():
     code = (
         "import sys, torch\n"
         "from torch.utils.flop_counter import FlopCounterMode\n"
-        "from kdbench.budget import StepFlopCounter\n"
+        "from kdbench.run.budget import StepFlopCounter\n"
         "m = torch.nn.Sequential(torch.nn.Linear(30, 20), torch.nn.ReLU(), torch.nn.Linear(20, 2))\n"
         "x = torch.randn(16, 30)\n"
         "with StepFlopCounter(display=False) as ours: m(x).sum().backward()\n"

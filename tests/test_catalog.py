@@ -7,7 +7,7 @@ import textwrap
 import pytest
 from rich.console import Console
 
-from kdbench.catalog import print_listing
+from kdbench.cli.catalog import print_listing
 from kdbench.plugins import load_plugins
 
 from conftest import kdbench

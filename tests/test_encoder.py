@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.api import Batch, MethodContext, Phase, Recipe, logits
-from kdbench.budget import measure_step_flops
+from kdbench.run.budget import measure_step_flops
 from kdbench.models import Encoder
 from kdbench.models.encoder import encoder_step_flops
-from kdbench.teachers import ProbeTeacher
+from kdbench.run.teachers import ProbeTeacher
 
 B, T, V = 4, 12, 11
 

@@ -74,7 +74,7 @@ RECORDING_LAUNCHER = '''
 from pathlib import Path
 from kdbench import hookimpl
 from kdbench.launchers import Launcher
-from kdbench.runner import execute_run
+from kdbench.run.runner import execute_run
 
 
 class Recording(Launcher):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from kdbench import LayerOutputs, UserError
 from kdbench.api import Batch, MethodContext, Phase, Recipe, Task, TaskInstance, logits
-from kdbench.budget import measure_step_flops
+from kdbench.run.budget import measure_step_flops
 from kdbench.models import HFEncoder
 
 from conftest import without_time

@@ -1,6 +1,6 @@
 """Hugging Face teachers and students in pcfg-bert and wikipedia-bert, through the CLI.
 
-The pretrained teacher is a tiny BERT made by :func:`kdbench.tiny_bert.make_tiny_bert` from the
+The pretrained teacher is a tiny BERT made by :func:`kdbench.testing.tiny_bert.make_tiny_bert` from the
 shipped WikiText-2 excerpt: a WordPiece tokenizer numbered like bert-base-uncased ([PAD] 0,
 [UNK] [CLS] [SEP] [MASK] 100-103) and random weights (``steps=0``: these tests check the
 mechanics, not what distillation achieves). It is saved with ``save_pretrained`` and loaded
@@ -18,8 +18,9 @@ import yaml
 
 from kdbench.models import HFEncoder, load_exported
 from kdbench.plugins import load_plugins
-from kdbench.runner import build_task
-from kdbench.suite import Run, load_suite
+from kdbench.run.runner import build_task
+from kdbench.suite.identity import Run
+from kdbench.suite.expand import load_suite
 
 from conftest import DATA, ROOT, SUITES, kdbench
 
@@ -31,7 +32,7 @@ STUDENT = {"type": "bert", "config": {"hidden_size": 16, "num_hidden_layers": 2,
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    from kdbench.tiny_bert import make_tiny_bert
+    from kdbench.testing.tiny_bert import make_tiny_bert
 
     return make_tiny_bert(tmp_path_factory.mktemp("bert") / "tiny-bert", width=32, layers=4, heads=2)
 

@@ -9,16 +9,16 @@ import pytest
 import torch
 from conftest import SUITES, curves, kdbench, tiny_suite, without_time
 
-from kdbench.device import effective_precision, resolve_device
-from kdbench.engine import train
+from kdbench.run.device import effective_precision, resolve_device
+from kdbench.run.engine import train
 from kdbench.errors import UserError
 from kdbench.launchers import choose_launcher, parse_option
 from kdbench.launchers.local import LocalParams, environment, threads_per_job, worker_environment
 from kdbench.plugins import load_plugins
-from kdbench.runner import build_task, prepare
-from kdbench.stop import StopRequested, clear_stop, request_stop
-from kdbench.suite import load_suite
-from kdbench.teachers import ProbeTeacher
+from kdbench.run.runner import build_task, prepare
+from kdbench.run.stop import StopRequested, clear_stop, request_stop
+from kdbench.suite.expand import load_suite
+from kdbench.run.teachers import ProbeTeacher
 
 TWO_METHODS = "  - name: labels\n  - name: one-shot"
 

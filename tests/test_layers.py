@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from kdbench import LayerOutputs
 from kdbench.api import Batch, Phase
-from kdbench.budget import measure_step_flops
+from kdbench.run.budget import measure_step_flops
 from kdbench.models import MLP, Encoder
 
 B, T, V = 4, 12, 11

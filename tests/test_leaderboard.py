@@ -14,9 +14,10 @@ from scipy import stats
 
 from conftest import kdbench
 from kdbench import load_results
-from kdbench.leaderboard import t_quantile_975
-from kdbench.results import curve_auc, flops_to_target, phase_boundaries
-from kdbench.store import atomic_write_json
+from kdbench.results.leaderboard import t_quantile_975
+from kdbench.run.curves import curve_auc, flops_to_target
+from kdbench.results.folder import phase_boundaries
+from kdbench.run.store import atomic_write_json
 
 
 def curve_of(values, flops_per_point=100, metric="accuracy", phases=None):

@@ -11,14 +11,14 @@ import torch.nn.functional as F
 
 from kdbench import MLP, DistillOptions, Method, Phase, Plateau, distill_phase, distillation_loss, logits
 from kdbench.api import Batch, Clock
-from kdbench.budget import allot_steps
-from kdbench.engine import PlannedPhase, check_early_endings, end_phase_early, train
+from kdbench.run.budget import allot_steps
+from kdbench.run.engine import PlannedPhase, check_early_endings, end_phase_early, train
 from kdbench.plugins import load_plugins
-from kdbench.runner import build_task, prepare, train_teacher
-from kdbench.stop import StopRequested, clear_stop, request_stop
-from kdbench.store import teacher_dir
-from kdbench.suite import load_suite
-from kdbench.teachers import CachedTeacher
+from kdbench.run.runner import build_task, prepare, train_teacher
+from kdbench.run.stop import StopRequested, clear_stop, request_stop
+from kdbench.run.store import teacher_dir
+from kdbench.suite.expand import load_suite
+from kdbench.run.teachers import CachedTeacher
 from kdbench.testing import TinyTask, check_method, run_method
 
 from conftest import SUITES, kdbench, tiny_suite, without_time

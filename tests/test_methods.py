@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from kdbench.api import MethodContext, Recipe
-from kdbench.budget import measure_step_flops
+from kdbench.run.budget import measure_step_flops
 from kdbench.methods.curriculum_extraction import CurriculumExtraction, ExtractionParams, draw_projection
 from kdbench.methods.progressive import Progressive, ProgressiveParams, checkpoint_schedule
 from kdbench.tasks.parity import ParityMLP, ParityParams
-from kdbench.teachers import ProbeTeacher
+from kdbench.run.teachers import ProbeTeacher
 
 from conftest import kdbench, tiny_suite
 

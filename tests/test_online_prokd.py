@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from kdbench import distillation_loss, logits
-from kdbench.engine import train
+from kdbench.run.engine import train
 from kdbench.methods.pro_kd import temperature_at
 from kdbench.plugins import load_plugins
-from kdbench.runner import build_task, prepare
-from kdbench.stop import StopRequested, clear_stop, request_stop
-from kdbench.suite import load_suite
-from kdbench.teachers import ProbeTeacher
+from kdbench.run.runner import build_task, prepare
+from kdbench.run.stop import StopRequested, clear_stop, request_stop
+from kdbench.suite.expand import load_suite
+from kdbench.run.teachers import ProbeTeacher
 
 from conftest import kdbench, without_time
 

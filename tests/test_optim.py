@@ -9,7 +9,7 @@ import torch
 
 from conftest import ROOT, tiny_suite
 from kdbench import Recipe
-from kdbench.optim import make_optimizer
+from kdbench.run.optim import make_optimizer
 
 TORCH_CLASSES = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 

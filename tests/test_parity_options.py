@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from kdbench import load_results
-from kdbench.probe_plots import plot_probe
+from kdbench.results.probe_plots import plot_probe
 from kdbench.tasks.monomials import correlations, support_monomials
 from kdbench.tasks.parity import ParityMLP, ParityParams, hierarchical_labels
 from kdbench.tasks.parity_transformer import ParityTransformer, ParityTransformerParams

@@ -5,8 +5,9 @@ import pandas as pd
 
 from conftest import kdbench
 from kdbench import load_results
-from kdbench.plots import plot_task, seed_band, write_figures
-from kdbench.store import atomic_write_json
+from kdbench.results.plots import plot_task, write_figures
+from kdbench.results.bands import seed_band
+from kdbench.run.store import atomic_write_json
 from test_leaderboard import curve_of, make_run
 
 THREE_PHASES = [{"name": "checkpoint-100", "steps": 10, "step_flops": 10},

@@ -210,10 +210,10 @@ def test_interrupt_inside_a_step_saves_no_half_step(tmp_path):
     """A KeyboardInterrupt after a step's update but before its evaluation is recorded must
     not save that half-done step: the last consistent save stands, and the resumed run ends
     on the uninterrupted curve (the evaluation row is not lost)."""
-    from kdbench.engine import train
+    from kdbench.run.engine import train
     from kdbench.plugins import load_plugins
-    from kdbench.runner import build_task, prepare
-    from kdbench.suite import load_suite
+    from kdbench.run.runner import build_task, prepare
+    from kdbench.suite.expand import load_suite
 
     path = suite(tmp_path, "  - name: labels", flops=2e7)
     loaded, registry = load_suite(path, load_plugins)

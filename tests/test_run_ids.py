@@ -1,7 +1,7 @@
 """Run ids are stable hashes of what determines a result."""
 
 from kdbench.plugins import load_plugins
-from kdbench.suite import load_suite
+from kdbench.suite.expand import load_suite
 
 from conftest import tiny_suite
 

@@ -9,7 +9,7 @@ import tomllib
 import pytest
 
 from kdbench.plugins import load_plugins
-from kdbench.scaffold import new_method_package, package_names
+from kdbench.cli.scaffold import new_method_package, package_names
 
 from conftest import kdbench
 

@@ -7,9 +7,9 @@ from scipy.stats import pearsonr, spearmanr
 
 from kdbench import streams
 from kdbench.plugins import load_plugins
-from kdbench.runner import build_task, method_phases
-from kdbench.suite import load_suite
-from kdbench.teachers import ProbeTeacher
+from kdbench.run.runner import build_task, method_phases
+from kdbench.suite.expand import load_suite
+from kdbench.run.teachers import ProbeTeacher
 
 SEEDS = [0, 1, 2, 3, 4]
 

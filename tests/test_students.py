@@ -10,9 +10,10 @@ from safetensors.torch import load_file
 
 from kdbench.models import MLP, load_exported
 from kdbench.plugins import load_plugins
-from kdbench.render import fmt_bytes
-from kdbench.runner import build_task
-from kdbench.suite import Run, load_suite
+from kdbench.formats import fmt_bytes
+from kdbench.run.runner import build_task
+from kdbench.suite.identity import Run
+from kdbench.suite.expand import load_suite
 
 from conftest import kdbench, tiny_suite
 

@@ -16,12 +16,12 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from ..api import Params
-from ..errors import UserError
-from ..plugins import Registry
-from ..progress import Reporter
-from ..schema import format_validation_error, unknown_name
-from ..suite import Run
+from kdbench.api import Params
+from kdbench.errors import UserError
+from kdbench.plugins import Registry
+from kdbench.progress import Reporter
+from kdbench.suite.schema import format_validation_error, unknown_name
+from kdbench.suite.identity import Run
 
 
 @dataclass

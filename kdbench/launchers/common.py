@@ -6,7 +6,7 @@ import errno
 from pathlib import Path
 from typing import Optional
 
-from ..suite import Run
+from kdbench.suite.identity import Run
 
 # glibc malloc returning memory to the OS on every large free cost up to 2x on mid-size models
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "1073741824"}

@@ -31,14 +31,14 @@ from typing import Optional
 import submitit
 from pydantic import Field, field_validator
 
-from ..api import Params
-from ..errors import UserError
-from ..hookspecs import hookimpl
-from ..store import atomic_write_json, read_json, read_progress, read_run, run_dir, teacher_dir
-from ..suite import Run
-from . import JobState, LaunchContext, Launcher
-from .common import MALLOC_ENV, describe, describe_teacher, teacher_groups
-from .slurm_queue import LIVE_STATES, JobBook, job_states, run_entry
+from kdbench.api import Params
+from kdbench.errors import UserError
+from kdbench.hookspecs import hookimpl
+from kdbench.run.store import atomic_write_json, read_json, read_progress, read_run, run_dir, teacher_dir
+from kdbench.suite.identity import Run
+from kdbench.launchers import JobState, LaunchContext, Launcher
+from kdbench.launchers.common import MALLOC_ENV, describe, describe_teacher, teacher_groups
+from kdbench.launchers.slurm_queue import LIVE_STATES, JobBook, job_states, run_entry
 
 
 class SlurmParams(Params):
@@ -91,9 +91,9 @@ class _Job(submitit.helpers.Checkpointable):
     def __call__(self):
         import torch
 
-        from ..device import resolve_device
-        from ..plugins import load_plugins
-        from ..stop import StopRequested, clear_stop, request_stop
+        from kdbench.run.device import resolve_device
+        from kdbench.plugins import load_plugins
+        from kdbench.run.stop import StopRequested, clear_stop, request_stop
 
         torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
         usr_signal = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
@@ -136,7 +136,7 @@ class TeacherJob(_Job):
         self.run, self.checkpoints = run, sorted(checkpoints)
 
     def work(self, registry, device):
-        from ..runner import train_teacher
+        from kdbench.run.runner import train_teacher
 
         progress = teacher_dir(self.out, self.run.teacher_id) / "progress.json"
         summary = train_teacher(self.run, self.checkpoints, registry, self.out, device, self.precision,
@@ -153,7 +153,7 @@ class RunJob(_Job):
         self.run, self.loggers = run, tuple(loggers)
 
     def work(self, registry, device):
-        from ..runner import execute_run
+        from kdbench.run.runner import execute_run
 
         progress = run_dir(self.out, self.run.run_id) / "progress.json"
         progress.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +248,7 @@ def _submit_array(folder: Path, params: SlurmParams, name: str, jobs: list, depe
 
 def submit(runs: list[Run], ctx: LaunchContext, params: SlurmParams, book: JobBook) -> int:
     """Submit the teachers and runs that no live job holds; record them in ``book``. Returns runs submitted."""
-    from ..teachers import teacher_is_ready
+    from kdbench.run.teachers import teacher_is_ready
 
     folder = ctx.out / "slurm"
     common = (ctx.out, tuple(ctx.plugin_paths), ctx.device_spec, ctx.precision, ctx.compile)

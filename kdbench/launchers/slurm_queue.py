@@ -18,8 +18,8 @@ from filelock import FileLock
 from submitit.core.utils import JobPaths
 from submitit.slurm.slurm import SlurmInfoWatcher
 
-from ..store import atomic_write_json, read_json
-from ..suite import Run
+from kdbench.run.store import atomic_write_json, read_json
+from kdbench.suite.identity import Run
 
 LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
                "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SIGNALING", "STAGE_OUT", "STOPPED"}

@@ -2,7 +2,7 @@
 
 The folder is read through :mod:`kdbench.results`: a run is ``finished``/``diverged``/
 ``failed`` once its folder holds a summary, and ``unreadable`` (with the reason) when
-its files fail :func:`kdbench.store.read_run`'s check. For the others every installed
+its files fail :func:`kdbench.run.store.read_run`'s check. For the others every installed
 launcher is asked about the jobs it holds (:meth:`kdbench.launchers.Launcher.job_states`):
 a scheduler's launcher answers ``pending`` or ``running`` (with the step) while a job
 holds the run and ``lost`` when the job ended without a result. Otherwise a run is
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..plugins import Registry
-from ..results import load_results
-from ..store import MANIFEST, read_json, run_dir, teacher_dir
-from . import JobState
+from kdbench.plugins import Registry
+from kdbench.results.folder import load_results
+from kdbench.run.store import MANIFEST, read_json, run_dir, teacher_dir
+from kdbench.launchers import JobState
 
 
 @dataclass

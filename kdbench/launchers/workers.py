@@ -19,9 +19,9 @@ import time
 
 import torch
 
-from ..runner import execute_run, train_teacher
-from ..stop import STOP_SIGNALS, StopRequested, request_stop, stop_requested
-from .common import MALLOC_ENV
+from kdbench.run.runner import execute_run, train_teacher
+from kdbench.run.stop import STOP_SIGNALS, StopRequested, request_stop, stop_requested
+from kdbench.launchers.common import MALLOC_ENV
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 WATCH_EVERY_S = 0.5  # how often the watchdog looks for its parent
@@ -45,7 +45,7 @@ def init_worker(plugin_paths, device: str, threads: int, progress_queue, precisi
                 parent_pid: int, loggers: tuple = ()) -> None:
     """Set a new worker up: threads, malloc, signal handlers, the parent watch, the plugin registry
     and the loggers that follow its runs."""
-    from ..plugins import load_plugins
+    from kdbench.plugins import load_plugins
 
     torch.set_num_threads(threads)
     tune_malloc()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
-from ..api import Params
+from kdbench.api import Params
 
 # what a curve point holds besides its metrics
 POINT_FIELDS = ("step", "samples", "flops", "teacher_flops", "phase", "time")

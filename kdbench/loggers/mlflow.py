@@ -24,9 +24,9 @@ from typing import Optional
 
 from pydantic import Field
 
-from ..api import Params
-from ..hookspecs import hookimpl
-from . import Logger, LoggedRun, LogPoint, final_metrics
+from kdbench.api import Params
+from kdbench.hookspecs import hookimpl
+from kdbench.loggers import Logger, LoggedRun, LogPoint, final_metrics
 
 MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
 MAX_PARAM_LENGTH = 6000  # MLflow's longest param value

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from ..errors import FAILURES
-from ..plugins import Registry
-from . import Logger, LoggedRun, LogPoint
-from .selection import LoggerSpec
+from kdbench.errors import FAILURES
+from kdbench.plugins import Registry
+from kdbench.loggers import Logger, LoggedRun, LogPoint
+from kdbench.loggers.selection import LoggerSpec
 
 
 def warn_on_stderr(message: str) -> None:

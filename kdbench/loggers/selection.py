@@ -14,12 +14,12 @@ from typing import Any, Sequence, Union
 
 from pydantic import ValidationError
 
-from ..errors import UserError
-from ..launchers import parse_option
-from ..plugins import Registry
-from ..schema import format_validation_error, unknown_name
-from . import Logger, missing_modules
-from .schema import LoggerEntry
+from kdbench.errors import UserError
+from kdbench.launchers import parse_option
+from kdbench.plugins import Registry
+from kdbench.suite.schema import format_validation_error, unknown_name
+from kdbench.loggers import Logger, missing_modules
+from kdbench.loggers.schema import LoggerEntry
 
 NO_LOGGERS = "none"
 COMMAND_LINE = Path("command line")

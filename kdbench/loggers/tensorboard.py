@@ -16,9 +16,9 @@ from typing import Optional
 
 from pydantic import Field
 
-from ..api import Params
-from ..hookspecs import hookimpl
-from . import Logger, LoggedRun, LogPoint, final_metrics, resolve_in
+from kdbench.api import Params
+from kdbench.hookspecs import hookimpl
+from kdbench.loggers import Logger, LoggedRun, LogPoint, final_metrics, resolve_in
 
 HPARAM_TYPES = (bool, int, float, str)
 

@@ -24,10 +24,10 @@ from urllib.parse import urlparse
 
 from pydantic import Field
 
-from ..api import Params
-from ..hookspecs import hookimpl
-from ..suite import short_hash
-from . import Logger, LoggedRun, LogPoint, final_metrics, resolve_in
+from kdbench.api import Params
+from kdbench.hookspecs import hookimpl
+from kdbench.suite.identity import short_hash
+from kdbench.loggers import Logger, LoggedRun, LogPoint, final_metrics, resolve_in
 
 ENV_OFFLINE = ("offline", "disabled", "dryrun")  # WANDB_MODE values that keep W&B off the network
 

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from ..api import Method, Params, Phase
-from ..hookspecs import hookimpl
-from ..losses import final_teacher_phase
+from kdbench.api import Method, Params, Phase
+from kdbench.hookspecs import hookimpl
+from kdbench.losses import final_teacher_phase
 
 
 class ExtractionParams(Params):

@@ -2,8 +2,8 @@
 
 import torch.nn.functional as F
 
-from ..api import Method, Phase, logits
-from ..hookspecs import hookimpl
+from kdbench.api import Method, Phase, logits
+from kdbench.hookspecs import hookimpl
 
 
 class Labels(Method):

@@ -11,9 +11,9 @@ Params (all of :class:`kdbench.losses.DistillOptions`):
   ``label_weight_end``       the label weight at the end of the run
 """
 
-from ..api import Method
-from ..hookspecs import hookimpl
-from ..losses import DistillOptions, final_teacher_phase
+from kdbench.api import Method
+from kdbench.hookspecs import hookimpl
+from kdbench.losses import DistillOptions, final_teacher_phase
 
 
 class OneShotParams(DistillOptions):

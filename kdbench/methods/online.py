@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ..api import Method, Params
-from ..hookspecs import hookimpl
-from ..losses import cotrained_teacher, distill_phase, lockstep_phases
+from kdbench.api import Method, Params
+from kdbench.hookspecs import hookimpl
+from kdbench.losses import cotrained_teacher, distill_phase, lockstep_phases
 
 
 class OnlineParams(Params):

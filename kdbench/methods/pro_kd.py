@@ -18,10 +18,10 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from ..api import Method, Params, logits
-from ..hookspecs import hookimpl
-from ..losses import cotrained_teacher, distillation_loss, lockstep_phases
-from ..losses import interpolate as temperature_at  # the schedule's temperature after a fraction of the phase
+from kdbench.api import Method, Params, logits
+from kdbench.hookspecs import hookimpl
+from kdbench.losses import cotrained_teacher, distillation_loss, lockstep_phases
+from kdbench.losses import interpolate as temperature_at  # the schedule's temperature after a fraction of the phase
 
 
 class ProKDParams(Params):

@@ -36,10 +36,10 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from ..api import Method, Recipe, new_param
-from ..hookspecs import hookimpl
-from ..losses import DistillOptions, distill_phase, final_teacher_phase
-from ..plateau import Plateau
+from kdbench.api import Method, Recipe, new_param
+from kdbench.hookspecs import hookimpl
+from kdbench.losses import DistillOptions, distill_phase, final_teacher_phase
+from kdbench.plateau import Plateau
 
 
 class ProgressiveParams(DistillOptions):

@@ -5,9 +5,9 @@
 folder written by ``kdbench export``.
 """
 
-from .encoder import Encoder
-from .hf import HFEncoder
-from .mlp import MLP
-from .saving import load_exported
+from kdbench.models.encoder import Encoder
+from kdbench.models.hf import HFEncoder
+from kdbench.models.mlp import MLP
+from kdbench.models.saving import load_exported
 
 __all__ = ["Encoder", "HFEncoder", "MLP", "load_exported"]

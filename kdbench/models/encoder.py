@@ -26,7 +26,7 @@ Layered interface (see :class:`kdbench.api.LayeredModel`):
   asked for runs).
 
 Attention goes through ``F.scaled_dot_product_attention``: the fused kernel
-trains fast, and under the math backend (which ``kdbench.budget`` selects while
+trains fast, and under the math backend (which ``kdbench.run.budget`` selects while
 measuring) FlopCounterMode counts its two matmuls, ``2*T*T*d`` each per
 sequence and direction. Causal attention is counted (and computed by the math
 backend) over the full ``T x T`` score matrix.
@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..api import LayerOutputs
-from .layered import layers_to_run
+from kdbench.api import LayerOutputs
+from kdbench.models.layered import layers_to_run
 
 
 class Block(nn.Module):

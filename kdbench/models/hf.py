@@ -37,9 +37,9 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from torch import nn
 
-from ..api import LayerOutputs
-from ..errors import UserError
-from .layered import check_layer, layers_to_run
+from kdbench.api import LayerOutputs
+from kdbench.errors import UserError
+from kdbench.models.layered import check_layer, layers_to_run
 
 #: model_type -> (attribute of the MLM model holding the base model, attribute of the base holding ``.layer``)
 ARCHITECTURES = {"bert": ("bert", "encoder"), "roberta": ("roberta", "encoder"),

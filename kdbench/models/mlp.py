@@ -7,8 +7,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from ..api import LayerOutputs
-from .layered import layers_to_run
+from kdbench.api import LayerOutputs
+from kdbench.models.layered import layers_to_run
 
 
 class MLP(nn.Module):

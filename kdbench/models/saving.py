@@ -33,10 +33,10 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..errors import UserError
-from .encoder import Encoder
-from .hf import HFEncoder, import_transformers
-from .mlp import MLP
+from kdbench.errors import UserError
+from kdbench.models.encoder import Encoder
+from kdbench.models.hf import HFEncoder, import_transformers
+from kdbench.models.mlp import MLP
 
 #: the models :func:`rebuild` builds from a spec, by the class name it records
 BUILT_IN = {"kdbench.models.MLP": MLP, "kdbench.models.Encoder": Encoder}

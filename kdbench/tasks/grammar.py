@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from kdbench.errors import UserError
 
 _WEIGHT = re.compile(r"^(.*?)\[\s*([^\]]+?)\s*\]\s*$")
 

@@ -23,10 +23,10 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
-from ..api import Params
-from ..errors import UserError
-from ..inputs import PathParam
-from ..models.hf import HFEncoder, import_transformers
+from kdbench.api import Params
+from kdbench.errors import UserError
+from kdbench.inputs import PathParam
+from kdbench.models.hf import HFEncoder, import_transformers
 
 
 class HFModelConfig(Params):

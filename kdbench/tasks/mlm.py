@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from ..api import Batch, TaskInstance
-from ..models import Encoder
-from .hf_models import HFModelParams, build_hf_model
+from kdbench.api import Batch, TaskInstance
+from kdbench.models import Encoder
+from kdbench.tasks.hf_models import HFModelParams, build_hf_model
 
 
 class MLMParams(HFModelParams):

@@ -33,10 +33,10 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from ..api import Batch, Params, Recipe, Task, TaskInstance, new_param
-from ..hookspecs import hookimpl
-from ..models import MLP
-from .monomials import correlations, output_margin, support_monomials
+from kdbench.api import Batch, Params, Recipe, Task, TaskInstance, new_param
+from kdbench.hookspecs import hookimpl
+from kdbench.models import MLP
+from kdbench.tasks.monomials import correlations, output_margin, support_monomials
 
 LEVELS = "hierarchical parity: 2^levels classes, the parities of 2^levels - 1 supports along a path of a binary " \
          "tree (the public code's num_labels = 2^levels); 1: plain parity"

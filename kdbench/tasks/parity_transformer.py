@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from ..api import Batch, Recipe, Task, TaskInstance
-from ..hookspecs import hookimpl
-from ..models import Encoder
-from .parity import ParityData, ParityOptions
+from kdbench.api import Batch, Recipe, Task, TaskInstance
+from kdbench.hookspecs import hookimpl
+from kdbench.models import Encoder
+from kdbench.tasks.parity import ParityData, ParityOptions
 
 
 class ParityTransformerParams(ParityOptions):

@@ -30,13 +30,13 @@ from typing import Annotated, Optional
 import torch
 from pydantic import Field, model_validator
 
-from ..api import Batch, Recipe, Task
-from ..errors import UserError
-from ..hookspecs import hookimpl
-from ..inputs import PathParam
-from ..streams import substream
-from .grammar import NAMED_GRAMMARS, Grammar, load_grammar
-from .mlm import Masker, MLMInstance, MLMParams
+from kdbench.api import Batch, Recipe, Task
+from kdbench.errors import UserError
+from kdbench.hookspecs import hookimpl
+from kdbench.inputs import PathParam
+from kdbench.streams import substream
+from kdbench.tasks.grammar import NAMED_GRAMMARS, Grammar, load_grammar
+from kdbench.tasks.mlm import Masker, MLMInstance, MLMParams
 
 
 class PCFGParams(MLMParams):

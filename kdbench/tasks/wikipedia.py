@@ -52,14 +52,14 @@ import torch
 from filelock import FileLock
 from pydantic import Field, field_validator, model_validator
 
-from ..api import Batch, Recipe, Task
-from ..errors import UserError
-from ..hookspecs import hookimpl
-from ..inputs import PathParam
-from ..store import atomic_torch_save, atomic_write_text
-from ..streams import substream
-from .hf_models import load_pretrained_tokenizer
-from .mlm import Masker, MLMInstance, MLMParams
+from kdbench.api import Batch, Recipe, Task
+from kdbench.errors import UserError
+from kdbench.hookspecs import hookimpl
+from kdbench.inputs import PathParam
+from kdbench.run.store import atomic_torch_save, atomic_write_text
+from kdbench.streams import substream
+from kdbench.tasks.hf_models import load_pretrained_tokenizer
+from kdbench.tasks.mlm import Masker, MLMInstance, MLMParams
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD, UNK, CLS, SEP, MASK = range(len(SPECIALS))

@@ -6,9 +6,9 @@ import torch
 from scipy.stats import pearsonr
 
 from kdbench.plugins import load_plugins
-from kdbench.runner import build_task, method_phases
-from kdbench.suite import load_suite
-from kdbench.teachers import ProbeTeacher
+from kdbench.run.runner import build_task, method_phases
+from kdbench.suite.expand import load_suite
+from kdbench.run.teachers import ProbeTeacher
 
 SUITE = """
 name: s

@@ -7,8 +7,8 @@ import pytest
 import torch
 from kdbench import UserError
 from kdbench.plugins import load_plugins
-from kdbench.runner import build_task, method_phases
-from kdbench.teachers import ProbeTeacher
+from kdbench.run.runner import build_task, method_phases
+from kdbench.run.teachers import ProbeTeacher
 from kdbench.testing import check_method, resolve_run, tiny_encoder_task
 
 from kdbench_fitnets import FitNets

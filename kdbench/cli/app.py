@@ -1,0 +1,383 @@
+"""The ``kdbench`` command line: run, validate, plan, status, list, describe, new-method, leaderboard, plot,
+tune-report, report, export."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from kdbench.cli.catalog import Format
+from kdbench.cli.console import os_error, show_warnings
+from kdbench.errors import UserError
+from kdbench.plugins import load_plugins
+from kdbench.progress import LogConsole, Reporter
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="kdbench: benchmark knowledge-distillation methods under matched FLOP budgets.")
+out_console = LogConsole()
+err_console = LogConsole(stderr=True)
+_debug = {"on": False}
+
+PluginOpt = typer.Option(None, "--plugin", "-p", help="Extra plugin file(s) (.py) to load.")
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")):
+    _debug["on"] = debug
+    show_warnings(err_console)
+
+
+def user_errors(fn):
+    """Turn a UserError, or an OSError on a path the user named (a read-only or missing folder),
+    into one red line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (UserError, OSError) as exc:
+            if _debug["on"]:
+                raise
+            message = os_error(exc) if isinstance(exc, OSError) else str(exc)
+            # escaped: a message may hold brackets rich would take for markup (pip install "kdbench[hf]")
+            err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def run(
+    suite: Path = typer.Argument(..., help="Suite file (YAML)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results folder (default: the suite's)."),
+    plugin: Optional[List[Path]] = PluginOpt,
+    device: str = typer.Option("auto", help="auto (cuda if present, else cpu), cpu, cuda, cuda:1 ..."),
+    launcher: Optional[str] = typer.Option(None, help="Launcher plugin that executes the runs "
+                                                       "(default: the suite's launcher.name, else local)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1,
+                                       help="Runs at once (local: worker processes; slurm: array parallelism)."),
+    launcher_option: Optional[List[str]] = typer.Option(None, "--launcher-option", "-L",
+                                                        help="KEY=VALUE option of the launcher (repeatable)."),
+    sbatch: Optional[List[str]] = typer.Option(None, "--sbatch", help="Extra sbatch option for the slurm "
+                                               "launcher, e.g. --sbatch=--qos=high (repeatable)."),
+    detach: bool = typer.Option(False, "--detach", help="Submit the jobs and return (slurm); `kdbench status` "
+                                "and a later `kdbench run` pick them up."),
+    precision: str = typer.Option("fp32", help="fp32, or bf16: autocast the losses to bfloat16 on CUDA "
+                                  "(fp32 on CPU)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile student and teacher "
+                                 "(after their FLOPs are measured)."),
+    loggers: Optional[List[str]] = typer.Option(None, "--log", help="Follow the runs in an experiment tracker: "
+                                                "tensorboard, mlflow, wandb; NAME:KEY=VALUE,... sets its options; "
+                                                "none drops the suite's loggers (repeatable)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    keep_students: Optional[bool] = typer.Option(None, "--keep-students/--no-keep-students",
+                                                 help="Keep each finished run's student weights (default: the "
+                                                 "suite's keep_students, else yes)."),
+):
+    """Train teachers and run every unfinished run of SUITE, then write the leaderboard."""
+    from kdbench.commands import run_suite
+    from kdbench.launchers.common import failure_lines
+
+    try:
+        done = run_suite(suite, output, jobs=jobs, device=device, launcher=launcher,
+                         launcher_options=launcher_option or (), sbatch=sbatch or (), detach=detach,
+                         precision=precision, compile=compile, plugins=plugin or (), loggers=loggers or (),
+                         reporter=Reporter(quiet), log=_log, keep_students=keep_students)
+    except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143), the runs in progress saved
+        err_console.print("interrupted: finished runs are kept and the run in progress saved its state; "
+                          "run the same command again to resume.")
+        raise typer.Exit(getattr(exc, "exit_code", 130))
+    if done.detached:
+        err_console.print(f"detached: `kdbench status {done.output}` shows the jobs; `kdbench run {suite}` again "
+                          "waits for them and writes the leaderboard.")
+        return
+    if not quiet and done.leaderboard_path is not None:
+        typer.echo(done.leaderboard_path.read_text())
+    for line in failure_lines(done.failed, done.output):
+        err_console.print(line, highlight=False, soft_wrap=True)
+    board = done.leaderboard_path or ("not written" if done.leaderboard_error else "none (no run has a result yet)")
+    err_console.print(f"{len(done.executed)} runs executed, {done.skipped} skipped, {len(done.failed)} failed, "
+                      f"{len(done.diverged)} diverged; leaderboard: {board}")
+    if done.failed or done.leaderboard_error:
+        raise typer.Exit(1)
+
+
+def _log(message: str) -> None:
+    err_console.print(message, highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def validate(suite: Path = typer.Argument(..., help="Suite file (YAML)."), plugin: Optional[List[Path]] = PluginOpt):
+    """Check SUITE: the schema, every plugin's params, and one probe step of every (task, method)
+    pair on untrained models; train nothing."""
+    from kdbench.commands import validate_suite
+
+    loaded = validate_suite(suite, plugin or ())
+    s = loaded.suite
+    out_console.print(f"{suite}: valid: {len(s.tasks)} task(s) x {len(s.methods)} method(s) x "
+                      f"{len(s.seeds)} seed(s) x {len(s.teacher_seeds)} teacher seed(s) = {len(loaded.runs)} runs")
+
+
+@app.command()
+@user_errors
+def plan(
+    suite: Path = typer.Argument(..., help="Suite file (YAML)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o"),
+    plugin: Optional[List[Path]] = PluginOpt,
+    device: str = typer.Option("auto"),
+    probe_steps: int = typer.Option(10, min=0, help="Engine steps timed per phase for the time estimate "
+                                    "(0: no estimate)."),
+    precision: str = typer.Option("fp32", help="Precision the estimate assumes (fp32, bf16)."),
+    compile: bool = typer.Option(False, "--compile", help="Estimate with torch.compile (as `run --compile`)."),
+):
+    """List SUITE's runs: ids, measured FLOPs per step, steps, budget, which are done, and an
+    estimate of each run's time on this device from a few timed engine steps."""
+    from kdbench.commands import plan_suite
+    from kdbench.run.probe import format_seconds
+
+    plan = plan_suite(suite, output, device=device, probe_steps=probe_steps, precision=precision, compile=compile,
+                      plugins=plugin or ())
+    loaded, dev = plan.suite, plan.device
+    table = Table(title=f"{loaded.suite.name}: {len(loaded.runs)} runs -> {loaded.output}")
+    for col in ("run id", "task", "method", "seed", "budget FLOPs", "phases (steps x FLOPs/step)", "done"):
+        table.add_column(col)
+    if probe_steps:
+        table.add_column(f"est. time ({dev.type})")
+    for row in plan.runs:
+        r = row.run
+        phases = ", ".join(f"{name} {steps}x{flops:.3g}" for name, steps, flops in row.phases)
+        cells = [r.run_id, r.task_label, r.method_label, str(r.seed), f"{row.budget_flops:.3g}", phases,
+                 "yes" if row.done else "no"]
+        spread = (f"{format_seconds(row.seconds)} ({format_seconds(row.estimate.low)}-"
+                  f"{format_seconds(row.estimate.high)})" if row.estimate is not None else "")
+        table.add_row(*cells, *([spread] if probe_steps else []))
+    out_console.print(table)
+    if plan.tuning_runs:
+        spec = loaded.tune.spec
+        out_console.print(f"tune: the sweep adds {plan.tuning_runs} trial runs ({spec.trials} trials x "
+                          f"{len(spec.dev_seeds)} dev seed(s) per tuned method, task and teacher seed"
+                          + (f", est. {format_seconds(plan.tuning_seconds)}" if probe_steps else "")
+                          + "); tuned methods' test runs are listed with their given params: the sweep chooses "
+                          "the settings they run with", highlight=False)
+    if probe_steps:
+        for tid, seconds in plan.teachers.items():
+            out_console.print(f"teacher {tid}: est. {format_seconds(seconds)} (trained once, if not cached)")
+        low, high = plan.spread_left
+        out_console.print(f"estimated time of the unfinished runs, one after another on {dev} ({plan.precision}"
+                          f"{', compiled' if compile else ''}, {plan.threads} thread(s)): "
+                          f"{format_seconds(plan.seconds_left)} ({format_seconds(low)}-{format_seconds(high)}: "
+                          f"the step times' quartiles) + teachers {format_seconds(sum(plan.teachers.values()))}; "
+                          f"from {probe_steps} timed steps per phase", highlight=False)
+        if plan.threads_reason:
+            out_console.print(f"threads: {plan.threads}, as `kdbench run` would choose ({plan.threads_reason})",
+                              highlight=False)
+        if plan.busy:
+            out_console.print(f"the machine looked busy (load average {plan.load[0]:.1f} on {plan.load[1]} cores): "
+                              "these estimates hold while that other work runs", highlight=False)
+
+
+@app.command()
+@user_errors
+def status(
+    target: Path = typer.Argument(..., help="A results folder, or a suite file (then its output folder)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results folder of the suite."),
+    plugin: Optional[List[Path]] = PluginOpt,
+):
+    """Where every run stands: finished, running (step), pending in Slurm, failed, lost, not started."""
+    from kdbench.commands import suite_status
+
+    out, rows, teachers = suite_status(target, output, plugin or ())
+    table = Table(title=f"{out}: {len(rows)} runs")
+    for col in ("run id", "task", "method", "seed", "state", "job", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in teachers + rows:
+        table.add_row(r.run_id, r.task, r.method, "" if r.seed is None else str(r.seed), r.state, r.job, r.detail)
+    out_console.print(table)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    out_console.print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no runs")
+
+
+FormatOpt = typer.Option(Format.text, "--format", "-f", help="text (a table on a terminal, aligned columns "
+                         "elsewhere) or json.")
+
+
+@app.command(name="list")
+@user_errors
+def list_plugins(plugin: Optional[List[Path]] = PluginOpt, fmt: Format = FormatOpt):
+    """Show the tasks, methods, launchers and loggers that are installed, with versions and origin."""
+    from kdbench.cli.catalog import print_listing
+    from kdbench.suite.expand import check_plugin_file
+
+    for p in plugin or ():
+        check_plugin_file(p, "--plugin")
+    print_listing(out_console, err_console, load_plugins(tuple(str(p) for p in plugin or ())), fmt)
+
+
+@app.command()
+@user_errors
+def describe(
+    name: str = typer.Argument(..., help="A task, method, launcher or logger name (see kdbench list)."),
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="task, method, launcher or logger: only that kind "
+                                       "(a name may be both a task and a method)."),
+    plugin: Optional[List[Path]] = PluginOpt,
+    fmt: Format = FormatOpt,
+):
+    """Show a plugin's params: type, allowed values, default and description of each, and its defaults."""
+    from kdbench.cli.catalog import print_descriptions
+
+    print_descriptions(out_console, load_plugins(tuple(str(p) for p in plugin or ())), name, kind, fmt)
+
+
+def _write_figures(results, **kwargs) -> list[Path]:
+    """Figures next to the leaderboard; a plotting problem is reported, never fatal to a run."""
+    from kdbench.results.plots import write_figures
+
+    try:
+        return write_figures(results, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - the runs are saved; `kdbench plot` can retry
+        if _debug["on"]:
+            raise
+        err_console.print(f"[red]figures not written:[/red] {type(exc).__name__}: {exc}", highlight=False)
+        return []
+
+
+BaselineOpt = typer.Option(None, "--baseline", help="Method label the others are compared with over matching "
+                           "seeds (default: one-shot, when present).")
+CiOpt = typer.Option(False, "--ci", help="Add a 95% confidence-interval column (Student t over seeds).")
+TeacherOpt = typer.Option(False, "--teacher-curve", help="Also draw the teacher's training curve.")
+AllOpt = typer.Option(False, "--all", help="Every run of the folder, not only the suite last run into it "
+                      "(OUT/suite.json); runs of different configs still get separate rows.")
+
+
+@app.command(name="new-method")
+@user_errors
+def new_method(
+    name: str = typer.Argument(..., help="The method's name in suites: lower-case letters, digits, dashes."),
+    output: Path = typer.Option(Path("."), "--output", "-o", help="Folder to create kdbench-NAME/ in."),
+):
+    """Scaffold a method plugin package (like plugins/kdbench-fitnets): pyproject with entry point, method, tests."""
+    from kdbench.cli.scaffold import new_method_package
+
+    root = new_method_package(name, output, tuple(load_plugins().methods))
+    typer.echo(f"created {root}\nnext:\n  pip install -e {root}\n  kdbench list\n  python -m pytest {root / 'tests'} -q")
+
+
+@app.command()
+@user_errors
+def leaderboard(
+    results: Path = typer.Argument(..., help="A results folder written by `kdbench run`."),
+    fmt: str = typer.Option("md", "--format", "-f", help="md, latex, csv or json."),
+    baseline: Optional[str] = BaselineOpt,
+    ci: bool = CiOpt,
+    plot: bool = typer.Option(False, "--plot", help="Also write RESULTS/figures/<task>.png and .pdf."),
+    teacher_curve: bool = TeacherOpt,
+    all_runs: bool = AllOpt,
+):
+    """Print RESULTS' leaderboard in FORMAT; write RESULTS/leaderboard.md (and leaderboard.<format>).
+    With no run to show, write nothing and exit 2."""
+    from kdbench.results.leaderboard import build_leaderboard
+    from kdbench.results.render import FORMATS, folder_notes, render, write_leaderboard
+    from kdbench.results.folder import load_results
+
+    res = load_results(results, all_runs)
+    board = build_leaderboard(res, baseline, ci)
+    text = render(board, fmt)
+    if not board.boards:
+        raise UserError(" ".join([f"{results}: no runs to show; nothing written.", *folder_notes(board)]))
+    typer.echo(text)  # shown even if the folder turns out to be read-only
+    write_leaderboard(board, results)
+    if FORMATS[fmt] != "md":
+        write_leaderboard(board, results, fmt)
+    if plot:
+        for path in _write_figures(res, teacher=teacher_curve):
+            err_console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def plot(
+    results: Path = typer.Argument(..., help="A results folder written by `kdbench run`."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for the figures "
+                                          "(default: RESULTS/figures)."),
+    teacher_curve: bool = TeacherOpt,
+    all_runs: bool = AllOpt,
+    x: Optional[str] = typer.Option(None, "--x", help="x axis: flops or steps (default: steps for a budget in "
+                                    "student_steps, else flops)."),
+):
+    """Write the metric-vs-FLOPs (or -steps) figure of every task of RESULTS as PNG and PDF."""
+    from kdbench.results.plots import write_figures
+    from kdbench.results.folder import load_results
+
+    for path in write_figures(load_results(results, all_runs), output, teacher=teacher_curve, x=x):
+        out_console.print(f"wrote {path}", highlight=False)
+
+
+@app.command(name="tune-report")
+@user_errors
+def tune_report(
+    results: Path = typer.Argument(..., help="A results folder of a suite with a tune: block."),
+    fmt: str = typer.Option("md", "--format", "-f", help="md, csv, json or latex."),
+    all_runs: bool = AllOpt,
+):
+    """Print the tuning sweeps of RESULTS: every trial (settings, objective per dev seed, mean) and
+    each method's sensitivity to its settings (best, median, worst, trials within reach of the best)."""
+    from kdbench.commands import tune_report as render
+
+    typer.echo(render(results, fmt, all_runs))
+
+
+@app.command()
+@user_errors
+def report(
+    results: Path = typer.Argument(..., help="A results folder written by `kdbench run`."),
+    output: Path = typer.Argument(..., help="The folder to write the report into: new, empty, or an earlier "
+                                  "report (whose results/, tables/ and figures/ are replaced)."),
+    baseline: Optional[str] = BaselineOpt,
+    ci: bool = CiOpt,
+    teacher_curve: bool = TeacherOpt,
+    all_runs: bool = AllOpt,
+    force: bool = typer.Option(False, "--force", help="Write into OUTPUT even if it is a non-empty folder "
+                               "that is not a kdbench report."),
+):
+    """Write a folder for a paper: tables in every format, figures, the suite, versions, how to reproduce."""
+    from kdbench.results.report import write_report
+
+    dest = write_report(results, output, baseline, ci, teacher_curve, all_runs, force)
+    out_console.print(f"report written to {dest} (see {dest / 'README.md'})", highlight=False)
+
+
+@app.command()
+@user_errors
+def export(
+    source: str = typer.Argument(..., help="A run folder, or a run id (with --results); with --teacher, a "
+                                 "teacher id."),
+    output: Path = typer.Argument(..., help="The folder to write the model into (new or empty)."),
+    results: Optional[Path] = typer.Option(None, "--results", "-r", help="The results folder holding the run "
+                                           "or the teacher."),
+    teacher: bool = typer.Option(False, "--teacher", help="SOURCE is a teacher id: export the teacher "
+                                 "(teachers/<id>/final.pt)."),
+    force: bool = typer.Option(False, "--force", help="Write into OUTPUT even if it is not empty."),
+):
+    """Write a run's kept student (or a teacher) as a model to load without kdbench: a Hugging Face
+    save_pretrained folder (with the task's tokenizer), or model.safetensors and config.json."""
+    from kdbench.results.export import export_model
+
+    dest = export_model(source, output, results=results, teacher=teacher, force=force)
+    out_console.print(f"exported to {dest}", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Leaderboards as numbers: a results folder's runs aggregated per task and method.
+
+Input is a :class:`kdbench.results.Results` (one row per run folder); output is a
+:class:`Leaderboard`: per task a :class:`Board` with a row per method (pandas
+aggregation over seeds), the teachers, the runs that did not finish, the paired
+comparison against a baseline method, and what the folder holds besides (runs of
+other suites, unreadable folders). :mod:`kdbench.results.render` writes it as markdown,
+LaTeX, CSV or JSON.
+
+A row never merges runs whose configs differ other than by seed and teacher seed:
+the results layer gives such runs distinct row labels (``one-shot [cfg 3f2a1c]``),
+and the board notes which params differ.
+
+Adding a column for another number of a run's summary.json (say ``total_flops``)
+is its key in :data:`RUN_MEANS` (averaged over finished seeds), a column of
+:meth:`Results.runs`, and one ``Column`` in :func:`kdbench.results.render.columns`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pandas as pd
+
+from kdbench.errors import UserError
+from kdbench.suite.identity import SEEDS, Run, identity
+from kdbench.tuning.report import TaskTuning, task_tuning
+
+
+DEFAULT_BASELINE = "one-shot"
+# per-run numbers averaged over a method's finished seeds
+RUN_MEANS = ("flops", "total_flops", "steps", "wall_time", "auc")
+
+
+def t_quantile_975(df: int) -> float:
+    """Two-sided 95% Student-t quantile: exact table to 30 degrees of freedom, then
+    the Cornish-Fisher expansion around the normal quantile (error < 1e-4)."""
+    table = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+             2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+             2.045, 2.042)
+    if df < 1:
+        return math.nan
+    if df <= len(table):
+        return table[df - 1]
+    z = 1.959963985
+    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+
+
+def _mean_std(values: pd.Series) -> tuple[float, float]:
+    values = values.dropna().astype(float)
+    if values.empty:
+        return math.nan, math.nan
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+def method_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """Aggregate one task's runs per method (row label): metric mean/std/95% interval over
+    finished seeds, FLOPs to target over the seeds that reached it, means of
+    :data:`RUN_MEANS`, checkpoints stored, students kept (count and bytes, summed over
+    runs), and counts of runs by status. Best first."""
+    hib = bool(runs.higher_is_better.iloc[0])
+    rows = []
+    for method, g in runs.groupby("method", sort=False):
+        done = g[g.status == "finished"]
+        mean, std = _mean_std(done.value)
+        n = int(done.value.notna().sum())
+        half = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+        row = {
+            "method": method, "version": ", ".join(sorted(set(g.version))), "runs": len(g), "n": n,
+            "statuses": {st: int(k) for st, k in g.status.value_counts().items() if st != "finished"},
+            "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half,
+            "to_target": float(g.to_target.mean()) if g.to_target.notna().any() else math.nan,
+            "reached": int(g.to_target.notna().sum()),
+            "checkpoints": float(g.checkpoints.max()) if g.checkpoints.notna().any() else 0.0,
+            "checkpoint_bytes": float(g.checkpoint_bytes.max()) if g.checkpoint_bytes.notna().any() else 0.0,
+            "students": int((g.student_bytes > 0).sum()), "student_bytes": float(g.student_bytes.sum()),
+        }
+        for col in RUN_MEANS:
+            row[col] = float(done[col].mean()) if col in done and done[col].notna().any() else math.nan
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    sign = 1 if hib else -1  # best first: final metric, then AUC; methods without a finished seed last
+    keys = {"_key": (sign * frame["mean"]).fillna(-math.inf), "_auc": (sign * frame["auc"]).fillna(-math.inf)}
+    return frame.assign(**keys).sort_values(["_key", "_auc"], ascending=False, kind="stable") \
+        .drop(columns=list(keys)).reset_index(drop=True)
+
+
+def paired(runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Each method against ``baseline`` over matching (teacher seed, seed) pairs where
+    both finished: mean and std of the difference in the final metric and in AUC, the
+    number of pairs, and in how many pairs the method is better (the metric's direction)."""
+    hib = bool(runs.higher_is_better.iloc[0])
+    done = runs[runs.status == "finished"]
+    columns = ["method", "delta", "delta_std", "pairs", "better", "tied", "delta_auc"]
+    wide = {v: done.groupby(["teacher_seed", "seed", "method"])[v].first().unstack("method") for v in ("value", "auc")}
+    if baseline not in wide["value"]:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for method in wide["value"].columns:
+        if method == baseline:
+            continue
+        d = (wide["value"][method] - wide["value"][baseline]).dropna()
+        mean, std = _mean_std(d)
+        rows.append({"method": method, "delta": mean, "delta_std": std, "pairs": len(d),
+                     "better": int((d > 0).sum() if hib else (d < 0).sum()), "tied": int((d == 0).sum()),
+                     "delta_auc": _mean_std(wide["auc"][method] - wide["auc"][baseline])[0]})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _flatten(obj, prefix: str = "") -> dict:
+    if isinstance(obj, dict) and obj:
+        return {k: v for key, val in obj.items() for k, v in _flatten(val, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: obj}
+
+
+def differing_params(configs: dict[str, dict]) -> dict[str, dict[str, str]]:
+    """For configs by row label: the dotted config fields whose values differ between
+    them (seeds and bookkeeping aside), each value as JSON text (``-`` where absent)."""
+    flat = {row: _flatten({k: v for k, v in identity(Run.from_config(c)).items() if k not in SEEDS})
+            for row, c in configs.items()}
+    keys = list(dict.fromkeys(k for f in flat.values() for k in f))
+    differ = [k for k in keys if len({json.dumps(f.get(k, "-"), sort_keys=True) for f in flat.values()}) > 1]
+    return {row: {k: json.dumps(f[k]) if k in f else "-" for k in differ} for row, f in flat.items()}
+
+
+@dataclass
+class Board:
+    """One task's leaderboard: a row per method plus what goes around the table.
+
+    ``configs`` holds, per method label with several configs in this task, the params
+    that differ by row label (see :func:`differing_params`)."""
+
+    task: str
+    metric: str
+    higher_is_better: bool
+    target: Optional[float]
+    budget: Optional[float]
+    budget_spec: Optional[dict]
+    methods: pd.DataFrame
+    teachers: list[dict] = field(default_factory=list)
+    problems: list[dict] = field(default_factory=list)
+    baseline: Optional[str] = None
+    ci: bool = False
+    budgets: list[float] = field(default_factory=list)
+    configs: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    tuning: Optional[TaskTuning] = None  # the task's tuning sweeps (a suite with a tune: block)
+
+
+@dataclass
+class Leaderboard:
+    """Every task's :class:`Board`, and what the folder holds that is not in them: run
+    folders outside the suite shown (``outside``), the suite's runs with no folder yet
+    (``not_started``) and the run folders that could not be read (``unreadable``)."""
+
+    boards: list[Board]
+    path: str
+    suite: Optional[str] = None
+    all_runs: bool = True
+    outside: int = 0
+    not_started: int = 0
+    unreadable: list[dict] = field(default_factory=list)
+    manifest_problem: Optional[str] = None
+    tuning_runs: int = 0
+
+    def frame(self) -> pd.DataFrame:
+        """One row per (task, method): the task's metric, direction, target and budget, then
+        the method's aggregated numbers (as in :func:`method_frame` plus the paired deltas)."""
+        parts = [b.methods.assign(task=b.task, metric=b.metric, higher_is_better=b.higher_is_better,
+                                  target=b.target, budget_flops=b.budget, baseline=b.baseline) for b in self.boards]
+        if not parts:
+            return pd.DataFrame(columns=["task", "method"])
+        frame = pd.concat(parts, ignore_index=True)
+        first = ["task", "method", "metric", "higher_is_better", "target", "budget_flops", "baseline"]
+        return frame[first + [c for c in frame.columns if c not in first]]
+
+
+def _problems(g: pd.DataFrame) -> list[dict]:
+    return [{"run_id": r.run_id, "method": r.method, "seed": r.seed, "teacher_seed": r.teacher_seed,
+             "status": r.status, "error": r.error,
+             "diverged_at": None if r.diverged_at is None or r.diverged_at != r.diverged_at else int(r.diverged_at)}
+            for r in g.itertuples() if r.status != "finished"]
+
+
+def _configs(g: pd.DataFrame) -> dict[str, dict[str, dict[str, str]]]:
+    """Per method label with several configs in this task: the params that differ, by row label."""
+    out = {}
+    for label, rows in g.groupby("method_label", sort=False):
+        configs = rows.drop_duplicates("config_key")
+        if len(configs) > 1:
+            out[label] = differing_params(dict(zip(configs.method, configs.config)))
+    return out
+
+
+def build_leaderboard(results, baseline: Optional[str] = None, ci: bool = False) -> Leaderboard:
+    """The :class:`Leaderboard` of ``results``. ``baseline`` (default one-shot) names the row
+    the others are compared with; naming one that no task has is a UserError."""
+    runs = results.runs()
+    suite = (results.suite or {}).get("suite")
+    board = Leaderboard([], str(results.path), suite, results.all_runs, results.outside, len(results.not_started),
+                        results.unreadable().to_dict("records"), results.manifest_problem, results.tuning_runs)
+    if runs.empty:
+        return board
+    if baseline is not None and baseline not in set(runs.method):
+        raise UserError(f"--baseline: no runs of method {baseline!r} in {results.path}; "
+                        f"allowed: {', '.join(sorted(set(runs.method)))}")
+    base = baseline or DEFAULT_BASELINE
+    teacher_rows = results.teachers()
+    teachers = dict(zip(teacher_rows.teacher_id, teacher_rows.summary))
+    trials = results.tuning()
+    for task in results.order("tasks", list(dict.fromkeys(runs.task))):
+        g = runs[runs.task == task]
+        frame = method_frame(g)
+        tuning = task_tuning(trials, task)
+        if tuning is not None:  # what choosing each method's settings cost, beside its test runs
+            frame["tuned"] = [m in tuning.flops for m in frame.method]
+            frame["tuning_flops"] = [tuning.flops.get(m, math.nan) for m in frame.method]
+        has_base = base in set(g.method)
+        if has_base:
+            frame = frame.merge(paired(g, base), on="method", how="left")
+            frame[["pairs", "better", "tied"]] = frame[["pairs", "better", "tied"]].astype("Int64")
+        targets, budgets = g.target.dropna().unique(), g.budget.dropna().unique()
+        tids = [t for t in dict.fromkeys(g.teacher_id) if isinstance(t, str)]
+        board.boards.append(Board(
+            task=task, metric=g.metric.iloc[0], higher_is_better=bool(g.higher_is_better.iloc[0]),
+            target=float(targets[0]) if len(targets) else None, budget=float(budgets[0]) if len(budgets) else None,
+            budget_spec=next((b for b in g.budget_spec if isinstance(b, dict)), None), methods=frame,
+            teachers=[{"teacher_id": t, **teachers[t]} for t in tids if t in teachers],
+            problems=_problems(g), baseline=base if has_base else None, ci=ci,
+            budgets=[float(b) for b in budgets], configs=_configs(g), tuning=tuning))
+    return board

@@ -1,0 +1,163 @@
+"""Figures from a results folder: the metric against FLOPs (or student steps), one figure per task
+(and, for a tuned suite, one of its sweeps per task: ``tuning-<task>``).
+
+Each method is a mean line over its finished seeds with a band from the seeds'
+minimum to maximum; its phase boundaries (layer switches, checkpoint switches)
+are dashed vertical lines in its colour; a diverged run is an ``x`` at its last
+evaluation; the teacher's own training curve is optional. Figures are drawn
+with matplotlib's Agg canvas (no display, no pyplot state) from a
+:class:`kdbench.results.Results` (the run folders alone), and written as PNG and PDF.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from kdbench.errors import UserError
+from kdbench.results.folder import Results
+from kdbench.run.store import atomic_write
+from kdbench.tuning.report import TaskTuning, task_tuning
+from kdbench.results.bands import AXES, COLUMN, seed_band
+from kdbench.results.probe_plots import plot_probe
+
+FORMATS = ("png", "pdf")
+
+
+def step_boundaries(phases: list[dict]) -> list[float]:
+    """Student steps at which a run moves from one phase to the next (from its summary's phases)."""
+    ends = np.cumsum([float(p.get("steps", 0)) for p in phases])
+    return sorted({float(e) for e in ends[:-1] if 0 < e < ends[-1]}) if len(ends) else []
+
+
+def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional[pd.DataFrame] = None,
+              colors: Optional[dict[str, str]] = None, x: str = "flops") -> Figure:
+    """The figure of one task's runs (rows of :meth:`kdbench.results.Results.runs`) from
+    their ``curves`` (long form, :meth:`~kdbench.results.Results.curves`), against ``x``:
+    ``flops`` (measured training FLOPs) or ``steps`` (student steps).
+
+    Lines on the axes: one mean line per method with a finished curve, one dashed
+    vertical line per distinct phase boundary of each such method, and one line per
+    teacher in ``teacher_curves`` (long form, keyed by ``teacher_id``)."""
+    metric, hib = runs.metric.iloc[0], bool(runs.higher_is_better.iloc[0])
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    palette = [f"C{i}" for i in range(10)]
+    colors = colors or {}
+    extra: list = []
+    for k, (method, g) in enumerate(runs.groupby("method", sort=False)):
+        color = colors.get(method, palette[k % len(palette)])
+        done = g[g.status == "finished"]
+        xs, mean, lo, hi = seed_band(curves[curves.run_id.isin(done.run_id)], metric, x)
+        problems = g.status[g.status != "finished"].value_counts()
+        label = f"{method} (n={len(done)}" + "".join(f", {n} {st}" for st, n in problems.items()) + ")"
+        if len(xs):
+            ax.plot(xs, mean, color=color, label=label)
+            if len(done) > 1:
+                ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0)
+            for b in done.boundaries.iloc[0] if x == "flops" else step_boundaries(done.phases.iloc[0]):
+                ax.axvline(b, color=color, linestyle="--", linewidth=0.8, alpha=0.6)
+        else:  # no finished seed: the method still gets a legend entry, not a line
+            extra.append((Line2D([], [], color=color, linestyle=""), label))
+        for run_id in g.run_id[g.status == "diverged"]:
+            points = curves[curves.run_id == run_id]
+            points = points[np.isfinite(points[metric].astype(float))] if metric in points else points.iloc[:0]
+            if len(points):
+                ax.scatter([float(points[COLUMN[x]].iloc[-1])], [float(points[metric].iloc[-1])], marker="x",
+                           color=color, zorder=3)
+    if teacher_curves is not None:
+        for tid, curve in teacher_curves.groupby("teacher_id", sort=False):
+            xs, mean, _, _ = seed_band(curve, metric, x)
+            if len(xs):
+                ax.plot(xs, mean, color="0.4", linestyle=":", label=f"teacher {tid} (its own training)")
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [h for h, _ in extra]
+    labels += [lab for _, lab in extra]
+    if any(ln.get_linestyle() == "--" for ln in ax.get_lines()):
+        handles.append(Line2D([], [], color="0.5", linestyle="--", linewidth=0.8))
+        labels.append("phase boundary")
+    ax.legend(handles, labels, fontsize="small")
+    ax.set_xlabel(AXES[x])
+    ax.set_ylabel(f"{metric} ({'higher' if hib else 'lower'} is better)")
+    ax.set_title(f"{runs.task.iloc[0]}: mean over seeds, band min-max", fontsize="medium")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_tuning(t: TaskTuning, methods: list[str], colors: Optional[dict[str, str]] = None) -> Figure:
+    """One task's sweeps: per method (in ``methods`` order), a strip of its trials' objectives on
+    the dev seeds, the chosen trial circled; failed trials are counted in the method's label."""
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colors = colors or {}
+    tuned = [m for m in methods if m in set(t.trials.method)]
+    for i, method in enumerate(tuned):
+        g = t.trials[(t.trials.method == method) & (t.trials.state == "complete")]
+        offsets = np.linspace(-0.2, 0.2, len(g)) if len(g) > 1 else np.zeros(len(g))  # spread, deterministically
+        ax.scatter(i + offsets, g.objective.astype(float), color=colors.get(method, f"C{i % 10}"), alpha=0.7, s=18)
+        best = g[g.chosen]
+        if len(best):
+            ax.scatter(i + offsets[list(g.chosen).index(True)], best.objective.astype(float), s=90,
+                       facecolors="none", edgecolors="black", linewidths=1.2, zorder=3)
+    failed = t.trials[t.trials.state == "failed"].groupby("method").size()
+    ax.set_xticks(range(len(tuned)), [f"{m}\n({failed[m]} failed)" if m in failed else m for m in tuned],
+                  fontsize="small")
+    if t.protocol["objective"] == "flops_to_target":
+        ax.set_yscale("log")
+    better = "lower" if not t.protocol.get("maximize", True) else "higher"
+    ax.set_ylabel(f"{t.objective}, mean over dev seeds ({better} is better)")
+    ax.set_title(f"{t.task}: {t.protocol['trials']} trials per method on dev seeds {t.protocol['dev_seeds']}; "
+                 "circled: chosen", fontsize="medium")
+    ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> None:
+    # no timestamps in the files, so the same run folders give the same figures
+    metadata = {"CreationDate": None} if path.suffix == ".pdf" else {"Software": None}
+    atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:], dpi=150, metadata=metadata))
+
+
+def write_figures(results: Results, dest: Optional[Path] = None, teacher: bool = False,
+                  formats: Iterable[str] = FORMATS, x: Optional[str] = None) -> list[Path]:
+    """Write ``<dest>/<task>.<format>`` for every task of ``results`` (``dest`` defaults
+    to the results folder's ``figures/``) against ``x`` (``flops`` or ``steps``; default:
+    student steps for a task whose budget is in student steps, else FLOPs), for a task whose
+    curves hold the parity probe's columns ``<task>-probe.<format>`` (:mod:`kdbench.results.probe_plots`),
+    and ``tuning-<task>.<format>`` for a tuned task; return the paths written."""
+    if x is not None and x not in AXES:
+        raise UserError(f"--x: {x!r} is not an axis; allowed: {', '.join(AXES)}")
+    runs, curves, trials = results.runs(), results.curves(), results.tuning()
+    dest = Path(dest) if dest is not None else results.path / "figures"
+    if runs.empty:
+        return []
+    methods = results.order("methods", sorted(set(runs.method)))
+    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}  # one colour per method across tasks
+    all_teacher_curves = results.teacher_curves()
+    paths = []
+    for task in results.order("tasks", list(dict.fromkeys(runs.task))):
+        g = runs[runs.task == task]
+        g = g.iloc[sorted(range(len(g)), key=lambda i: methods.index(g.method.iloc[i]))]
+        used = pd.concat([all_teacher_curves[all_teacher_curves.teacher_id == t]
+                          for t in dict.fromkeys(g.teacher_id.dropna())] or [all_teacher_curves.iloc[:0]])
+        by_steps = all(isinstance(b, dict) and b.get("student_steps") for b in g.budget_spec)
+        axis = x or ("steps" if by_steps else "flops")
+        figures = {task: plot_task(g, curves, used if teacher else None, colors, axis),
+                   f"{task}-probe": plot_probe(g, curves, used, axis)}  # None without probe columns
+        tuning = task_tuning(trials, task)
+        if tuning is not None:
+            figures[f"tuning-{task}"] = plot_tuning(tuning, methods, colors)
+        for name, fig in figures.items():
+            for fmt in formats if fig is not None else ():
+                path = dest / f"{name}.{fmt}"
+                _save(fig, path)
+                paths.append(path)
+    return paths

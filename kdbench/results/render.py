@@ -1,0 +1,361 @@
+"""Leaderboards as text: a :class:`kdbench.results.leaderboard.Leaderboard` as markdown, LaTeX, CSV or JSON.
+
+Every table cell is first written as plain text (``0.7000 ± 0.0816``, ``Δ vs
+one-shot``); markdown (tabulate's GitHub tables) escapes ``|`` and bolds the best
+cells with ``**``; LaTeX goes through pandas' ``Styler.to_latex`` (booktabs rules,
+Styler's LaTeX escaping, ``\\textbf`` for the best cells, math for ±, Δ and the
+arrows). CSV and JSON carry the unrounded numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import pandas as pd
+from tabulate import tabulate
+
+from kdbench import __version__
+from kdbench.errors import UserError
+from kdbench.results.leaderboard import Board, Leaderboard
+from kdbench.run.store import atomic_write_text
+from kdbench.tuning.report import protocol_lines, sensitivity_markdown
+from kdbench.formats import fmt_bytes, fmt_flops, is_missing, latex_escape
+
+FLOP_CONVENTION = ("FLOPs are measured with torch.utils.flop_counter.FlopCounterMode on one real step per phase: "
+                   "student forward + backward (only the layers that ran) + teacher forwards and projections "
+                   "for targets; optimizer arithmetic and evaluation are not counted.")
+CURVE_CONVENTION = ("AUC is the area under the metric-vs-FLOPs curve divided by the FLOPs it spans (the mean metric "
+                    "over training; trapezoids between evaluations). FLOPs to target: FLOPs at the first evaluation "
+                    "reaching the target, mean over the seeds that reached it.")
+FORMATS = {"md": "md", "markdown": "md", "latex": "tex", "tex": "tex", "csv": "csv", "json": "json"}
+# plain-text symbols of the cells, and how LaTeX writes them
+LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+
+
+def _pm(mean: float, std: float, fmt: str = ".4f", sign: str = "") -> str:
+    if is_missing(mean):
+        return "-"
+    return f"{mean:{sign}{fmt}}" + ("" if is_missing(std) else f" ± {std:{fmt}}")
+
+
+def _seeds(r: dict) -> str:
+    note = ", ".join(f"{k} {st}" for st, k in r["statuses"].items())
+    return f"{r['n']}" + (f" ({note})" if note else "")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A leaderboard column: its header and cells as plain text, and (for best marking)
+    the numeric key, its display (ties are judged on what is shown) and which way is
+    better: ``"metric"`` (the task's direction), ``"lower"`` or ``None`` (not marked)."""
+
+    header: Callable[[Board], str]
+    cell: Callable[[dict, Board], str]
+    key: Optional[str] = None
+    show: Callable[[float], str] = lambda v: f"{v:.4f}"
+    better: Optional[str] = None
+
+
+def columns(board: Board) -> list[Column]:
+    """The columns of ``board``'s table, in order."""
+    cols = [
+        Column(lambda b: "Method", lambda r, b: r["method"]),
+        Column(lambda b: "Version", lambda r, b: r["version"]),
+        Column(lambda b: f"{b.metric} {'↑' if b.higher_is_better else '↓'}", lambda r, b: _pm(r["mean"], r["std"]),
+               key="mean", better="metric"),
+        Column(lambda b: "Seeds", lambda r, b: _seeds(r)),
+    ]
+    if board.ci:
+        cols.append(Column(lambda b: "95% CI",
+                           lambda r, b: "-" if is_missing(r["ci_low"]) else f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]"))
+    if board.target is not None:
+        cols += [
+            Column(lambda b: f"FLOPs to {b.target:g}", lambda r, b: fmt_flops(r["to_target"]),
+                   key="to_target", show=fmt_flops, better="lower"),
+            Column(lambda b: "Reached", lambda r, b: f"{r['reached']}/{r['runs']}"),
+        ]
+    cols += [
+        Column(lambda b: "AUC", lambda r, b: "-" if is_missing(r["auc"]) else f"{r['auc']:.4f}", key="auc", better="metric"),
+        Column(lambda b: "Steps", lambda r, b: "-" if is_missing(r["steps"]) else f"{r['steps']:.0f}"),
+        Column(lambda b: "Student FLOPs", lambda r, b: fmt_flops(r["flops"])),
+        Column(lambda b: "Total FLOPs", lambda r, b: fmt_flops(r["total_flops"])),
+        *([Column(lambda b: "Tuning FLOPs", lambda r, b: fmt_flops(r["tuning_flops"]) if r["tuned"] else "not tuned")]
+          if board.tuning is not None else []),
+        Column(lambda b: "Ckpts stored", lambda r, b: f"{r['checkpoints']:.0f} ({fmt_bytes(r['checkpoint_bytes'])})"
+               if r["checkpoints"] > 0 else "0"),
+        Column(lambda b: "Wall (s)", lambda r, b: "-" if is_missing(r["wall_time"]) else f"{r['wall_time']:.1f}",
+               key="wall_time", show=lambda v: f"{v:.1f}", better="lower"),
+    ]
+    if board.baseline is not None:
+        cols += [
+            Column(lambda b: f"Δ vs {b.baseline}", lambda r, b: "baseline" if r["method"] == b.baseline
+                   else _pm(r.get("delta"), r.get("delta_std"), sign="+")),
+            Column(lambda b: "Better in",
+                   lambda r, b: "-" if r["method"] == b.baseline or is_missing(r.get("pairs")) or not r.get("pairs")
+                   else f"{r['better']}/{r['pairs']}" + (f" ({r['tied']} tied)" if r["tied"] else "")),
+        ]
+    return cols
+
+
+def best_rows(board: Board, col: Column) -> set[int]:
+    """Row positions holding the column's best shown value; none when fewer than two
+    rows have values or all of them tie."""
+    if col.better is None:
+        return set()
+    shown = {i: col.show(v) for i, v in enumerate(board.methods[col.key]) if not is_missing(v)}
+    if len(set(shown.values())) < 2:
+        return set()
+    values = {i: float(board.methods[col.key].iloc[i]) for i in shown}
+    lower = col.better == "lower" or (col.better == "metric" and not board.higher_is_better)
+    best = (min if lower else max)(values.values())
+    return {i for i in shown if shown[i] == col.show(best)}
+
+
+def table(board: Board) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``board``'s table as plain-text cells (headers as columns) and a same-shaped
+    boolean frame marking the best cells."""
+    cols = columns(board)
+    records = board.methods.to_dict("records")
+    headers = [c.header(board) for c in cols]
+    cells = pd.DataFrame([[c.cell(r, board) for c in cols] for r in records], columns=headers)
+    best = pd.DataFrame([[i in m for m in (best_rows(board, c) for c in cols)] for i in range(len(records))],
+                        columns=headers, dtype=bool)
+    return cells, best
+
+
+# ---------------------------------------------------------------- the text around the tables
+
+def _budget_text(board: Board) -> str:
+    spec = board.budget_spec or {}
+    if spec.get("student_steps"):
+        return (f"Budget: {spec['student_steps']} student steps per run for every method (equal steps: FLOPs are "
+                "reported, not matched; Student FLOPs: what each method's steps cost; Total FLOPs: plus the "
+                "teacher's training).")
+    how = f" (the FLOPs of {spec['steps']} steps of {spec['method']})" if "steps" in spec else ""
+    counts = ("student FLOPs plus the teacher's training" if spec.get("counts") == "total"
+              else "student FLOPs only")
+    amount = (f"{fmt_flops(board.budget)} FLOPs per student run{how}" if len(board.budgets) <= 1 else
+              f"{' / '.join(fmt_flops(b) for b in board.budgets)} FLOPs per student run (the configs differ)")
+    return (f"Budget: {amount}, counting {counts}. "
+            "Student FLOPs: the run's own steps; Total FLOPs: plus the teacher's training (the cached "
+            "teacher's recorded cost, or the teacher co-trained inside the run by online and pro-kd).")
+
+
+def _teacher_text(t: dict, metric: str) -> str:
+    value = (t.get("metrics") or {}).get(metric)
+    value = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+    if t.get("source"):
+        source = f"loaded from {t['source']}"
+    else:
+        source = f"trained {t.get('steps')} steps, {fmt_flops(t.get('flops'))} FLOPs, {t.get('wall_time', 0):.1f} s"
+    ckpts = t.get("checkpoints") or []
+    stored = f"; {len(ckpts)} checkpoints stored ({fmt_bytes(t.get('checkpoint_bytes') or 0)})" if ckpts else ""
+    return f"Teacher `{t['teacher_id']}`: {metric} {value}; {source} (not part of the budget){stored}."
+
+
+def _problem_text(p: dict) -> str:
+    what = {"failed": f"failed: {p.get('error')}", "diverged": f"diverged at step {p.get('diverged_at')}",
+            "incomplete": "incomplete (no summary yet)"}.get(p["status"], p["status"])
+    return f"run {p['run_id']} ({p['method']}, seed {p['seed']}) {what}"
+
+
+def _configs_text(label: str, rows: dict[str, dict[str, str]]) -> str:
+    differ = "; ".join(f"{row}: " + ", ".join(f"{k}={v}" for k, v in params.items()) for row, params in rows.items())
+    return (f"{label}: {len(rows)} configs of this method in this task, each its own row (never averaged "
+            f"together); they differ in {differ}.")
+
+
+def notes(board: Board) -> list[str]:
+    """The lines under a table: teachers, budget and conventions, rows split by config,
+    students kept, runs not in the means."""
+    direction = "higher" if board.higher_is_better else "lower"
+    lines = [_teacher_text(t, board.metric) for t in board.teachers]
+    lines.append(f"{_budget_text(board)} {FLOP_CONVENTION}")
+    target = (f" Target {board.metric} {'>=' if board.higher_is_better else '<='} {board.target:g}."
+              if board.target is not None else " No target set (suite `eval.target`).")
+    lines.append(f"{board.metric}: {direction} is better; mean ± std over finished seeds; best per column in bold."
+                 f"{target} {CURVE_CONVENTION}")
+    if board.baseline is not None:
+        lines.append(f"Δ vs {board.baseline}: paired difference over matching (teacher seed, seed) pairs where both "
+                     f"finished; Better in: pairs where the method beats {board.baseline} (ties counted apart).")
+    lines += [_configs_text(label, rows) for label, rows in board.configs.items()]
+    kept = int(board.methods["students"].sum()) if "students" in board.methods else 0
+    if kept:
+        lines.append(f"Students kept: {kept} of {int(board.methods['runs'].sum())} runs, "
+                     f"{fmt_bytes(float(board.methods['student_bytes'].sum()))} in all (runs/<id>/student.safetensors "
+                     "and student.json; `kdbench export RUN_ID OUT --results RESULTS` writes one as a model to load).")
+    if board.tuning is not None:
+        lines += protocol_lines(board.tuning, [m for m in board.methods.method if m not in board.tuning.flops])
+    if board.problems:
+        lines.append("Not in the means: " + "; ".join(_problem_text(p) for p in board.problems) + ".")
+    return lines
+
+
+def folder_notes(board: Leaderboard) -> list[str]:
+    """The lines after all tables: runs of the folder not shown, and run folders that could not be read."""
+    lines = []
+    if board.manifest_problem:
+        lines.append(f"{board.manifest_problem}: every run of the folder is shown.")
+    if board.outside:
+        lines.append(f"Shown: the runs of suite `{board.suite}` as last run into this folder. The folder holds "
+                     f"{board.outside} other run folder(s) (other suites, or earlier versions of this one): "
+                     "`kdbench leaderboard RESULTS --all` shows every run, a row per config.")
+    if board.not_started:
+        lines.append(f"{board.not_started} run(s) of suite `{board.suite}` have no folder yet (not started).")
+    if board.tuning_runs:
+        lines.append(f"{board.tuning_runs} tuning runs on dev seeds, not shown (`kdbench tune-report RESULTS` "
+                     "lists the trials).")
+    if board.unreadable:
+        lines.append("Run folders that could not be read, left out of the tables (`kdbench run` redoes a run of "
+                     "the suite it runs): " + "; ".join(f"runs/{u['run_id']}: {u['reason']}"
+                                                        for u in board.unreadable) + ".")
+    return lines
+
+
+# ---------------------------------------------------------------- formats
+
+
+def _latex_symbols(text: str) -> str:
+    """Escaped text with the plain-text symbols as math."""
+    for symbol, math_ in LATEX_SYMBOLS.items():
+        text = text.replace(symbol, math_)
+    return text
+
+
+def _latex_prose(text: str) -> str:
+    text = _latex_symbols(latex_escape(text.replace("`", "")))
+    return text.replace(r"\textgreater{}=", r"$\geq$").replace(r"\textless{}=", r"$\leq$")
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _markdown(board: Leaderboard) -> str:
+    parts = []
+    for b in board.boards:
+        cells, best = table(b)
+        rows = [[f"**{_md_escape(v)}**" if bold else _md_escape(v) for v, bold in zip(row, marks)]
+                for row, marks in zip(cells.values.tolist(), best.values.tolist())]
+        align = ("left", "left") + ("right",) * (len(cells.columns) - 2)  # method and version left, numbers right
+        parts += [f"### {b.task}\n", tabulate(rows, headers=[_md_escape(h) for h in cells.columns], tablefmt="github",
+                                               disable_numparse=True, colalign=align), ""]
+        for line in notes(b):
+            parts += [line, ""]
+        if b.tuning is not None:
+            parts += [sensitivity_markdown(b.tuning), ""]
+    for line in folder_notes(board):
+        parts += [line, ""]
+    return "\n".join(parts)
+
+
+def _tabular(b: Board) -> str:
+    cells, best = table(b)
+    styler = cells.style.hide(axis="index").format(escape="latex", formatter=_latex_symbols) \
+        .format_index(escape="latex", formatter=_latex_symbols, axis=1) \
+        .apply(lambda _: best.replace({True: "textbf: --rwrap;", False: ""}), axis=None)
+    return styler.to_latex(hrules=True, column_format="ll" + "r" * (len(cells.columns) - 2)).rstrip("\n")
+
+
+def _latex(board: Leaderboard) -> str:
+    parts = ["% kdbench leaderboard; needs \\usepackage{booktabs,graphicx}"]
+    for i, b in enumerate(board.boards):
+        lines = notes(b) + (folder_notes(board) if i == len(board.boards) - 1 else [])
+        text = " ".join(_latex_prose(n) for n in lines)
+        parts += ["\\begin{table}[t]", "\\centering", f"\\caption{{{latex_escape(b.task)}: final "
+                  f"{latex_escape(b.metric)} at equal student FLOPs.}}", f"\\label{{tab:{b.task}}}",
+                  # shrink to the line width only when wider
+                  "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%", _tabular(b) + "}",
+                  "\\par\\smallskip", f"\\begin{{minipage}}{{\\linewidth}}\\footnotesize\\raggedright {text}\\par",
+                  "\\end{minipage}", "\\end{table}", ""]
+    return "\n".join(parts)
+
+
+def _records(board: Leaderboard) -> list[dict]:
+    out = []
+    for b in board.boards:
+        best = {c.key: best_rows(b, c) for c in columns(b) if c.key}
+        for i, r in enumerate(b.methods.to_dict("records")):
+            out.append({"task": b.task, "role": "student", "metric": b.metric, "higher_is_better": b.higher_is_better,
+                        "target": b.target, "budget_flops": b.budget, "baseline": b.baseline,
+                        **{k: v for k, v in r.items() if k != "statuses"},
+                        **{f"n_{st}": k for st, k in r["statuses"].items()},
+                        "best": ",".join(k for k, rows in best.items() if i in rows)})
+        for t in b.teachers:
+            out.append({"task": b.task, "role": "teacher", "method": f"teacher:{t['teacher_id']}",
+                        "metric": b.metric, "mean": (t.get("metrics") or {}).get(b.metric),
+                        "flops": t.get("flops"), "steps": t.get("steps"), "wall_time": t.get("wall_time"),
+                        "checkpoints": len(t.get("checkpoints") or []),
+                        "checkpoint_bytes": t.get("checkpoint_bytes", 0)})
+    return out
+
+
+def _clean(obj):
+    if obj is pd.NA or (isinstance(obj, float) and not math.isfinite(obj)):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item"):  # numpy scalars
+        return _clean(obj.item())
+    return obj
+
+
+def _json(board: Leaderboard) -> str:
+    tasks = []
+    for b in board.boards:
+        best = {c.key: sorted(best_rows(b, c)) for c in columns(b) if c.key}
+        methods = b.methods.to_dict("records")
+        for i, m in enumerate(methods):
+            m["best"] = [k for k, rows in best.items() if i in rows]
+        task = {"task": b.task, "metric": b.metric, "higher_is_better": b.higher_is_better,
+                "target": b.target, "budget_flops": b.budget, "budget": b.budget_spec,
+                "baseline": b.baseline, "methods": methods,
+                "teachers": [{k: v for k, v in t.items() if k != "recipe"} for t in b.teachers],
+                "not_in_means": b.problems}
+        if b.tuning is not None:
+            task["tuning"] = {"protocol": b.tuning.protocol, "chosen": b.tuning.chosen,
+                              "sensitivity": b.tuning.sensitivity.to_dict("records")}
+        tasks.append({**task, "configs": b.configs} if b.configs else task)
+    doc = {"kdbench_version": __version__, "flop_convention": FLOP_CONVENTION, "curve_convention": CURVE_CONVENTION,
+           "tasks": tasks}
+    # what the folder holds beyond the tables, only when there is something to say
+    extra = {"suite": board.suite if board.outside or board.not_started else None,
+             "runs_outside_suite": board.outside, "runs_not_started": board.not_started,
+             "tuning_runs": board.tuning_runs,
+             "unreadable": board.unreadable, "manifest_problem": board.manifest_problem}
+    doc.update({k: v for k, v in extra.items() if v})
+    return json.dumps(_clean(doc), indent=1) + "\n"
+
+
+def render(board: Leaderboard, fmt: str = "md") -> str:
+    """``board`` as ``md``, ``latex``, ``csv`` or ``json`` text."""
+    kind = FORMATS.get(fmt)
+    if kind is None:
+        raise UserError(f"--format: unknown format {fmt!r}; allowed: md, latex, csv, json")
+    if not board.boards and kind in ("md", "tex"):
+        return "\n\n".join([f"No runs in {board.path}.", *folder_notes(board)]) + "\n"
+    if kind == "md":
+        return _markdown(board)
+    if kind == "tex":
+        return _latex(board)
+    if kind == "csv":
+        frame = pd.DataFrame(_records(board))
+        counts = [c for c in ("runs", "n", "reached", "pairs", "better", "tied", "checkpoints", "students")
+                  if c in frame]
+        frame[counts] = frame[counts].astype("Float64").round().astype("Int64")
+        return frame.to_csv(index=False)
+    return _json(board)
+
+
+def write_leaderboard(board: Leaderboard, out: Path, fmt: str = "md") -> Path:
+    """Write ``out/leaderboard.<ext>`` for ``fmt`` atomically; return its path. Callers
+    write nothing for a leaderboard without boards (see ``kdbench leaderboard``)."""
+    path = Path(out) / f"leaderboard.{FORMATS.get(fmt, fmt)}"
+    atomic_write_text(path, render(board, fmt))
+    return path

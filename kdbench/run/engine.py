@@ -1,0 +1,337 @@
+"""THE training loop: every model kdbench trains (teachers and students) goes through :func:`train`.
+
+A :class:`TrainJob` says what to train (a model and its planned phases: each
+phase with its allotted steps and measured per-step FLOPs), how (an optimizer
+recipe, a data stream) and when to evaluate. The loop samples a batch, takes
+the phase's loss, steps the optimizer, charges the phase's FLOPs and records
+the curve; it saves its state now and then so an interrupted job resumes
+exactly where it stopped. A phase with an ``until`` criterion may end before its
+allotted steps; its unused steps then go to the phases after it
+(:func:`end_phase_early`), and the plan is changed in place to say how the steps
+were spent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from itertools import accumulate
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import torch
+from torch import nn
+
+from kdbench.api import Clock, Phase, Recipe, TaskInstance
+from kdbench.run.cotrain import CoTrainer, cotrainers_for, distinct
+from kdbench.run.optim import is_constant, make_optimizer, make_schedule
+from kdbench.run.stop import StopRequested
+from kdbench.run.store import atomic_torch_save
+from kdbench.streams import seed_for_step, step_generator
+
+CurvePoint = dict
+
+
+@dataclass
+class PlannedPhase:
+    """A phase with what it was allotted: ``steps``, the measured FLOPs of one step, and
+    the measured FLOPs of one step of its co-trained model (0 without one). After training,
+    ``steps`` are the steps it ran (a phase that ended early gave some to later ones)."""
+
+    phase: Phase
+    steps: int
+    step_flops: int
+    cotrain_flops: int = 0
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass
+class TrainJob:
+    """What the engine trains, for how long, and what it records.
+
+    ``on_step(clock)`` is called after every step (``clock.step`` steps done):
+    progress bars and teacher checkpoints hang there; ``on_record(point)`` after
+    every curve point is recorded (the run's loggers). ``should_stop()`` is asked
+    at every step boundary; when it answers True the engine saves its state and
+    raises :class:`kdbench.run.stop.StopRequested`. ``precision="bf16"`` autocasts
+    the losses on CUDA; ``compile`` torch.compiles the model (after its FLOPs
+    were measured).
+    """
+
+    model: nn.Module
+    plan: list[PlannedPhase]
+    recipe: Recipe
+    task: TaskInstance
+    stream_seed: int  # the batch of step t is drawn from seed_for_step(stream_seed, t)
+    eval_at: list[int]  # steps after which the model is evaluated (0: before training)
+    clock: Clock = field(default_factory=Clock)
+    state_path: Optional[Path] = None
+    save_every_s: float = 60.0
+    on_step: Optional[Callable[[Clock], None]] = None
+    on_record: Optional[Callable[[CurvePoint], None]] = None
+    should_stop: Callable[[], bool] = _never
+    precision: str = "fp32"
+    compile: bool = False
+
+    @property
+    def total_steps(self) -> int:
+        return sum(p.steps for p in self.plan)
+
+
+def check_early_endings(plan: list[PlannedPhase]) -> None:
+    """Raise ValueError unless every phase that may end early (``Phase.until``) costs per step
+    what each phase that could take its unused steps costs (later phases that set ``steps``,
+    and the last phase), so that moving steps moves no FLOPs."""
+    for i, planned in enumerate(plan[:-1]):
+        if planned.phase.until is None:
+            continue
+        cost = planned.step_flops + planned.cotrain_flops
+        for later in plan[i + 1:]:
+            if (later.phase.steps is not None or later is plan[-1]) and later.step_flops + later.cotrain_flops != cost:
+                raise ValueError(f"phase {planned.phase.name!r} may end early (until) but costs {cost} FLOPs a step, "
+                                 f"and phase {later.phase.name!r}, which would take its unused steps, costs "
+                                 f"{later.step_flops + later.cotrain_flops}; give them one cost_key")
+
+
+def end_phase_early(plan: list[PlannedPhase], i: int, done: int) -> None:
+    """Phase ``i`` ends after ``done`` of its steps: its unused steps go to the phases after it
+    as :func:`kdbench.run.budget.allot_steps` would have given them had phase ``i`` asked for
+    ``done``: each phase that sets ``steps`` gets up to what it asked for, the last one the rest."""
+    spare, plan[i].steps = plan[i].steps - done, done
+    for later in plan[i + 1:-1]:
+        if later.phase.steps is not None:
+            take = min(spare, max(0, later.phase.steps - later.steps))
+            later.steps, spare = later.steps + take, spare - take
+    plan[-1].steps += spare
+
+
+def progress_every(progress: Optional[Callable[[int, int], None]], every: int = 64) -> Callable[[Clock], None]:
+    """An engine ``on_step`` that reports ``(steps done, total)`` every ``every`` steps and at the end."""
+
+    def on_step(clock: Clock) -> None:
+        if progress is not None and (clock.step % every == 0 or clock.step == clock.total_steps):
+            progress(clock.step, clock.total_steps)
+
+    return on_step
+
+
+@dataclass
+class TrainResult:
+    """The outcome of a job: its curve and how it ended."""
+
+    curve: list[CurvePoint]
+    status: str  # "finished" or "diverged"
+    steps: int
+    flops: int
+    wall_time: float
+    diverged_at: Optional[int] = None
+    resumed_from: Optional[int] = None  # the step a saved state resumed from
+    teacher_flops: int = 0  # FLOPs spent co-training a teacher inside this job
+
+
+def trainable_parameters(model: nn.Module, phases: list[Phase]) -> list[nn.Parameter]:
+    """The model's parameters, then any extra ones a phase trains (e.g. a regressor), once each."""
+    seen, params = set(), []
+    for p in [*model.parameters(), *(p for ph in phases for p in (ph.params or []))]:
+        if id(p) not in seen and p.requires_grad:
+            seen.add(id(p))
+            params.append(p)
+    return params
+
+
+@contextlib.contextmanager
+def training_only(params: list[nn.Parameter], trained: Optional[list[nn.Parameter]]) -> Iterator[None]:
+    """Within the block only ``trained`` (None: all) of ``params`` require gradients, so a phase's
+    backward computes what it trains and nothing else; the flags are restored afterwards."""
+    keep = None if trained is None else {id(p) for p in trained}
+    before = [p.requires_grad for p in params]
+    try:
+        for p, flag in zip(params, before):
+            p.requires_grad_(flag and (keep is None or id(p) in keep))
+        yield
+    finally:
+        for p, flag in zip(params, before):
+            p.requires_grad_(flag)
+
+
+def autocast_for(precision: str, device: torch.device):
+    """The context a loss runs in: bf16 autocast when asked for on CUDA, else nothing."""
+    if precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class LoopState:
+    """What the loop carries from step to step; saved with the models for resumption."""
+
+    step: int = 0
+    flops: int = 0
+    teacher_flops: int = 0
+    wall: float = 0.0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    curve: list[CurvePoint] = field(default_factory=list)
+
+
+class Checkpoint:
+    """Saves and restores everything a job needs to resume bit for bit at a step boundary."""
+
+    def __init__(self, job: TrainJob, params, optimizer, schedule, cotrainers: list[CoTrainer]):
+        self.job, self.params, self.optimizer, self.schedule = job, params, optimizer, schedule
+        self.cotrainers = cotrainers
+
+    def save(self, state: LoopState) -> None:
+        atomic_torch_save({
+            **{k: getattr(state, k) for k in LoopState.__dataclass_fields__},
+            "cotrain": [c.state_dict() for c in self.cotrainers],
+            "phase_steps": [p.steps for p in self.job.plan],  # as changed by phases that ended early
+            "until": [getattr(p.phase.until, "state_dict", lambda: None)() for p in self.job.plan],
+            "model": self.job.model.state_dict(), "params": [p.detach().clone() for p in self.params],
+            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }, self.job.state_path)
+
+    def load(self, state: LoopState) -> Optional[int]:
+        """Restore a saved state if there is one; the step it resumes from, else None."""
+        if self.job.state_path is None or not Path(self.job.state_path).exists():
+            return None
+        saved = torch.load(self.job.state_path, map_location="cpu", weights_only=True)
+        self.job.model.load_state_dict(saved["model"])
+        with torch.no_grad():
+            for p, value in zip(self.params, saved["params"]):
+                p.copy_(value)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.schedule.load_state_dict(saved["schedule"])
+        torch.set_rng_state(saved["rng"])
+        if saved["cuda_rng"]:
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        for key in LoopState.__dataclass_fields__:
+            setattr(state, key, saved[key])
+        for c, c_saved in zip(self.cotrainers, saved["cotrain"]):
+            c.load_state_dict(c_saved)
+        plan = self.job.plan  # a state saved before phases could end early has neither list
+        for planned, steps, until in zip(plan, saved.get("phase_steps", [p.steps for p in plan]),
+                                         saved.get("until", [None] * len(plan))):
+            planned.steps = steps
+            if until is not None:
+                planned.phase.until.load_state_dict(until)
+        return state.step
+
+
+def record(job: TrainJob, state: LoopState, phase: str) -> None:
+    """Evaluate the model (eval mode, no gradients), append a curve point and pass it to ``job.on_record``."""
+    job.model.eval()
+    with torch.no_grad():
+        metrics = job.task.evaluate(job.model)
+    job.model.train()
+    train_loss = state.loss_sum / state.loss_count if state.loss_count else None
+    state.loss_sum, state.loss_count = 0.0, 0
+    state.curve.append({
+        "step": state.step, "samples": state.step * job.recipe.batch_size, "flops": state.flops,
+        **({"teacher_flops": state.teacher_flops} if state.teacher_flops else {}),
+        "phase": phase, "train_loss": train_loss, **metrics, "time": round(state.wall, 3),
+    })
+    if job.on_record is not None:
+        job.on_record(state.curve[-1])
+
+
+def train(job: TrainJob) -> TrainResult:
+    """Run ``job`` to its end (or divergence); resume from ``job.state_path`` if it exists."""
+    phases = [p.phase for p in job.plan]
+    params = trainable_parameters(job.model, phases)
+    optimizer = make_optimizer(params, job.recipe)
+    schedule = make_schedule(optimizer, job.recipe, job.total_steps)
+    cotrainers = cotrainers_for([ph.cotrain for ph in phases], [p.cotrain_flops for p in job.plan])
+    check_early_endings(job.plan)
+    state = LoopState()
+    checkpoint = Checkpoint(job, params, optimizer, schedule, distinct(cotrainers))
+    resumed_from = checkpoint.load(state)
+    ends = list(accumulate(p.steps for p in job.plan))  # phase i covers steps [ends[i-1], ends[i])
+    may_end_early = any(p.until is not None for p in phases[:-1])
+    eval_at = set(job.eval_at) | (set(ends) if may_end_early else set())  # a curve point at every boundary
+    device = next(job.model.parameters()).device
+    generator, amp = step_generator(device), autocast_for(job.precision, device)
+    if job.compile:
+        job.model.compile()
+    job.model.train()
+    if resumed_from is None and 0 in eval_at:
+        record(job, state, phases[0].name if phases else "")
+
+    clock, scheduled = job.clock, not is_constant(job.recipe)
+    started = last_save = time.monotonic()
+    wall_before, diverged_at, mid_step, i = state.wall, None, False, -1
+    clock.total_steps = job.total_steps
+    with contextlib.ExitStack() as masks:
+        try:
+            while state.step < job.total_steps:
+                if state.step >= (ends[i] if i >= 0 else 0):  # a new phase: its trainable parameters, once
+                    i = bisect_right(ends, state.step)
+                    masks.close()
+                    masks.enter_context(training_only(params, phases[i].params))
+                planned, phase = job.plan[i], phases[i]
+                ends_early = phase.until is not None and i < len(phases) - 1
+                mid_step = True  # until the step is counted and recorded, a saved state would be inconsistent
+                clock.step, clock.phase_steps = state.step, planned.steps
+                clock.phase_step = state.step - (ends[i] - planned.steps)
+                generator.manual_seed(seed_for_step(job.stream_seed, state.step))
+                batch = job.task.train_batch(generator, job.recipe.batch_size)
+                with amp:
+                    loss = phase.loss(batch)
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    diverged_at = state.step
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if job.recipe.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], job.recipe.grad_clip)
+                optimizer.step()
+                if scheduled:
+                    schedule.step()
+                if cotrainers[i] is not None:
+                    state.teacher_flops += cotrainers[i].step(state.step, batch, amp)
+                state.step, state.flops = state.step + 1, state.flops + planned.step_flops
+                state.loss_sum, state.loss_count = state.loss_sum + loss_value, state.loss_count + 1
+                clock.step, clock.phase_step = state.step, clock.phase_step + 1
+                ended = ends_early and state.step < ends[i] and phase.until(clock, loss_value)
+                if ended:  # the phase's unused steps go to later phases: the phase ends here
+                    end_phase_early(job.plan, i, clock.phase_step)
+                    ends = list(accumulate(p.steps for p in job.plan))
+                    eval_at.update(ends)
+                if job.on_step is not None:
+                    job.on_step(clock)
+                now = time.monotonic()
+                state.wall = wall_before + (now - started)
+                if state.step in eval_at:
+                    record(job, state, phase.name)
+                unfinished = job.state_path is not None and state.step < job.total_steps
+                if unfinished and now - last_save > job.save_every_s:
+                    checkpoint.save(state)
+                    last_save = now
+                mid_step = False
+                if unfinished and job.should_stop():
+                    checkpoint.save(state)
+                    raise StopRequested(f"stopped at step {state.step} of {job.total_steps}; state saved")
+        except KeyboardInterrupt:
+            # saved only between steps: a half-done step (parameters updated, step not counted)
+            # would resume onto another curve; the last periodic save stands instead
+            if job.state_path is not None and not mid_step:
+                checkpoint.save(state)
+            raise
+
+    state.wall = wall_before + (time.monotonic() - started)
+    if diverged_at is not None:
+        state.curve.append({"step": state.step, "samples": state.step * job.recipe.batch_size,
+                            "flops": state.flops, "phase": phases[i].name,
+                            "train_loss": float("nan"), "time": round(state.wall, 3)})
+    return TrainResult(curve=state.curve, status="diverged" if diverged_at is not None else "finished",
+                       steps=state.step, flops=state.flops, wall_time=state.wall, diverged_at=diverged_at,
+                       resumed_from=resumed_from, teacher_flops=state.teacher_flops)

@@ -1,0 +1,362 @@
+"""Execute one run, and train one teacher: the only two places where kdbench turns a
+suite's run into training (launchers, the test helpers and ``kdbench plan`` call them).
+
+A run builds its task, fetches its teacher from the cache (training it if
+needed), asks the method for its phases, measures each phase's step FLOPs,
+allots the budget, hands the job to the engine and stores the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+from filelock import FileLock
+
+from kdbench import __version__
+from kdbench.api import MethodContext, Phase, TaskInstance
+from kdbench.run.budget import allot_steps, eval_steps, measure_phases
+from kdbench.run.device import effective_precision
+from kdbench.run.engine import PlannedPhase, TrainJob, progress_every, train
+from kdbench.errors import FAILURES, UserError
+from kdbench.loggers.runlog import RunLog
+from kdbench.loggers.selection import LoggerSpec
+from kdbench.plugins import Registry
+from kdbench.run.stop import stop_requested
+from kdbench.run.store import atomic_write_json, discard_unreadable, run_dir, run_is_done, teacher_dir, write_failure
+from kdbench import streams
+from kdbench.run.students import keep_student
+from kdbench.suite.identity import Run
+from kdbench.run.teachers import (CachedTeacher, ProbeTeacher, TeacherFailed, checkpoint_path, ensure_teacher,
+                                  new_teacher, record_teacher_failure, teacher_phase)
+
+Progress = Optional[Callable[[int, int], None]]  # (steps done, total steps)
+# measure(phases, model, task, batch_size, device) -> FLOPs of one step of each phase
+Measure = Callable[[list[Phase], torch.nn.Module, TaskInstance, int, torch.device], list[int]]
+
+
+@dataclass
+class Prepared:
+    """A run made concrete: the engine job (phases with measured per-step FLOPs and allotted
+    steps) and the budget it was allotted from."""
+
+    job: TrainJob
+    budget_flops: float
+
+    @property
+    def phase_steps(self) -> list[int]:
+        return [p.steps for p in self.job.plan]
+
+    @property
+    def phase_flops(self) -> list[int]:
+        return [p.step_flops for p in self.job.plan]
+
+
+@dataclass
+class RunOutcome:
+    """What :func:`execute_run` did: the summary it stored (or found), the curve, and, when it
+    trained in this process, the prepared job (its phases and trained student) and the task."""
+
+    summary: dict
+    curve: Optional[list] = None
+    prepared: Optional[Prepared] = None
+    task: Optional[TaskInstance] = None
+    error: Optional[Exception] = None  # what a failed run raised
+
+
+def build_task(run: Run, registry: Registry, device: torch.device, out: Optional[Path]) -> TaskInstance:
+    """The run's task instance (its data seed is the teacher seed; its cache the teacher's folder)."""
+    cls = registry.tasks[run.task].cls
+    params = cls.Params.model_validate(run.task_params)
+    cache = teacher_dir(out, run.teacher_id) if out is not None else None
+    return cls().build(params, streams.derive_seed("task", run.teacher_seed), device, cache)
+
+
+def method_phases(run: Run, registry: Registry, task: TaskInstance, teacher, device: torch.device,
+                  method: str, method_params: dict) -> tuple[torch.nn.Module, list[Phase], MethodContext]:
+    """A fresh student and ``method``'s phases for it (the run's own method, or the budget's reference)."""
+    cls = registry.methods[method].cls
+    params = cls.Params.model_validate(method_params)
+    torch.manual_seed(streams.derive_seed("student-init", run.seed))
+    student = task.student_model()
+    ctx = MethodContext(task=task, student=student, teacher=teacher, teacher_recipe=run.teacher_recipe,
+                        seed=run.seed, device=device, generator=streams.generator("method", run.seed),
+                        make_teacher=lambda: new_teacher(task, run.teacher_seed))
+    return student, cls().phases(ctx, params), ctx
+
+
+def measure_cotrain(phases: list[Phase], task: TaskInstance, batch_size: int, device: torch.device,
+                    measure: Measure = measure_phases) -> list[int]:
+    """FLOPs of one co-training step for every phase that co-trains a model (0 elsewhere)."""
+    cache: dict[int, int] = {}
+    for ph in phases:
+        if ph.cotrain is not None and id(ph.cotrain) not in cache:
+            cotrain = Phase("cotrain", loss=ph.cotrain.loss)
+            cache[id(ph.cotrain)] = measure([cotrain], ph.cotrain.model, task, batch_size, device)[0]
+    return [cache[id(ph.cotrain)] if ph.cotrain is not None else 0 for ph in phases]
+
+
+def teacher_training_flops(run: Run, task: TaskInstance, device: torch.device,
+                           measure: Measure = measure_phases) -> int:
+    """What training this run's cached teacher costs: its recipe's steps times one measured step
+    (nothing for a given teacher: a checkpoint file or pretrained weights are not trained here)."""
+    if run.teacher_checkpoint is not None or task.teacher_source() is not None:
+        return 0
+    model = new_teacher(task, run.teacher_seed)
+    step = measure([teacher_phase(model)], model, task, run.teacher_recipe.batch_size, device)[0]
+    return run.teacher_recipe.steps * step
+
+
+def uses_cached_teacher(registry: Registry, method: str) -> bool:
+    return registry.methods[method].cls.needs_teacher
+
+
+def budget_flops(run: Run, registry: Registry, task: TaskInstance, device: torch.device,
+                 measure: Measure = measure_phases, teacher: Optional[ProbeTeacher] = None) -> Optional[float]:
+    """The run's budget in FLOPs (measuring the reference method's step if the budget is in steps,
+    with ``teacher``, an untrained probe teacher of the task: a fresh one if not given).
+
+    With ``counts: total`` a budget in steps also covers the reference method's
+    cached-teacher training, so it compares with methods that train their own teacher. None for
+    a budget in student steps (FLOPs are then reported, not matched)."""
+    if run.budget.student_steps is not None:
+        return None
+    if run.budget.flops is not None:
+        return float(run.budget.flops)
+    ref = run.budget.method
+    teacher = teacher or ProbeTeacher(task, run.teacher_seed, run.checkpoints)
+    student, phases, _ = method_phases(run, registry, task, teacher, device, ref, run.budget.method_params)
+    budget = run.budget.steps * measure(phases[-1:], student, task, run.student_recipe.batch_size, device)[0]
+    if run.budget.counts_total and uses_cached_teacher(registry, ref):
+        budget += teacher_training_flops(run, task, device, measure)
+    return float(budget)
+
+
+def prepare(run: Run, registry: Registry, task: TaskInstance, teacher, device: torch.device,
+            state_path: Optional[Path] = None, progress: Progress = None, precision: str = "fp32",
+            compile: bool = False, measure: Measure = measure_phases, budget: Optional[float] = None) -> Prepared:
+    """Turn a run into an engine job: phases, measured costs, allotted steps, eval points.
+
+    The budget counts student FLOPs (default) or, with ``counts: total``, also the
+    teacher's training: a cached teacher's cost is taken off the top, and a
+    co-trained teacher's steps are charged as they happen. ``measure`` gives the
+    FLOPs of the phases' steps (validation passes a cheaper estimate); ``budget``,
+    if given, is the run's :func:`budget_flops` computed already (it is the same for
+    every run of a task entry)."""
+    recipe, by_steps = run.student_recipe, run.budget.student_steps is not None
+    if not by_steps and budget is None:
+        budget = budget_flops(run, registry, task, device, measure)
+    student, phases, ctx = method_phases(run, registry, task, teacher, device, run.method, run.method_params)
+    costs = measure(phases, student, task, recipe.batch_size, device)
+    cotrain_costs = measure_cotrain(phases, task, recipe.batch_size, device, measure)
+    if by_steps:  # every method the same steps: a budget in steps is a FLOP budget at one FLOP a step
+        steps = allot_steps(phases, [1] * len(phases), run.budget.student_steps)
+        return _prepared(run, phases, steps, costs, cotrain_costs, student, task, ctx, state_path, progress,
+                         precision, compile, eval_costs=[1] * len(phases),
+                         budget=float(sum(n * (c + t) for n, c, t in zip(steps, costs, cotrain_costs))))
+    allot_costs, allot_budget = costs, budget
+    if run.budget.counts_total:
+        if uses_cached_teacher(registry, run.method):
+            allot_budget = budget - teacher_training_flops(run, task, device, measure)
+            if allot_budget <= 0:
+                raise UserError(f"budget: {budget:.3g} FLOPs (counts: total) do not cover training the teacher "
+                                f"({budget - allot_budget:.3g} FLOPs)")
+        allot_costs = [c + -(-t // ph.cotrain.every) if ph.cotrain else c
+                       for c, t, ph in zip(costs, cotrain_costs, phases)]
+        allot_budget -= max(cotrain_costs)  # room for the rounding of co-training steps
+    steps = allot_steps(phases, allot_costs, allot_budget)
+    return _prepared(run, phases, steps, costs, cotrain_costs, student, task, ctx, state_path, progress, precision,
+                     compile, eval_costs=costs, budget=budget)
+
+
+def _prepared(run: Run, phases, steps, costs, cotrain_costs, student, task, ctx, state_path, progress, precision,
+              compile, eval_costs, budget: float) -> Prepared:
+    """The engine job of a run whose steps are allotted; curve points evenly spaced in ``eval_costs``
+    (the FLOPs of a step, or 1 for a budget in steps)."""
+    plan = [PlannedPhase(ph, n, c, t) for ph, n, c, t in zip(phases, steps, costs, cotrain_costs)]
+    job = TrainJob(model=student, plan=plan, recipe=run.student_recipe, task=task,
+                   stream_seed=streams.derive_seed("student-data", run.seed),
+                   eval_at=eval_steps(eval_costs, steps, run.eval.points), clock=ctx.clock, state_path=state_path,
+                   save_every_s=run.save_every_s, on_step=progress_every(progress), should_stop=stop_requested,
+                   precision=precision, compile=compile)
+    return Prepared(job, budget)
+
+
+def train_teacher(run: Run, checkpoints, registry: Registry, out: Path, device: torch.device,
+                  precision: str = "fp32", compile: bool = False, progress: Progress = None) -> dict:
+    """Make sure ``run``'s teacher is in the cache with ``checkpoints`` (training it if needed);
+    return its summary, with the task's ranking metric under ``metric``. Raises
+    :class:`TeacherFailed` (recorded in the teacher's folder) if it cannot be trained."""
+    try:
+        task = build_task(run, registry, device, out)
+    except UserError:
+        raise
+    except FAILURES as exc:  # the task cannot even be built: its teacher fails with it
+        raise TeacherFailed(record_teacher_failure(teacher_dir(out, run.teacher_id), run.teacher_id, exc)) from exc
+    summary = ensure_teacher(out, run.teacher_id, task, run.teacher_seed, run.teacher_recipe, sorted(checkpoints),
+                             run.teacher_checkpoint, run.eval.points, run.save_every_s, progress,
+                             precision=effective_precision(precision, device), compile=compile)
+    return {**summary, "metric": task.metric}
+
+
+def execute_run(run: Run, registry: Registry, out: Path, device: torch.device, progress: Progress = None,
+                teacher_progress: Progress = None, precision: str = "fp32", compile: bool = False,
+                probe_teacher: bool = False, rerun: bool = False, loggers: Sequence[LoggerSpec] = ()) -> RunOutcome:
+    """Run ``run`` unless its folder already holds a finished result (``rerun``: even then);
+    store its config, curve and summary; return what happened.
+
+    Whatever a plugin raises (``SystemExit`` included), a teacher that fails, or a
+    results file that cannot be written makes the run ``failed``, recorded with its
+    traceback when the folder can still be written (see :func:`failed_outcome`); the
+    caller goes on with the other runs. Only a UserError, Ctrl-C and a stop request
+    propagate. ``precision="bf16"`` autocasts the losses on CUDA; ``compile``
+    torch.compiles student and teacher after their FLOPs are measured.
+    ``probe_teacher`` uses an untrained teacher of the right shape (tests of shapes and FLOPs).
+    ``loggers`` (a launch context's ``loggers``) follow the run in experiment trackers.
+    """
+    runlog = RunLog(run, registry, out, loggers)
+    try:
+        outcome = _locked_run(run, registry, out, device, progress, teacher_progress, precision, compile,
+                              probe_teacher, rerun, runlog.point)
+    except BaseException:
+        runlog.abort()
+        raise
+    runlog.finish(outcome.summary)
+    return outcome
+
+
+def _locked_run(run: Run, registry: Registry, out: Path, device: torch.device, progress: Progress,
+                teacher_progress: Progress, precision: str, compile: bool, probe_teacher: bool, rerun: bool,
+                on_record: Callable[[dict], None]) -> RunOutcome:
+    """:func:`execute_run` but for its loggers, which get every curve point through ``on_record``:
+    take the run's lock, skip a finished run, record a failure."""
+    precision = effective_precision(precision, device)
+    folder, started = run_dir(out, run.run_id), time.time()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(folder / ".lock"))
+        lock.acquire()
+    except OSError as exc:
+        return failed_outcome(run, folder, exc, started)
+    try:
+        if not rerun and run_is_done(out, run.run_id):
+            return RunOutcome({"status": "skipped", "run_id": run.run_id})
+        return _execute(run, registry, out, folder, device, progress, teacher_progress, precision, compile,
+                        probe_teacher, on_record)
+    except UserError:
+        raise
+    except FAILURES as exc:
+        return failed_outcome(run, folder, exc, started)
+    finally:
+        lock.release()
+
+
+def _execute(run: Run, registry: Registry, out: Path, folder: Path, device: torch.device, progress: Progress,
+             teacher_progress: Progress, precision: str, compile: bool, probe_teacher: bool,
+             on_record: Callable[[dict], None]) -> RunOutcome:
+    """The body of :func:`execute_run`, under the run's lock: train (every curve point to
+    ``on_record``) and store the result."""
+    atomic_write_json(folder / "config.json", {**run.config(), "kdbench_version": __version__})
+    discard_unreadable(folder / "state.pt", "saved run state")
+    teacher, teacher_summary = None, None
+    task = build_task(run, registry, device, out)
+    if probe_teacher:
+        teacher = ProbeTeacher(task, run.teacher_seed, run.checkpoints)
+    elif uses_cached_teacher(registry, run.method):
+        teacher_summary = ensure_teacher(
+            out, run.teacher_id, task, run.teacher_seed, run.teacher_recipe, list(run.checkpoints),
+            run.teacher_checkpoint, run.eval.points, run.save_every_s, teacher_progress,
+            precision=precision, compile=compile)
+        teacher = CachedTeacher(teacher_dir(out, run.teacher_id), task, run.teacher_seed)
+    prepared = prepare(run, registry, task, teacher, device, folder / "state.pt", progress, precision, compile)
+    prepared.job.on_record = on_record
+    if compile and isinstance(teacher, CachedTeacher):
+        teacher.compile()  # after prepare: FLOPs are counted on the eager models
+    result = train(prepared.job)
+    kept = run.keep_students and result.status == "finished"
+    student_bytes = keep_student(folder, prepared.job.model, task) if kept else 0
+    summary = run_summary(run, registry, task, prepared, result, teacher, teacher_summary, device, precision,
+                          compile)
+    summary["student_bytes"] = student_bytes  # student.safetensors, student.json (kdbench.run.students)
+    atomic_write_json(folder / "curve.json", result.curve)
+    atomic_write_json(folder / "summary.json", summary)
+    for stale in ("state.pt", "traceback.txt"):  # a traceback of an earlier failed attempt
+        with contextlib.suppress(OSError):  # the result is stored: leftovers must not fail the run
+            (folder / stale).unlink(missing_ok=True)
+    return RunOutcome(summary, result.curve, prepared, task)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line on what went wrong: a failed teacher's own message, else the exception's type and text."""
+    if isinstance(exc, TeacherFailed):
+        return str(exc)
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: a plugin called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def failed_outcome(run: Run, folder: Path, exc: BaseException, started: float) -> RunOutcome:
+    """Record ``run`` as failed by ``exc`` (call it from the ``except`` block: it writes the traceback).
+    Never raises: if the folder cannot be written, the summary says so under ``unrecorded``
+    and the caller reports it. An ``OSError``'s errno is kept (``errno``: 28 is a full disk)."""
+    summary = {"run_id": run.run_id, "status": "failed", "error": describe_error(exc),
+               "wall_time": time.time() - started}
+    if isinstance(exc, OSError) and exc.errno is not None:
+        summary["errno"] = exc.errno
+    note = write_failure(folder, summary, traceback.format_exc())
+    if note is not None:
+        summary["unrecorded"] = note
+    return RunOutcome(summary, error=exc)
+
+
+def fail_without_running(run: Run, out: Path, error: str) -> dict:
+    """Record ``run`` as failed with ``error`` without starting it (its teacher failed); never raises."""
+    folder = run_dir(out, run.run_id)
+    summary = {"run_id": run.run_id, "status": "failed", "error": error, "wall_time": 0.0}
+    try:
+        atomic_write_json(folder / "config.json", {**run.config(), "kdbench_version": __version__})
+    except OSError as exc:
+        summary["unrecorded"] = f"not recorded on disk ({exc})"
+        return summary
+    note = write_failure(folder, summary, error + "\n")
+    return {**summary, "unrecorded": note} if note else summary
+
+
+def plain_json(obj):
+    """``obj`` as JSON data (a phase's free-form ``info``): anything JSON cannot hold becomes its str()."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def run_summary(run: Run, registry: Registry, task: TaskInstance, prepared: Prepared, result, teacher,
+                teacher_summary: Optional[dict], device: torch.device, precision: str, compile: bool) -> dict:
+    """The summary.json of a run that trained: status, final metrics, costs, phases, teacher."""
+    final = result.curve[-1] if result.curve else {}
+    # teacher training behind this run: co-trained inside it, or the cached teacher's recorded cost
+    teacher_train = result.teacher_flops + (teacher_summary["flops"] if teacher_summary else 0)
+    stored = teacher.checkpoint_steps if isinstance(teacher, CachedTeacher) else []
+    used = [s for s in stored if s in set(run.checkpoints)]
+    needs_teacher = uses_cached_teacher(registry, run.method)
+    return {
+        "run_id": run.run_id, "status": result.status, "diverged_at": result.diverged_at,
+        "resumed_from": result.resumed_from,
+        "metric": task.metric, "higher_is_better": task.higher_is_better,
+        "metrics": {k: v for k, v in final.items()
+                    if k not in ("step", "samples", "flops", "teacher_flops", "phase", "time")},
+        "steps": result.steps, "flops": result.flops, "budget_flops": prepared.budget_flops,
+        "wall_time": result.wall_time, "device": str(device), "precision": precision, "compiled": compile,
+        "threads": torch.get_num_threads(),  # other thread counts give close, not bit-identical, numbers on CPU
+        "phases": [{"name": p.phase.name, "steps": p.steps, "step_flops": p.step_flops, "teacher": p.phase.teacher,
+                    "depth": p.phase.depth, "info": plain_json(p.phase.info)} for p in prepared.job.plan],
+        "teacher_id": run.teacher_id if needs_teacher else None,
+        "teacher_flops": teacher_summary["flops"] if teacher_summary else 0,
+        "teacher_train_flops": teacher_train, "total_flops": result.flops + teacher_train,
+        "budget_counts": run.budget.counts,
+        "checkpoints_used": len(used),
+        "checkpoint_bytes": sum(checkpoint_path(teacher.folder, s).stat().st_size for s in used),
+    }

@@ -1,0 +1,356 @@
+"""Results on disk: atomic writes, run and teacher folders, and the one check of a run folder.
+
+Layout of an output folder::
+
+    OUT/suite.yaml                    the suite as last run
+    OUT/suite.json                    its manifest: name, sha256 of the suite file, its run ids, time
+    OUT/teachers/<teacher_id>/        final.pt, teacher.json, checkpoints/step-<N>.pt, summary.json, curve.json
+    OUT/runs/<run_id>/                config.json, curve.json, summary.json, state.pt (while running),
+                                      student.safetensors, student.json (kdbench.run.students)
+    OUT/leaderboard.md
+
+:func:`read_run` reads a run folder and checks its files for completeness and
+shape. A run is done when that check passes and its status is ``finished`` or
+``diverged``; anything else is run again by ``kdbench run``. The results layer
+(:mod:`kdbench.results`) reads folders through the same function, so a folder
+it cannot read is listed with the reason, never dropped.
+
+A write that fails raises an ``OSError`` naming the file being written; recording
+a failure (:func:`write_failure`) never raises; a saved PyTorch file that no longer
+loads is discarded with a warning naming it (:func:`discard_unreadable`), so that
+it is rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Callable, Optional
+
+import torch
+
+FINAL_STATUSES = ("finished", "diverged")
+STATUSES = (*FINAL_STATUSES, "failed")
+MANIFEST = "suite.json"
+
+_DICT, _INT, _STR = (dict,), (int,), (str,)
+_NUMBER = (int, float)
+# what config.json holds for a Run to be rebuilt from it (kdbench.suite.Run's fields without defaults)
+RUN_CONFIG_KEYS = {
+    "run_id": _STR, "suite": _STR, "task": _STR, "task_label": _STR, "task_version": _STR, "task_params": _DICT,
+    "teacher_seed": _INT, "teacher_recipe": _DICT, "teacher_checkpoint": (str, type(None)), "checkpoints": (list,),
+    "student_recipe": _DICT, "method": _STR, "method_label": _STR, "method_version": _STR, "method_params": _DICT,
+    "seed": _INT, "budget": _DICT, "eval": _DICT,
+}
+# what summary.json of a finished or diverged run holds for the leaderboard
+FINAL_SUMMARY_KEYS = {"metric": _STR, "higher_is_better": (bool,), "metrics": _DICT, "steps": _NUMBER,
+                      "flops": _NUMBER, "budget_flops": _NUMBER, "wall_time": _NUMBER}
+CURVE_POINT_KEYS = {"step": _NUMBER, "flops": _NUMBER, "phase": _STR}
+log = logging.getLogger("kdbench")
+
+
+# ---------------------------------------------------------------- atomic writes
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Call ``write`` with a binary file that becomes ``path`` only once complete (temp
+    file, fsync, rename), so readers never see half a file; parent folders are created.
+    An ``OSError`` (read-only folder, full disk) is raised naming ``path``."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):  # name the file being written, not the temp file (or nothing)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
+
+
+def atomic_save_as(path: Path, save: Callable[[str], Any]) -> None:
+    """Like :func:`atomic_write`, for writers that take a file name (``safetensors.torch.save_model``):
+    ``save(temp_name)``, fsync, then rename to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically; NaN becomes null and infinities strings."""
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=1, sort_keys=False) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically."""
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def write_failure(folder: Path, summary: dict, traceback_text: str) -> Optional[str]:
+    """Record a failure in ``folder``: ``traceback.txt`` and ``summary.json``, atomically. Never
+    raises: if the folder cannot be written, say why (the caller reports it elsewhere)."""
+    try:
+        atomic_write_text(Path(folder) / "traceback.txt", traceback_text)
+        atomic_write_json(Path(folder) / "summary.json", summary)
+    except Exception as exc:  # noqa: BLE001 - recording a failure must not fail in turn
+        return f"not recorded on disk ({type(exc).__name__}: {exc})"
+    return None
+
+
+def make_results_folder(out: Path, suite_text: str) -> None:
+    """Create ``out`` with its ``runs/`` and ``teachers/``, check that files can be created in
+    each, and write the suite to ``OUT/suite.yaml``; an ``OSError`` naming the path if that
+    cannot be done (read-only, a file in the way, no such place)."""
+    for folder in (Path(out), Path(out) / "runs", Path(out) / "teachers"):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    copy = Path(out) / "suite.yaml"
+    if not (copy.is_file() and copy.read_text() == suite_text):  # unchanged: left as it is (see outputs_stamp)
+        atomic_write_text(copy, suite_text)
+
+
+def discard_unreadable(path: Path, what: str, check: Optional[Callable[[Any], None]] = None) -> bool:
+    """If ``path`` exists but does not load with ``torch.load`` (or ``check(obj)`` raises), log a
+    warning naming it and delete it, so it is rebuilt; True if it was discarded. Tensors are
+    memory-mapped, so checking keys and shapes does not read the weights."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if check is not None:
+            check(obj)
+        return False
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, it is rebuilt
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        log.warning(f"{path}: unreadable {what} ({reason}); discarded, it will be rebuilt")
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return True
+
+
+# ---------------------------------------------------------------- reading
+
+def read_json(path: Path) -> Optional[Any]:
+    """The parsed file, or None if it is missing or not valid JSON (a corrupt file is rerun)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_dir(out: Path, run_id: str) -> Path:
+    """The folder of run ``run_id`` in results folder ``out``."""
+    return Path(out) / "runs" / run_id
+
+
+def teacher_dir(out: Path, teacher_id: str) -> Path:
+    """The folder of teacher ``teacher_id`` in results folder ``out``."""
+    return Path(out) / "teachers" / teacher_id
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run folder's files as :func:`read_run` found them.
+
+    ``problem`` says why the folder cannot be read (None when it can); ``summary`` is
+    None while the run has not ended; ``curve`` is read for finished and diverged runs."""
+
+    path: Path
+    config: Optional[dict] = None
+    summary: Optional[dict] = None
+    curve: Optional[list] = None
+    problem: Optional[str] = None
+
+    @property
+    def status(self) -> str:
+        """``finished``, ``diverged``, ``failed``, or ``incomplete`` (no summary yet)."""
+        return self.summary["status"] if self.summary is not None else "incomplete"
+
+    @property
+    def done(self) -> bool:
+        """Readable, and finished or diverged: a result ``kdbench run`` keeps."""
+        return self.problem is None and self.status in FINAL_STATUSES
+
+
+def _load(path: Path) -> tuple[Any, Optional[str]]:
+    """(parsed JSON, None), or (None, why not)."""
+    try:
+        return json.loads(path.read_text()), None
+    except FileNotFoundError:
+        return None, f"{path.name} missing"
+    except OSError as exc:
+        return None, f"{path.name} unreadable ({exc.strerror or exc})"
+    except ValueError:
+        return None, f"{path.name} is not valid JSON"
+
+
+def _shape(obj: Any, keys: dict, where: str) -> Optional[str]:
+    """Why ``obj`` is not a dict holding ``keys`` with values of the given types, or None."""
+    if not isinstance(obj, dict):
+        return f"{where} is not a JSON object"
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        return f"{where} lacks {', '.join(missing)}"
+    for key, types in keys.items():
+        value = obj[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            return f"{where}: {key} is {json.dumps(value)[:40]}, not {' or '.join(t.__name__ for t in types)}"
+    return None
+
+
+def _check_summary(summary: Any) -> Optional[str]:
+    if not isinstance(summary, dict):
+        return "summary.json is not a JSON object"
+    if summary.get("status") not in STATUSES:
+        return f"summary.json: status {summary.get('status')!r} is not one of {', '.join(STATUSES)}"
+    if summary["status"] not in FINAL_STATUSES:
+        return None
+    problem = _shape(summary, FINAL_SUMMARY_KEYS, "summary.json")
+    if problem is None and summary["status"] == "finished":
+        value = summary["metrics"].get(summary["metric"])
+        if not isinstance(value, _NUMBER) or isinstance(value, bool):
+            problem = f"summary.json: metrics has no value for {summary['metric']}"
+    return problem
+
+
+def _check_curve(curve: Any) -> Optional[str]:
+    if not isinstance(curve, list) or not curve:
+        return "curve.json is not a non-empty list of evaluations"
+    for i, point in enumerate(curve):
+        problem = _shape(point, CURVE_POINT_KEYS, f"curve.json point {i}")
+        if problem:
+            return problem
+    return None
+
+
+def read_run(folder: Path) -> RunFolder:
+    """Read run folder ``folder`` and check its files: config.json a dict with the keys
+    a Run needs; summary.json (when present) a dict with a known status and, for
+    finished and diverged runs, the numbers the leaderboard reads; curve.json (for
+    those) a non-empty list of evaluations with step, flops and phase."""
+    folder = Path(folder)
+    config, problem = _load(folder / "config.json")
+    problem = problem or _shape(config, RUN_CONFIG_KEYS, "config.json")
+    if problem:
+        return RunFolder(folder, problem=problem)
+    if not (folder / "summary.json").exists():
+        return RunFolder(folder, config)
+    summary, problem = _load(folder / "summary.json")
+    problem = problem or _check_summary(summary)
+    if problem:
+        return RunFolder(folder, config, problem=problem)
+    if summary["status"] not in FINAL_STATUSES:
+        return RunFolder(folder, config, summary)
+    curve, problem = _load(folder / "curve.json")
+    return RunFolder(folder, config, summary, curve, problem or _check_curve(curve))
+
+
+def run_is_done(out: Path, run_id: str) -> bool:
+    """Whether run ``run_id`` has a complete, readable result in ``out`` (see :func:`read_run`)."""
+    return read_run(run_dir(out, run_id)).done
+
+
+def read_progress(folder: Path) -> Optional[dict]:
+    """A running job's ``progress.json`` (``step`` of ``total``), or None."""
+    progress = read_json(Path(folder) / "progress.json")
+    ok = isinstance(progress, dict) and all(isinstance(progress.get(k), int) for k in ("step", "total"))
+    return progress if ok else None
+
+
+OUTPUTS_STAMP = ".outputs-stamp"
+
+
+def outputs_stamp(out: Path, version: str) -> str:
+    """A digest of every file in results folder ``out`` (path, size, modification time) and of
+    ``version`` (kdbench's): equal digests mean the leaderboard and figures written with the
+    first are still those the folder's files give. The stamp file itself is left out."""
+    digest = hashlib.sha256(version.encode())
+    for root, dirs, files in os.walk(out):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(root) / name
+            if name == OUTPUTS_STAMP and Path(root) == Path(out):
+                continue
+            with contextlib.suppress(OSError):  # a file another process just replaced
+                st = path.stat()
+                digest.update(f"{path.relative_to(out)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def outputs_up_to_date(out: Path, version: str) -> bool:
+    """Whether no file of ``out`` changed since :func:`record_outputs` was last called on it."""
+    try:
+        return (Path(out) / OUTPUTS_STAMP).read_text() == outputs_stamp(out, version)
+    except OSError:
+        return False
+
+
+def record_outputs(out: Path, version: str) -> None:
+    """Stamp ``out`` after its leaderboard and figures were written from its files."""
+    atomic_write_text(Path(out) / OUTPUTS_STAMP, outputs_stamp(out, version))
+
+
+def write_manifest(out: Path, suite_name: str, suite_file: Path, run_ids: list[str],
+                   tuning_run_ids: list[str] = ()) -> Path:
+    """Record in ``OUT/suite.json`` which runs the suite being run consists of (its name,
+    the sha256 of ``suite_file``, its run ids, and when that was first recorded); the
+    results layer shows only those by default. A tuned suite's trial runs (on dev seeds)
+    are listed apart, as ``tuning_run_ids``. A rerun of the same suite leaves the file
+    as it is. Return its path."""
+    path = Path(out) / MANIFEST
+    manifest = {"suite": suite_name, "sha256": hashlib.sha256(Path(suite_file).read_bytes()).hexdigest(),
+                "run_ids": list(run_ids)}
+    if tuning_run_ids:
+        manifest["tuning_run_ids"] = list(tuning_run_ids)
+    old = read_json(path)
+    if not (isinstance(old, dict) and {k: v for k, v in old.items() if k != "time"} == manifest):
+        atomic_write_json(path, {**manifest, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return path

@@ -1,0 +1,177 @@
+"""A suite file read, validated against the loaded plugins, and expanded into runs with stable ids
+(:mod:`kdbench.suite.identity`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional
+
+from pydantic import ValidationError
+
+from kdbench.api import Recipe
+from kdbench.errors import UserError
+from kdbench.plugins import Registry
+from kdbench.inputs import hash_file, hash_params, resolve_params, resolve_path
+from kdbench.suite.schema import format_validation_error, unknown_name
+from kdbench.streams import VERSION as STREAMS_VERSION
+from kdbench.suite.file import excerpt, read_suite_file
+from kdbench.suite.identity import Run, run_identity
+from kdbench.suite.model import ResolvedBudget, Suite
+from kdbench.suite.tune import TunePlan, resolve_tune
+
+
+@dataclass
+class LoadedSuite:
+    """A validated suite, its source path, and its runs."""
+
+    suite: Suite
+    path: Path
+    runs: list[Run] = field(default_factory=list)
+    plugin_paths: tuple = ()  # every plugin file loaded: the command line's, then the suite's
+    tune: Optional[TunePlan] = None  # the validated tune: block (kdbench.suite.tune)
+
+    @property
+    def output(self) -> Path:
+        return Path(self.suite.output or f"results/{self.suite.name}")
+
+
+def parse_suite(path: Path) -> Suite:
+    data = read_suite_file(path)
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as err:
+        raise UserError(format_validation_error(path, err, model=Suite)) from err
+
+
+def _validate_params(path: Path, where: str, model, params: dict):
+    try:
+        return model.model_validate(params)
+    except ValidationError as err:
+        raise UserError(format_validation_error(path, err, where, model)) from err
+
+
+def _recipe(path: Path, where: str, default: Recipe, overrides: dict) -> Recipe:
+    _validate_params(path, where, Recipe, overrides)  # names the bad key against the recipe's fields
+    return _validate_params(path, where, Recipe, {**default.model_dump(), **overrides})
+
+
+def check_state_dict(path: Path, where: str, file: Path) -> Path:
+    """``file`` resolved, if it holds a PyTorch state dict (loaded with weights_only=True)."""
+    import torch
+
+    if not file.is_file():
+        raise UserError(f"{path}: {where}: no such file {str(file)!r}")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{path}: {where}: {file} is not a PyTorch state dict ({type(exc).__name__})") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path}: {where}: {file} is not a PyTorch state dict (name -> tensor)")
+    return file.resolve()
+
+
+def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
+    """Validate every plugin reference and param against ``registry``; return the runs."""
+    path = Path(path)
+    tasks, methods = [], []
+    for i, entry in enumerate(suite.tasks):
+        if entry.name not in registry.tasks:
+            raise unknown_name(path, f"tasks[{i}].name", "task", entry.name, list(registry.tasks),
+                               registry.failure_lines())
+        cls = registry.tasks[entry.name].cls
+        where = f"tasks[{i}].params"
+        raw = resolve_params(entry.params, cls.Params, path.parent, f"{path}: {where}")
+        params = _validate_params(path, where, cls.Params, raw)
+        inputs = hash_params(params, f"{path}: {where}")
+        task = cls()
+        teacher = _recipe(path, f"tasks[{i}].teacher", task.teacher_recipe(params), entry.teacher)
+        student = _recipe(path, f"tasks[{i}].student", task.student_recipe(params), entry.student)
+        budget = entry.budget or suite.budget
+        if budget is None:
+            raise UserError(f"{path}: budget: missing (give it for the suite or for tasks[{i}])")
+        checkpoint = None
+        if entry.teacher_checkpoint is not None:
+            where = f"tasks[{i}].teacher_checkpoint"
+            file = Path(resolve_path(entry.teacher_checkpoint, path.parent, f"{path}: {where}"))
+            checkpoint = str(check_state_dict(path, where, file))
+            inputs["teacher_checkpoint"] = hash_file(file, f"{path}: {where}")
+        tasks.append((entry, cls, params, teacher, student, budget, checkpoint, inputs))
+    labels = set()
+    for i, entry in enumerate(suite.methods):
+        if entry.name not in registry.methods:
+            raise unknown_name(path, f"methods[{i}].name", "method", entry.name, list(registry.methods),
+                               registry.failure_lines())
+        label = entry.label or entry.name
+        if label in labels:
+            raise UserError(f"{path}: methods[{i}].label: {label!r} appears twice; give each entry a distinct label")
+        labels.add(label)
+        cls = registry.methods[entry.name].cls
+        methods.append((entry, cls, _validate_params(path, f"methods[{i}].params", cls.Params, entry.params)))
+    task_labels = [t[0].label or t[0].name for t in tasks]
+    if len(set(task_labels)) != len(task_labels):
+        raise UserError(f"{path}: tasks: two entries share the label {task_labels}; give each a distinct label")
+    for i, (_, _, _, _, _, budget, _, _) in enumerate(tasks):
+        if budget.method is not None and budget.method not in labels and budget.method not in registry.methods:
+            raise unknown_name(path, "budget.method", "method", budget.method, sorted(labels | set(registry.methods)),
+                               registry.failure_lines())
+
+    runs = []
+    for (entry, tcls, tparams, trecipe, srecipe, budget, checkpoint, inputs) in tasks:
+        resolved = ResolvedBudget(flops=budget.flops, student_steps=budget.student_steps, counts=budget.counts)
+        if budget.method is not None:  # resolve to the method entry it names, params included
+            ref = next(((e.name, mp) for e, _, mp in methods if (e.label or e.name) == budget.method),
+                       (budget.method, registry.methods[budget.method].cls.Params()))
+            resolved = ResolvedBudget(steps=budget.steps, method=ref[0], method_params=ref[1].model_dump(mode="json"),
+                                      counts=budget.counts)
+        for tseed in suite.teacher_seeds:
+            for (mentry, mcls, mparams) in methods:
+                try:
+                    checkpoints = tuple(sorted(set(mcls().checkpoints(mparams, trecipe))))
+                except ValueError as exc:
+                    i = next(i for i, e in enumerate(suite.methods) if e is mentry)
+                    raise UserError(f"{path}: methods[{i}].params: {exc}") from exc
+                for seed in suite.seeds:
+                    run = Run(run_id="", suite=suite.name, task=entry.name, task_label=entry.label or entry.name,
+                              task_version=str(tcls.version), task_params=tparams.model_dump(mode="json"),
+                              teacher_seed=tseed, teacher_recipe=trecipe, teacher_checkpoint=checkpoint,
+                              checkpoints=checkpoints, student_recipe=srecipe, method=mentry.name,
+                              method_label=mentry.label or mentry.name, method_version=str(mcls.version),
+                              method_params=mparams.model_dump(mode="json"), seed=seed, budget=resolved,
+                              eval=suite.eval, streams=STREAMS_VERSION, inputs=inputs,
+                              save_every_s=suite.save_every_s, keep_students=suite.keep_students)
+                    runs.append(replace(run, run_id=run_identity(run)))
+    return runs
+
+
+def check_plugin_file(file, where: str) -> None:
+    """A UserError unless ``file`` is an existing Python (.py) file: ``where`` names who gave it."""
+    file = Path(file)
+    if not file.is_file():
+        raise UserError(f"{where}: no such plugin file {excerpt(str(file))}")
+    if file.suffix != ".py":
+        raise UserError(f"{where}: {excerpt(str(file))} is not a Python file; a plugin file ends in .py")
+
+
+def load_suite(path: Path, registry_factory, extra_plugins: tuple = ()) -> tuple[LoadedSuite, Registry]:
+    """Parse ``path``, load plugins (built-ins, entry points, the suite's ``plugins:``
+    and ``extra_plugins``), and expand into runs. Raises UserError on any bad input."""
+    path = Path(path)
+    suite = parse_suite(path)
+    plugin_paths = [str((path.parent / p).resolve()) if not Path(p).is_absolute() else p for p in suite.plugins]
+    for i, p in enumerate(plugin_paths):
+        check_plugin_file(p, f"{path}: plugins[{i}]")
+    for p in extra_plugins:
+        check_plugin_file(p, "--plugin")
+    registry = registry_factory(tuple(extra_plugins) + tuple(plugin_paths))
+    failed = [p for p in plugin_paths + list(extra_plugins) if str(p) in registry.failures]
+    if failed:
+        raise UserError(f"{path}: plugins: {failed[0]} failed to load: {registry.failures[str(failed[0])]}")
+    if suite.launcher.name not in registry.launchers:
+        raise unknown_name(path, "launcher.name", "launcher", suite.launcher.name, list(registry.launchers),
+                           registry.failure_lines())
+    _validate_params(path, "launcher.options", registry.launchers[suite.launcher.name].cls.Params,
+                     suite.launcher.options)
+    runs = expand(suite, path, registry)
+    tune = resolve_tune(suite, path, registry, runs)
+    return LoadedSuite(suite, path, runs, tuple(extra_plugins) + tuple(plugin_paths), tune), registry
