@@ -20,7 +20,7 @@ REMOVED_IN = "0.3"
 MODULES = {
     "kdbench.conformance": "kdbench.testing.conformance",
     "kdbench.tiny_bert": "kdbench.testing.tiny_bert",
-    "kdbench.console": "kdbench.cli.console",
+    "kdbench.console": "kdbench.progress",
     "kdbench.catalog": "kdbench.cli.catalog",
     "kdbench.scaffold": "kdbench.cli.scaffold",
     "kdbench.schema": "kdbench.suite.schema",

@@ -111,7 +111,7 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     progress (default: none); ``keep_students``, if given, overrides the suite's ``keep_students``."""
     from kdbench.run.device import check_device_spec, effective_precision, resolve_device
     from kdbench.launchers import LaunchContext, choose_launcher
-    from kdbench.cli.console import os_error
+    from kdbench.progress import os_error
     from kdbench.loggers.selection import choose_loggers
     from kdbench.run.store import make_results_folder, run_is_done, write_manifest
     from kdbench.run.validation import check_runs

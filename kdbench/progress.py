@@ -1,14 +1,15 @@
-"""Progress bars for long work (rich); ``quiet`` turns them into no-ops. Log lines are never wrapped
-when the output is not a terminal."""
+"""What the console shows while work runs: progress bars for long work (rich; ``quiet`` turns them
+into no-ops), log lines (never wrapped when the output is not a terminal), the library's warnings
+(logger ``kdbench``, e.g. a corrupt cached file discarded) and an OS error as one line naming the path."""
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 
 
 class LogConsole(Console):
@@ -57,3 +58,26 @@ class Reporter:
             yield lambda done, total: self._progress.update(task, completed=done, total=total)
         finally:
             self._progress.remove_task(task)
+
+
+def os_error(exc: OSError) -> str:
+    """An OSError as "path: what went wrong"."""
+    return f"{exc.filename}: {exc.strerror or exc}" if exc.filename else str(exc)
+
+
+class ConsoleWarnings(logging.Handler):
+    """Prints each warning of the ``kdbench`` logger as one yellow line on a rich console."""
+
+    def __init__(self, console: Console):
+        super().__init__(logging.WARNING)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.print(f"[yellow]warning:[/yellow] {record.getMessage()}", highlight=False, soft_wrap=True)
+
+
+def show_warnings(console: Console) -> None:
+    """Send the ``kdbench`` logger's warnings to ``console`` (once, however often it is called)."""
+    logger = logging.getLogger("kdbench")
+    if not any(isinstance(h, ConsoleWarnings) for h in logger.handlers):
+        logger.addHandler(ConsoleWarnings(console))

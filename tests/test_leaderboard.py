@@ -17,7 +17,7 @@ from kdbench import load_results
 from kdbench.results.leaderboard import t_quantile_975
 from kdbench.run.curves import curve_auc, flops_to_target
 from kdbench.results.folder import phase_boundaries
-from kdbench.run.store import atomic_write_json
+from kdbench.files import atomic_write_json
 
 
 def curve_of(values, flops_per_point=100, metric="accuracy", phases=None):

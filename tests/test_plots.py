@@ -7,7 +7,7 @@ from conftest import kdbench
 from kdbench import load_results
 from kdbench.results.plots import plot_task, write_figures
 from kdbench.results.bands import seed_band
-from kdbench.run.store import atomic_write_json
+from kdbench.files import atomic_write_json
 from test_leaderboard import curve_of, make_run
 
 THREE_PHASES = [{"name": "checkpoint-100", "steps": 10, "step_flops": 10},

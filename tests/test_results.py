@@ -15,7 +15,8 @@ import pytest
 from conftest import kdbench, tiny_suite
 from kdbench import load_results
 from kdbench.results.plots import plot_task
-from kdbench.run.store import RUN_CONFIG_KEYS, atomic_write_json, write_manifest
+from kdbench.run.store import RUN_CONFIG_KEYS, write_manifest
+from kdbench.files import atomic_write_json
 from kdbench.suite.identity import Run
 from test_leaderboard import add_teacher, curve_of, make_run, table
 from test_report import results_folder

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kdbench.cli.catalog import Format
-from kdbench.cli.console import os_error, show_warnings
+from kdbench.progress import os_error, show_warnings
 from kdbench.errors import UserError
 from kdbench.plugins import load_plugins
 from kdbench.progress import LogConsole, Reporter

@@ -34,7 +34,8 @@ from pydantic import Field, field_validator
 from kdbench.api import Params
 from kdbench.errors import UserError
 from kdbench.hookspecs import hookimpl
-from kdbench.run.store import atomic_write_json, read_json, read_progress, read_run, run_dir, teacher_dir
+from kdbench.files import atomic_write_json
+from kdbench.run.store import read_json, read_progress, read_run, run_dir, teacher_dir
 from kdbench.suite.identity import Run
 from kdbench.launchers import JobState, LaunchContext, Launcher
 from kdbench.launchers.common import MALLOC_ENV, describe, describe_teacher, teacher_groups

@@ -18,7 +18,8 @@ from filelock import FileLock
 from submitit.core.utils import JobPaths
 from submitit.slurm.slurm import SlurmInfoWatcher
 
-from kdbench.run.store import atomic_write_json, read_json
+from kdbench.files import atomic_write_json
+from kdbench.run.store import read_json
 from kdbench.suite.identity import Run
 
 LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",

@@ -21,7 +21,7 @@ from tabulate import tabulate
 from kdbench import __version__
 from kdbench.errors import UserError
 from kdbench.results.leaderboard import Board, Leaderboard
-from kdbench.run.store import atomic_write_text
+from kdbench.files import atomic_write_text
 from kdbench.tuning.report import protocol_lines, sensitivity_markdown
 from kdbench.formats import fmt_bytes, fmt_flops, is_missing, latex_escape
 

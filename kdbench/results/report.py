@@ -35,7 +35,8 @@ from kdbench.errors import UserError
 from kdbench.results.leaderboard import build_leaderboard
 from kdbench.results.render import render
 from kdbench.results.folder import Results, load_results
-from kdbench.run.store import MANIFEST, atomic_write_bytes, atomic_write_json, atomic_write_text
+from kdbench.run.store import MANIFEST
+from kdbench.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from kdbench.tuning.records import TUNING
 from kdbench.tuning.report import write_tuning_tables
 

@@ -29,7 +29,8 @@ from kdbench.loggers.runlog import RunLog
 from kdbench.loggers.selection import LoggerSpec
 from kdbench.plugins import Registry
 from kdbench.run.stop import stop_requested
-from kdbench.run.store import atomic_write_json, discard_unreadable, run_dir, run_is_done, teacher_dir, write_failure
+from kdbench.files import atomic_write_json
+from kdbench.run.store import discard_unreadable, run_dir, run_is_done, teacher_dir, write_failure
 from kdbench import streams
 from kdbench.run.students import keep_student
 from kdbench.suite.identity import Run

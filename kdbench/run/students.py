@@ -27,7 +27,8 @@ from torch import nn
 from kdbench.api import TaskInstance
 from kdbench.errors import UserError
 from kdbench.models.saving import load_weights, model_spec, rebuild
-from kdbench.run.store import atomic_save_as, atomic_write_json, atomic_write_text, read_json
+from kdbench.files import atomic_save_as, atomic_write_json, atomic_write_text
+from kdbench.run.store import read_json
 
 STUDENT_WEIGHTS, STUDENT_RECORD = "student.safetensors", "student.json"
 TEACHER_WEIGHTS, TEACHER_RECORD = "final.pt", "teacher.json"

@@ -34,8 +34,8 @@ from kdbench.run.budget import eval_steps, measure_phases
 from kdbench.run.engine import PlannedPhase, TrainJob, progress_every, train
 from kdbench.errors import FAILURES, UserError
 from kdbench.run.stop import stop_requested
-from kdbench.run.store import (atomic_torch_save, atomic_write_json, discard_unreadable, read_json, teacher_dir,
-                               write_failure)
+from kdbench.files import atomic_torch_save, atomic_write_json
+from kdbench.run.store import discard_unreadable, read_json, teacher_dir, write_failure
 from kdbench.streams import derive_seed
 from kdbench.run.students import record_teacher
 

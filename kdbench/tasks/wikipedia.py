@@ -56,7 +56,7 @@ from kdbench.api import Batch, Recipe, Task
 from kdbench.errors import UserError
 from kdbench.hookspecs import hookimpl
 from kdbench.inputs import PathParam
-from kdbench.run.store import atomic_torch_save, atomic_write_text
+from kdbench.files import atomic_torch_save, atomic_write_text
 from kdbench.streams import substream
 from kdbench.tasks.hf_models import load_pretrained_tokenizer
 from kdbench.tasks.mlm import Masker, MLMInstance, MLMParams

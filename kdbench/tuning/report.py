@@ -23,7 +23,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from kdbench.errors import UserError
-from kdbench.run.store import atomic_write_text
+from kdbench.files import atomic_write_text
 from kdbench.tuning.records import WITHIN, sensitivity, settings_text
 from kdbench.formats import latex_escape
 
