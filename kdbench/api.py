@@ -7,6 +7,7 @@ here trains anything.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, ClassVar, Literal, NamedTuple, Optional, Protocol, Sequence, runtime_checkable
 
@@ -22,6 +23,12 @@ def new_param(default: Any, **field_kwargs) -> Any:
     default it is left out of ``model_dump`` (so of the run's config and id), so adding it
     leaves every existing run id valid. The default must keep the plugin's earlier behaviour."""
     return Field(default, json_schema_extra={OMIT_DEFAULT: True}, **field_kwargs)
+
+
+def warn_mapping_access(old: str, new: str) -> None:
+    """The DeprecationWarning of reading a typed object as the dict it was in kdbench 0.1."""
+    warnings.warn(f"{old}: recipes and params are typed objects now; use {new} "
+                  "(mapping access works until kdbench 0.3)", DeprecationWarning, stacklevel=3)
 
 
 class Params(BaseModel):
@@ -125,6 +132,18 @@ class Recipe(Params):
     steps: int = Field(1000, ge=1, description="training steps (teachers; students are bounded by the budget)")
     checkpoint_every: int = Field(0, ge=0, description="teacher steps between stored checkpoints (0: none)")
     grad_clip: float = Field(0.0, ge=0, description="max gradient norm (0: off)")
+
+    def __getitem__(self, name: str) -> Any:
+        """``recipe["lr"]``, as when recipes were dicts (kdbench 0.1): deprecated, use ``recipe.lr``."""
+        warn_mapping_access(f"recipe[{name!r}]", f"recipe.{name}")
+        if name not in type(self).model_fields:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """``recipe.get("lr")``, as when recipes were dicts (kdbench 0.1): deprecated, use ``recipe.lr``."""
+        warn_mapping_access(f"recipe.get({name!r})", f"recipe.{name}")
+        return getattr(self, name, default) if name in type(self).model_fields else default
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The helpers behind :mod:`kdbench.testing`: a tiny task, and a method run through the real engine.
 
-The harness modules (plugins, suite, runner) are imported when a helper runs,
+The harness modules (plugins, suite expansion, runner) are imported when a helper runs,
 not when this module is imported: pytest loads :mod:`kdbench.testing` as a
 plugin in every session of anyone with kdbench installed, and importing the
 harness (torch, the engine) there would cost every such session.
@@ -13,6 +13,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
+
+from torch import nn
+
+from kdbench.api import Phase, TaskInstance
+from kdbench.suite.identity import Run
 
 
 TINY_BUDGET = 5e6  # FLOPs: ~130 one-shot (~375 labels) steps of the tiny task at batch 16
@@ -48,16 +53,16 @@ def tiny_encoder_task() -> TinyTask:
 class MethodRun:
     """What :func:`run_method` returns: the run, its phases as allotted, and the outcome."""
 
-    run: Any  # kdbench.suite.Run
-    curve: list[dict]
-    status: str
-    phases: list  # kdbench.Phase objects the method returned
-    phase_steps: list[int]
-    phase_step_flops: list[int]
+    run: Run  # the run as the suite would hold it (recipes and budget typed)
+    curve: list[dict]  # the curve points: step, samples, flops, phase, train_loss, metrics..., time
+    status: str  # "finished" or "diverged"
+    phases: list[Phase]  # the phases the method returned
+    phase_steps: list[int]  # steps each phase ran
+    phase_step_flops: list[int]  # measured FLOPs of one step of each phase
     budget_flops: float
-    flops: int
-    student: Any  # the trained student model
-    task: Any  # the TaskInstance
+    flops: int  # student FLOPs spent
+    student: nn.Module  # the trained student model
+    task: TaskInstance
 
     @property
     def final(self) -> dict:

@@ -1,0 +1,73 @@
+"""The public surface does not move under a plugin: every exported name imports, and what kdbench 0.1
+offered (flat module paths, recipes read as dicts) still works, with a DeprecationWarning naming the
+replacement."""
+
+import importlib
+import sys
+import warnings
+
+import pytest
+
+import kdbench
+import kdbench.testing
+from kdbench._moved import MODULES, PACKAGES
+
+
+@pytest.mark.parametrize("module", [kdbench, kdbench.testing], ids=lambda m: m.__name__)
+def test_every_exported_name_imports(module):
+    missing = [name for name in module.__all__ if getattr(module, name, None) is None]
+    assert not missing, f"{module.__name__}.__all__ names what it does not have: {missing}"
+
+
+@pytest.mark.parametrize("old", sorted(MODULES))
+def test_old_module_paths_import_with_a_warning(old, monkeypatch):
+    monkeypatch.delitem(sys.modules, old, raising=False)  # a first import warns; a cached one is the module
+    with pytest.warns(DeprecationWarning, match=f"{old} has moved to {MODULES[old]}"):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(MODULES[old])
+
+
+def test_a_launcher_plugin_still_finds_execute_run(monkeypatch):
+    """docs/writing-plugins.md of kdbench 0.1 told launcher authors to call kdbench.runner.execute_run."""
+    monkeypatch.delitem(sys.modules, "kdbench.runner", raising=False)
+    with pytest.warns(DeprecationWarning, match="kdbench.run.runner"):
+        from kdbench.runner import execute_run
+    from kdbench.run.runner import execute_run as now
+    assert execute_run is now
+
+
+@pytest.mark.parametrize("package, name", [("kdbench.suite", "Run"), ("kdbench.suite", "load_suite"),
+                                           ("kdbench.results", "curve_auc"), ("kdbench.tuning", "Sweep"),
+                                           ("kdbench.cli", "run")])
+def test_names_of_modules_that_became_packages_still_import(package, name):
+    module = importlib.import_module(package)
+    with pytest.warns(DeprecationWarning, match=f"{package}.{name} has moved to kdbench"):
+        value = getattr(module, name)
+    assert value is not None
+    assert any(getattr(importlib.import_module(m), name, None) is value for m in PACKAGES[package])
+
+
+def test_an_unknown_name_of_a_package_is_still_an_attribute_error():
+    with pytest.raises(AttributeError):
+        kdbench.suite.no_such_name  # noqa: B018
+
+
+def test_recipe_read_as_a_mapping_warns_and_answers(run_method, tiny_budget):
+    """A plugin's test written for kdbench 0.1: ``result.run.student_recipe["batch_size"]`` (issue 27)."""
+    result = run_method("labels", budget_flops=tiny_budget)
+    with pytest.warns(DeprecationWarning, match=r"use recipe.batch_size"):
+        batch_size = result.run.student_recipe["batch_size"]
+    assert batch_size == result.run.student_recipe.batch_size == 16
+    with pytest.warns(DeprecationWarning):
+        assert result.run.student_recipe.get("lr") == result.run.student_recipe.lr
+    with pytest.warns(DeprecationWarning), pytest.raises(KeyError):
+        result.run.student_recipe["no_such_field"]
+
+
+def test_the_new_paths_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        from kdbench.run.engine import train  # noqa: F401
+        from kdbench.suite.identity import Run  # noqa: F401
+        from kdbench.results import Results, load_results  # noqa: F401
+        from kdbench.cli import app, main  # noqa: F401
