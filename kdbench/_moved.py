@@ -50,7 +50,8 @@ MODULES = {
 
 # old modules that are packages now: where the names they defined live (searched in order)
 PACKAGES = {
-    "kdbench.suite": ("kdbench.suite.model", "kdbench.suite.identity", "kdbench.suite.expand", "kdbench.suite.tune"),
+    "kdbench.suite": ("kdbench.suite.model", "kdbench.suite.identity", "kdbench.run.pricing", "kdbench.suite.expand",
+                      "kdbench.suite.tune"),
     "kdbench.results": ("kdbench.results.folder", "kdbench.run.curves", "kdbench.suite.identity"),
     "kdbench.tuning": ("kdbench.tuning.sweep", "kdbench.tuning.records"),
     "kdbench.cli": ("kdbench.cli.app",),

@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence, Union
 from kdbench.errors import UserError
 from kdbench.plugins import Registry, load_plugins
 from kdbench.progress import Reporter
-from kdbench.suite.expand import LoadedSuite, load_suite
+from kdbench.suite.expand import LoadedSuite
 
 PathLike = Union[str, Path]
 
@@ -31,6 +31,8 @@ PathLike = Union[str, Path]
 def load(suite: PathLike, plugins: Sequence[PathLike] = (), output: Optional[PathLike] = None
          ) -> tuple[LoadedSuite, Registry]:
     """Parse and validate ``suite`` against the installed plugins (and ``plugins`` files); its runs."""
+    from kdbench.run.pricing import load_suite  # start-up cost: torch (1.8 s), not paid by `kdbench --help`
+
     try:
         loaded, registry = load_suite(Path(suite), load_plugins, tuple(str(p) for p in plugins))
     except SystemExit as exc:  # a plugin file that calls sys.exit() when imported

@@ -9,7 +9,7 @@ from kdbench.methods.labels import Labels
 from kdbench.methods.one_shot import OneShot, OneShotParams
 from kdbench.plugins import load_plugins
 from kdbench.run.runner import build_task, prepare
-from kdbench.suite.expand import load_suite
+from kdbench.run.pricing import load_suite
 from kdbench.tasks.parity import ParityMLP, ParityParams
 from kdbench.run.teachers import ProbeTeacher
 from kdbench.api import MethodContext, Recipe

@@ -20,7 +20,7 @@ from kdbench.models import HFEncoder, load_exported
 from kdbench.plugins import load_plugins
 from kdbench.run.runner import build_task
 from kdbench.suite.identity import Run
-from kdbench.suite.expand import load_suite
+from kdbench.run.pricing import load_suite
 
 from conftest import DATA, ROOT, SUITES, kdbench
 

@@ -173,7 +173,7 @@ def test_a_run_folder_that_cannot_be_written_fails_that_run_only(tmp_path):
     """A file where a run's folder should be: the failure cannot be recorded there, so the
     console says so; the other runs go on."""
     from kdbench.plugins import load_plugins
-    from kdbench.suite.expand import load_suite
+    from kdbench.run.pricing import load_suite
 
     path = write(tmp_path, "  - name: labels\n  - name: one-shot")
     loaded, _ = load_suite(path, load_plugins)

@@ -17,7 +17,7 @@ from kdbench.launchers.local import LocalParams, environment, threads_per_job, w
 from kdbench.plugins import load_plugins
 from kdbench.run.runner import build_task, prepare
 from kdbench.run.stop import StopRequested, clear_stop, request_stop
-from kdbench.suite.expand import load_suite
+from kdbench.run.pricing import load_suite
 from kdbench.run.teachers import ProbeTeacher
 
 TWO_METHODS = "  - name: labels\n  - name: one-shot"

@@ -17,15 +17,16 @@ from kdbench.plugins import load_plugins
 from kdbench.run.runner import build_task, prepare, train_teacher
 from kdbench.run.stop import StopRequested, clear_stop, request_stop
 from kdbench.run.store import teacher_dir
-from kdbench.suite.expand import load_suite
+from kdbench.run.pricing import load_suite
 from kdbench.run.teachers import CachedTeacher
 from kdbench.testing import TinyTask, check_method, run_method
 
 from conftest import SUITES, kdbench, tiny_suite, without_time
 
 # the ids of suites/quickstart.yaml's runs on the main branch before these options existed
-QUICKSTART_IDS = {"9e2eb47221d7", "e04c9d0d4709", "2fd4ffe89ea9", "f0355598bb1a", "3cdbb9413509", "014b8bf1f243",
-                  "fc1e39802814", "f776634f2722", "17c4955c9f08", "b2cd950199ca", "23a061403f1c", "077d88f36f07"}
+# kdbench 0.2: a budget in steps of a method is identified by its FLOPs (issue 27), which moved these ids
+QUICKSTART_IDS = {"12b21ad34682", "3aef21d78f8c", "535a00538e75", "54180714a7bd", "5c63fed1164b", "863287084d14",
+                  "a26eefb3c00b", "b23ec50b224f", "c00c0617e7ea", "cbfc47e40e6f", "d18d3486296f", "f3ef5009f18f"}
 
 
 def logits_pair(seed=0, rows=64, classes=4):

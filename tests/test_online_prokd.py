@@ -11,7 +11,7 @@ from kdbench.methods.pro_kd import temperature_at
 from kdbench.plugins import load_plugins
 from kdbench.run.runner import build_task, prepare
 from kdbench.run.stop import StopRequested, clear_stop, request_stop
-from kdbench.suite.expand import load_suite
+from kdbench.run.pricing import load_suite
 from kdbench.run.teachers import ProbeTeacher
 
 from conftest import kdbench, without_time

@@ -213,7 +213,7 @@ def test_interrupt_inside_a_step_saves_no_half_step(tmp_path):
     from kdbench.run.engine import train
     from kdbench.plugins import load_plugins
     from kdbench.run.runner import build_task, prepare
-    from kdbench.suite.expand import load_suite
+    from kdbench.run.pricing import load_suite
 
     path = suite(tmp_path, "  - name: labels", flops=2e7)
     loaded, registry = load_suite(path, load_plugins)

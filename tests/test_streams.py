@@ -8,7 +8,7 @@ from scipy.stats import pearsonr, spearmanr
 from kdbench import streams
 from kdbench.plugins import load_plugins
 from kdbench.run.runner import build_task, method_phases
-from kdbench.suite.expand import load_suite
+from kdbench.run.pricing import load_suite
 from kdbench.run.teachers import ProbeTeacher
 
 SEEDS = [0, 1, 2, 3, 4]

@@ -13,7 +13,7 @@ from kdbench.plugins import load_plugins
 from kdbench.formats import fmt_bytes
 from kdbench.run.runner import build_task
 from kdbench.suite.identity import Run
-from kdbench.suite.expand import load_suite
+from kdbench.run.pricing import load_suite
 
 from conftest import kdbench, tiny_suite
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from pydantic import ValidationError
 
@@ -71,8 +71,10 @@ def check_state_dict(path: Path, where: str, file: Path) -> Path:
     return file.resolve()
 
 
-def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
-    """Validate every plugin reference and param against ``registry``; return the runs."""
+def expand(suite: Suite, path: Path, registry: Registry, price: Optional[Callable[[Run, Registry], float]] = None) -> list[Run]:
+    """Validate every plugin reference and param against ``registry``; return the runs. A budget in
+    steps of a method is priced in FLOPs by ``price`` (:func:`kdbench.run.pricing.price_budget`; needed
+    only for such budgets)."""
     path = Path(path)
     tasks, methods = [], []
     for i, entry in enumerate(suite.tasks):
@@ -118,6 +120,7 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
 
     runs = []
     for (entry, tcls, tparams, trecipe, srecipe, budget, checkpoint, inputs) in tasks:
+        task_runs = []
         resolved = ResolvedBudget(flops=budget.flops, student_steps=budget.student_steps, counts=budget.counts)
         if budget.method is not None:  # resolve to the method entry it names, params included
             ref = next(((e.name, mp) for e, _, mp in methods if (e.label or e.name) == budget.method),
@@ -140,8 +143,31 @@ def expand(suite: Suite, path: Path, registry: Registry) -> list[Run]:
                               method_params=mparams.model_dump(mode="json"), seed=seed, budget=resolved,
                               eval=suite.eval, streams=STREAMS_VERSION, inputs=inputs,
                               save_every_s=suite.save_every_s, keep_students=suite.keep_students)
-                    runs.append(replace(run, run_id=run_identity(run)))
+                    task_runs.append(run)
+        if resolved.method is not None:
+            task_runs = _priced(task_runs, price, registry, path)
+        runs += [replace(run, run_id=run_identity(run)) for run in task_runs]
     return runs
+
+
+def _priced(runs: list[Run], price: Optional[Callable[[Run, Registry], float]], registry: Registry,
+            path: Path) -> list[Run]:
+    """``runs`` (one task's) with their budget in steps of a method priced in FLOPs by ``price``, once:
+    the FLOPs, not the params of the method that defined them, are part of each run's identity."""
+    if price is None:
+        raise ValueError("a budget in steps of a method needs a price function (kdbench.run.pricing)")
+    budget = runs[0].budget
+    reference = next((r for r in runs if r.method == budget.method and r.method_params == budget.method_params),
+                     replace(runs[0], method=budget.method, method_params=budget.method_params))
+    try:
+        flops = price(reference, registry)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"{path}: budget: {budget.steps} steps of {budget.method} could not be priced in FLOPs "
+                        f"({type(exc).__name__}: {exc})") from exc
+    priced = budget.model_copy(update={"priced_flops": float(flops)})
+    return [replace(run, budget=priced) for run in runs]
 
 
 def check_plugin_file(file, where: str) -> None:
@@ -153,9 +179,11 @@ def check_plugin_file(file, where: str) -> None:
         raise UserError(f"{where}: {excerpt(str(file))} is not a Python file; a plugin file ends in .py")
 
 
-def load_suite(path: Path, registry_factory, extra_plugins: tuple = ()) -> tuple[LoadedSuite, Registry]:
+def read_suite(path: Path, registry_factory, extra_plugins: tuple = (),
+               price: Optional[Callable[[Run, Registry], float]] = None) -> tuple[LoadedSuite, Registry]:
     """Parse ``path``, load plugins (built-ins, entry points, the suite's ``plugins:``
-    and ``extra_plugins``), and expand into runs. Raises UserError on any bad input."""
+    and ``extra_plugins``), and expand into runs (``price``: see :func:`expand`). Raises
+    UserError on any bad input. :func:`kdbench.run.pricing.load_suite` calls it with the pricer."""
     path = Path(path)
     suite = parse_suite(path)
     plugin_paths = [str((path.parent / p).resolve()) if not Path(p).is_absolute() else p for p in suite.plugins]
@@ -172,6 +200,6 @@ def load_suite(path: Path, registry_factory, extra_plugins: tuple = ()) -> tuple
                            registry.failure_lines())
     _validate_params(path, "launcher.options", registry.launchers[suite.launcher.name].cls.Params,
                      suite.launcher.options)
-    runs = expand(suite, path, registry)
+    runs = expand(suite, path, registry, price)
     tune = resolve_tune(suite, path, registry, runs)
     return LoadedSuite(suite, path, runs, tuple(extra_plugins) + tuple(plugin_paths), tune), registry

@@ -79,9 +79,18 @@ def identity(run: Run) -> dict:
     the save cadence, which checkpoints are stored or whether the student is kept, and with files
     as their content hashes."""
     config = {**run.config(), "task_params": run.task_identity,
-              "teacher_checkpoint": run.inputs.get("teacher_checkpoint")}
+              "teacher_checkpoint": run.inputs.get("teacher_checkpoint"), "budget": budget_identity(run.budget)}
     return {k: v for k, v in config.items() if k not in ("run_id", "teacher_id", "suite", "task_label", "method_label",
                                                           "save_every_s", "keep_students", "checkpoints", "inputs")}
+
+
+def budget_identity(budget: ResolvedBudget) -> dict:
+    """What of a budget determines a result: its FLOPs once priced (so "4000 steps of one-shot" is
+    the same budget whatever one-shot's temperature, and the same as those FLOPs given raw), else
+    the budget as given (student steps, raw FLOPs, or a run recorded before budgets were priced)."""
+    if budget.priced_flops is not None:
+        return {"flops": budget.priced_flops, "counts": budget.counts}
+    return budget.model_dump(exclude_none=True)
 
 
 def run_identity(run: Run) -> str:

@@ -83,7 +83,8 @@ class LauncherEntry(_Strict):
 
 class ResolvedBudget(_Strict):
     """A run's budget as expansion resolved it: raw ``flops``, or ``steps`` of ``method``
-    (with that method entry's resolved ``method_params``), and what it ``counts``."""
+    (with that method entry's resolved ``method_params``, and ``priced_flops``, what those steps
+    cost), or ``student_steps``; and what it ``counts``."""
 
     flops: Optional[float] = None
     steps: Optional[int] = None
@@ -91,6 +92,8 @@ class ResolvedBudget(_Strict):
     method_params: Optional[dict[str, Any]] = None
     student_steps: Optional[int] = None
     counts: Literal["student", "total"] = "student"
+    priced_flops: Optional[float] = Field(None, description="steps of method: the FLOPs they come to, measured "
+                                          "when the suite was loaded; a run's identity holds them")
 
     @property
     def counts_total(self) -> bool:
