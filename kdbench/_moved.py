@@ -35,7 +35,7 @@ MODULES = {
     "kdbench.cotrain": "kdbench.run.cotrain",
     "kdbench.optim": "kdbench.run.optim",
     "kdbench.stop": "kdbench.run.stop",
-    "kdbench.device": "kdbench.run.device",
+    "kdbench.device": "kdbench.run.options",
     "kdbench.probe": "kdbench.run.probe",
     "kdbench.validation": "kdbench.run.validation",
     "kdbench.leaderboard": "kdbench.results.leaderboard",

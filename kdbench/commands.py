@@ -22,7 +22,8 @@ from typing import Callable, Optional, Sequence, Union
 
 from kdbench.errors import UserError
 from kdbench.plugins import Registry, load_plugins
-from kdbench.progress import Reporter
+from kdbench import __version__
+from kdbench.progress import Reporter, os_error
 from kdbench.suite.expand import LoadedSuite
 
 PathLike = Union[str, Path]
@@ -110,12 +111,14 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     ``launcher_options`` are ``KEY=VALUE`` strings (``-L``); ``loggers`` are ``--log`` strings
     (``"mlflow:tracking_uri=..."``) or ``{"name", "options"}`` dicts, on top of the suite's
     ``loggers:``; ``log`` receives the messages the CLI prints on stderr; ``reporter`` shows
-    progress (default: none); ``keep_students``, if given, overrides the suite's ``keep_students``."""
-    from kdbench.run.device import check_device_spec, effective_precision, resolve_device
+    progress (default: none); ``keep_students``, if given, overrides the suite's ``keep_students``.
+    It takes the command's flags one for one (the Python twin of ``kdbench run``), hence their number;
+    device, precision and compile become one :class:`kdbench.run.options.RunOptions` here."""
+    # start-up cost: these import torch (1.8 s), which `kdbench --help` and `kdbench leaderboard` never pay
     from kdbench.launchers import LaunchContext, choose_launcher
-    from kdbench.progress import os_error
     from kdbench.loggers.selection import choose_loggers
-    from kdbench.run.store import make_results_folder, run_is_done, write_manifest
+    from kdbench.run.options import RunOptions, check_device_spec
+    from kdbench.run.store import run_is_done, write_manifest
     from kdbench.run.validation import check_runs
 
     loaded, registry = load(suite, plugins, output)
@@ -129,20 +132,14 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
                         "run it without --detach")
     check_device_spec(device)
     tasks = check_runs(loaded, registry)
-    dev = None if launcher_cls.runs_elsewhere else resolve_device(device)
-    if dev is not None and effective_precision(precision, dev) != precision:
-        log(f"--precision {precision}: bf16 autocast runs on CUDA only; training in fp32 on {dev}.")
-    out = loaded.output
+    options = RunOptions.resolve(device, precision, compile, here=not launcher_cls.runs_elsewhere)
+    if options.device is not None and options.effective_precision != precision:
+        log(f"--precision {precision}: bf16 autocast runs on CUDA only; training in fp32 on {options.device}.")
+    out = _results_folder(loaded.output, Path(suite))
     result = SuiteRun(output=out, total=len(loaded.runs))
-    try:
-        make_results_folder(out, Path(suite).read_text())
-    except OSError as exc:
-        raise UserError(f"--output {out}: the results folder cannot be written: {os_error(exc)}") from exc
-    ctx = LaunchContext(out=out, registry=registry, device=dev, reporter=reporter or Reporter(quiet=True),
-                        plugin_paths=loaded.plugin_paths, options=params.model_dump(), params=params,
-                        device_spec=device, precision=precision, compile=compile, detach=detach,
+    ctx = LaunchContext(out=out, registry=registry, run_options=options, reporter=reporter or Reporter(quiet=True),
+                        plugin_paths=loaded.plugin_paths, options=params.model_dump(), params=params, detach=detach,
                         loggers=chosen_loggers)
-
     launched = []
 
     def launch(runs: list) -> list[dict]:
@@ -184,8 +181,21 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     return result
 
 
+def _results_folder(out: Path, suite: Path) -> Path:
+    """``out``, made a results folder holding ``suite``'s text; a UserError if it cannot be written."""
+    from kdbench.run.store import make_results_folder  # start-up cost: torch (kdbench.run.store imports it)
+
+    try:
+        make_results_folder(out, suite.read_text())
+    except OSError as exc:
+        raise UserError(f"--output {out}: the results folder cannot be written: {os_error(exc)}") from exc
+    return out
+
+
 def _tune(loaded, registry, tasks, params, launcher_cls, ctx, launch, suite: Path):
-    """The sweep of a tuned suite (:mod:`kdbench.tuning`): (its test runs, the trial run ids)."""
+    """The sweep of a tuned suite (:mod:`kdbench.tuning`): (its test runs, the trial run ids). Eight
+    arguments: the suite, its plugins and tasks, the launcher (class, params, context, launch) and the file."""
+    # start-up cost: the sweep imports optuna and torch
     from kdbench.run.store import write_manifest
     from kdbench.tuning.sweep import Sweep
 
@@ -204,8 +214,7 @@ def write_outputs(out: Path, log: Callable[[str], None] = lambda message: None):
     When no file of ``out`` changed since they were last written
     (:func:`kdbench.run.store.outputs_up_to_date`), they are left as they are and results is None
     (:class:`SuiteRun` reads them when asked)."""
-    from kdbench import __version__
-    from kdbench.run.store import outputs_up_to_date, record_outputs
+    from kdbench.run.store import outputs_up_to_date, record_outputs  # start-up cost: torch
 
     if not (out / "runs").is_dir():
         return None, None
@@ -213,10 +222,11 @@ def write_outputs(out: Path, log: Callable[[str], None] = lambda message: None):
     if leaderboard.is_file() and outputs_up_to_date(out, __version__):
         return leaderboard, None
 
+    # start-up cost: pandas (0.5 s) and matplotlib (0.8 s), not paid when nothing changed
+    from kdbench.results.folder import load_results
     from kdbench.results.leaderboard import build_leaderboard
     from kdbench.results.plots import write_figures
     from kdbench.results.render import write_leaderboard
-    from kdbench.results.folder import load_results
 
     results = load_results(out)
     board = build_leaderboard(results)
@@ -287,32 +297,34 @@ def plan_suite(suite: PathLike, output: Optional[PathLike] = None, *, device: st
                precision: str = "fp32", compile: bool = False, plugins: Sequence[PathLike] = ()) -> Plan:
     """Do what ``kdbench plan`` does: every run's measured FLOPs per step and allotted steps, which
     are done, and (``probe_steps`` > 0) its time estimated from that many timed engine steps."""
+    # start-up cost: torch (1.8 s)
     import torch
 
-    from kdbench.run.device import effective_precision, resolve_device
     from kdbench.launchers import LaunchContext
     from kdbench.launchers.local import available_cores
     from kdbench.launchers.threads import ThreadChoice, choose_threads, torch_threads
+    from kdbench.run.options import RunOptions
     from kdbench.run.validation import check_runs
 
     loaded, registry = load(suite, plugins, output)
-    dev = resolve_device(device)
-    precision = effective_precision(precision, dev)
+    options = RunOptions.resolve(device, precision, compile)
+    options = replace(options, precision=options.effective_precision)
     check_runs(loaded, registry)
     load_average, cores = os.getloadavg()[0], available_cores()  # before this process adds its own
     threads = ThreadChoice(torch.get_num_threads(), "")
     if probe_steps:  # time steps as `kdbench run` (one job) would run them
-        ctx = LaunchContext(out=loaded.output, registry=registry, device=dev, reporter=Reporter(quiet=True),
-                            precision=precision)
+        ctx = LaunchContext(out=loaded.output, registry=registry, run_options=replace(options, compile=False),
+                            reporter=Reporter(quiet=True))
         threads = choose_threads(loaded.runs, ctx, cores)
     with torch_threads(threads.threads):
-        plan = _estimate(loaded, registry, dev, precision, compile, probe_steps)
+        plan = _estimate(loaded, registry, options, probe_steps)
     plan.threads, plan.threads_reason, plan.load = threads.threads, threads.reason, (load_average, cores)
     return plan
 
 
-def _estimate(loaded: LoadedSuite, registry, dev, precision: str, compile: bool, probe_steps: int) -> Plan:
+def _estimate(loaded: LoadedSuite, registry, options, probe_steps: int) -> Plan:
     """The rows of :func:`plan_suite`, their estimates timed with the threads already set."""
+    # start-up cost: torch (1.8 s)
     from kdbench.run.probe import estimate_job
     from kdbench.run.runner import build_task, prepare
     from kdbench.run.store import run_is_done
@@ -322,10 +334,9 @@ def _estimate(loaded: LoadedSuite, registry, dev, precision: str, compile: bool,
     tasks, estimates, teachers, rows = {}, {}, {}, []
     for r in loaded.runs:
         if r.teacher_id not in tasks:
-            tasks[r.teacher_id] = build_task(r, registry, dev, None)
+            tasks[r.teacher_id] = build_task(r, registry, options.device, None)
         task = tasks[r.teacher_id]
-        p = prepare(r, registry, task, ProbeTeacher(task, r.teacher_seed, r.checkpoints), dev, precision=precision,
-                    compile=compile)
+        p = prepare(r, registry, task, ProbeTeacher(task, r.teacher_seed, r.checkpoints), options)
         row = PlannedRun(r, p.budget_flops, [(x.phase.name, x.steps, x.step_flops) for x in p.job.plan],
                          run_is_done(loaded.output, r.run_id))
         if probe_steps:
@@ -338,11 +349,10 @@ def _estimate(loaded: LoadedSuite, registry, dev, precision: str, compile: bool,
             given = r.teacher_checkpoint or task.teacher_source()
             needs = registry.methods[r.method].cls.needs_teacher and not given
             if needs and r.teacher_id not in teachers:
-                job = teacher_job(task, r.teacher_seed, r.teacher_recipe, r.eval.points, precision=precision,
-                                  compile=compile)
+                job = teacher_job(task, r.teacher_seed, r.teacher_recipe, r.eval.points, options=options)
                 teachers[r.teacher_id] = estimate_job(job, probe_steps).mid
         rows.append(row)
-    plan = Plan(loaded, dev, precision, rows, teachers, probe_steps)
+    plan = Plan(loaded, options.device, options.precision, rows, teachers, probe_steps)
     if loaded.tune is not None:  # each trial: the method's run on every dev seed and teacher seed
         spec, per_trial = loaded.tune.spec, len(loaded.tune.spec.dev_seeds)
         for row in rows:

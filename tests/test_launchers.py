@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import SUITES, curves, kdbench, tiny_suite, without_time
 
-from kdbench.run.device import effective_precision, resolve_device
+from kdbench.run.options import effective_precision, resolve_device
 from kdbench.run.engine import train
 from kdbench.errors import UserError
 from kdbench.launchers import choose_launcher, parse_option

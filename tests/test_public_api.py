@@ -71,3 +71,21 @@ def test_the_new_paths_do_not_warn():
         from kdbench.suite.identity import Run  # noqa: F401
         from kdbench.results import Results, load_results  # noqa: F401
         from kdbench.cli import app, main  # noqa: F401
+
+
+def test_execute_run_takes_run_options_and_still_its_old_keywords(tmp_path):
+    """kdbench 0.1's launcher plugins passed precision= and compile= to execute_run: they still work, warned."""
+    import torch
+
+    from kdbench.run.options import RunOptions
+    from kdbench.run.runner import execute_run
+    from kdbench.testing import resolve_run
+
+    registry, run = resolve_run("labels")
+    with pytest.warns(DeprecationWarning, match=r"pass RunOptions \(ctx.run_options\)"):
+        old = execute_run(run, registry, tmp_path / "old", torch.device("cpu"), precision="fp32", compile=False)
+    new = execute_run(run, registry, tmp_path / "new", RunOptions.resolve("cpu"))
+    assert old.summary["status"] == new.summary["status"] == "finished"
+    assert old.summary["flops"] == new.summary["flops"] and old.summary["precision"] == "fp32"
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        execute_run(run, registry, tmp_path / "bad", torch.device("cpu"), precison="fp32")

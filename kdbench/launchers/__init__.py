@@ -22,14 +22,18 @@ from kdbench.plugins import Registry
 from kdbench.progress import Reporter
 from kdbench.suite.schema import format_validation_error, unknown_name
 from kdbench.suite.identity import Run
+from kdbench.run.options import RunOptions
 
 
 @dataclass
 class LaunchContext:
     """What every launcher gets besides the runs.
 
-    ``device`` is resolved on this machine (None for a launcher that runs
-    elsewhere: it resolves ``device_spec`` where the run executes). ``params``
+    ``run_options`` say where and how runs train: their ``device`` is resolved on
+    this machine (None for a launcher that runs elsewhere: it resolves
+    ``device_spec`` where the run executes, with ``run_options.on(device)``); pass
+    them to ``execute_run``. ``device``, ``device_spec``, ``precision`` and
+    ``compile`` read them. ``params``
     is the launcher's validated ``Params``. ``plugin_paths`` are every plugin
     file the suite and the command line named, so a worker process or a job on
     another machine can rebuild the same registry. ``teacher_checkpoints`` adds
@@ -41,18 +45,35 @@ class LaunchContext:
 
     out: Path
     registry: Registry
-    device: Optional[torch.device]
+    run_options: RunOptions  # device (None: resolved where the runs execute), precision, compile
     reporter: Reporter
     plugin_paths: tuple = ()
     options: dict = field(default_factory=dict)
     params: Optional[Params] = None
-    device_spec: str = "auto"
-    precision: str = "fp32"
-    compile: bool = False
     detach: bool = False
     loggers: tuple = ()  # kdbench.loggers.selection.LoggerSpec
     teacher_checkpoints: dict = field(default_factory=dict)  # teacher id -> checkpoints to store beside the runs'
     threads: dict = field(default_factory=dict)  # the local launcher's choice per share of the cores (see .threads)
+
+    @property
+    def device(self) -> Optional[torch.device]:
+        """``run_options.device``: resolved on this machine (None for a launcher that runs elsewhere)."""
+        return self.run_options.device
+
+    @property
+    def device_spec(self) -> str:
+        """``run_options.device_spec``: the device as asked for (auto, cpu, cuda, cuda:N)."""
+        return self.run_options.device_spec
+
+    @property
+    def precision(self) -> str:
+        """``run_options.precision``: fp32, or bf16 (autocast on CUDA only)."""
+        return self.run_options.precision
+
+    @property
+    def compile(self) -> bool:
+        """``run_options.compile``: torch.compile student and teacher after their FLOPs are measured."""
+        return self.run_options.compile
 
 
 @dataclass

@@ -99,8 +99,8 @@ def train_teachers(runs, ctx: LaunchContext) -> dict[str, str]:
     for tid, group in teacher_groups(runs, ctx.registry, ctx.teacher_checkpoints).items():
         try:
             with ctx.reporter.bar(f"teacher {tid}", group["run"].teacher_recipe.steps) as update:
-                summary = train_teacher(group["run"], group["checkpoints"], ctx.registry, ctx.out, ctx.device,
-                                        ctx.precision, ctx.compile, update)
+                summary = train_teacher(group["run"], group["checkpoints"], ctx.registry, ctx.out, ctx.run_options,
+                                        update)
         except TeacherFailed as exc:
             failed[tid] = str(exc)
             ctx.reporter.log(f"  {exc}")
@@ -152,8 +152,7 @@ class LocalLauncher(Launcher):
                     summary = fail_without_running(run, ctx.out, failed[run.teacher_id])
                 else:
                     with ctx.reporter.bar(f"{run.task_label} {run.method_label} seed {run.seed}") as update:
-                        summary = execute_run(run, ctx.registry, ctx.out, ctx.device, progress=update,
-                                              precision=ctx.precision, compile=ctx.compile,
+                        summary = execute_run(run, ctx.registry, ctx.out, ctx.run_options, progress=update,
                                               loggers=ctx.loggers).summary
                 summaries.append(summary)
                 ctx.reporter.log(describe(run, summary))
@@ -231,8 +230,7 @@ def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]
     ctx.reporter.log(f"{jobs} worker processes x {threads} thread(s) ({available_cores()} cores)")
     bars, summaries = _Bars(ctx.reporter), {}
     progress_queue = multiprocessing.get_context("spawn").Queue()
-    initargs = (tuple(ctx.plugin_paths), str(ctx.device), threads, progress_queue, ctx.precision, ctx.compile,
-                os.getpid(), tuple(ctx.loggers))
+    initargs = (tuple(ctx.plugin_paths), ctx.run_options, threads, progress_queue, os.getpid(), tuple(ctx.loggers))
     with environment(worker_environment(threads)), interrupt_at_once():
         pool = _Pool(jobs, initargs)
 

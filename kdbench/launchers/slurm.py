@@ -80,19 +80,19 @@ def sbatch_options(items: list[str]) -> dict:
 class _Job(submitit.helpers.Checkpointable):
     """What every kdbench job does on a node: thread counts, the registry, preemption handling.
 
-    Subclasses implement ``work(registry, device)``. As a submitit
+    Subclasses implement ``work(registry, options)`` (the run options with the device resolved on
+    the node). As a submitit
     ``Checkpointable`` it is requeued on preemption or time-out; ``checkpoint``
     resubmits the same job, whose state lives in the results folder, not in the pickle.
     """
 
-    def __init__(self, out: Path, plugin_paths: tuple, device: str, precision: str, compile: bool):
-        self.out, self.plugin_paths, self.device = Path(out), tuple(plugin_paths), device
-        self.precision, self.compile = precision, compile
+    def __init__(self, out: Path, plugin_paths: tuple, options):
+        self.out, self.plugin_paths, self.options = Path(out), tuple(plugin_paths), options
 
     def __call__(self):
         import torch
 
-        from kdbench.run.device import resolve_device
+        from kdbench.run.options import resolve_device
         from kdbench.plugins import load_plugins
         from kdbench.run.stop import StopRequested, clear_stop, request_stop
 
@@ -103,7 +103,7 @@ class _Job(submitit.helpers.Checkpointable):
         # the training loop stops at the end of its step and saves; only then is the job requeued
         signal.signal(usr_signal, lambda signum, frame: request_stop())
         try:
-            return self.work(load_plugins(self.plugin_paths), resolve_device(self.device))
+            return self.work(load_plugins(self.plugin_paths), self.options.on(resolve_device(self.options.device_spec)))
         except StopRequested:
             if callable(requeue):
                 requeue(usr_signal, None)
@@ -112,7 +112,7 @@ class _Job(submitit.helpers.Checkpointable):
     def checkpoint(self, *args, **kwargs):
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
-    def work(self, registry, device):
+    def work(self, registry, options):
         raise NotImplementedError
 
 
@@ -136,12 +136,11 @@ class TeacherJob(_Job):
         super().__init__(*args)
         self.run, self.checkpoints = run, sorted(checkpoints)
 
-    def work(self, registry, device):
+    def work(self, registry, options):
         from kdbench.run.runner import train_teacher
 
         progress = teacher_dir(self.out, self.run.teacher_id) / "progress.json"
-        summary = train_teacher(self.run, self.checkpoints, registry, self.out, device, self.precision,
-                                self.compile, _progress_writer(progress))
+        summary = train_teacher(self.run, self.checkpoints, registry, self.out, options, _progress_writer(progress))
         progress.unlink(missing_ok=True)
         return summary
 
@@ -153,13 +152,13 @@ class RunJob(_Job):
         super().__init__(*args)
         self.run, self.loggers = run, tuple(loggers)
 
-    def work(self, registry, device):
+    def work(self, registry, options):
         from kdbench.run.runner import execute_run
 
         progress = run_dir(self.out, self.run.run_id) / "progress.json"
         progress.parent.mkdir(parents=True, exist_ok=True)
-        summary = execute_run(self.run, registry, self.out, device, progress=_progress_writer(progress),
-                              precision=self.precision, compile=self.compile, loggers=self.loggers).summary
+        summary = execute_run(self.run, registry, self.out, options, progress=_progress_writer(progress),
+                              loggers=self.loggers).summary
         progress.unlink(missing_ok=True)
         return summary
 
@@ -252,7 +251,7 @@ def submit(runs: list[Run], ctx: LaunchContext, params: SlurmParams, book: JobBo
     from kdbench.run.teachers import teacher_is_ready
 
     folder = ctx.out / "slurm"
-    common = (ctx.out, tuple(ctx.plugin_paths), ctx.device_spec, ctx.precision, ctx.compile)
+    common = (ctx.out, tuple(ctx.plugin_paths), ctx.run_options)
     known = [e["job"] for e in [*book.runs.values(), *book.teachers.values()]]
     states = job_states(known)
     live = lambda entry: entry is not None and states.get(entry["job"]) in LIVE_STATES  # noqa: E731

@@ -14,7 +14,7 @@ is: a busy machine, like a small model, gets one thread.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -46,11 +46,11 @@ def probe_job(runs, ctx: LaunchContext) -> tuple[TrainJob, str]:
             run = group["run"]
             task = build_task(run, ctx.registry, ctx.device, ctx.out)
             return teacher_job(task, run.teacher_seed, run.teacher_recipe, run.eval.points,
-                               precision=ctx.precision), f"teacher {tid}"
+                               options=ctx.run_options), f"teacher {tid}"
     run = runs[0]
     task = build_task(run, ctx.registry, ctx.device, ctx.out)
-    prepared = prepare(run, ctx.registry, task, ProbeTeacher(task, run.teacher_seed, run.checkpoints), ctx.device,
-                       precision=ctx.precision)
+    prepared = prepare(run, ctx.registry, task, ProbeTeacher(task, run.teacher_seed, run.checkpoints),
+                       replace(ctx.run_options, compile=False))
     return prepared.job, f"{run.task_label} {run.method_label}"
 
 

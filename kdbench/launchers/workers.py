@@ -41,8 +41,7 @@ def tune_malloc() -> None:
     libc.mallopt(m_mmap_threshold, int(MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]))
 
 
-def init_worker(plugin_paths, device: str, threads: int, progress_queue, precision: str, compile: bool,
-                parent_pid: int, loggers: tuple = ()) -> None:
+def init_worker(plugin_paths, options, threads: int, progress_queue, parent_pid: int, loggers: tuple = ()) -> None:
     """Set a new worker up: threads, malloc, signal handlers, the parent watch, the plugin registry
     and the loggers that follow its runs."""
     from kdbench.plugins import load_plugins
@@ -55,8 +54,7 @@ def init_worker(plugin_paths, device: str, threads: int, progress_queue, precisi
     die_with_parent(parent_pid)
     # progress is best-effort: exiting must not wait to flush it (after Ctrl-C nobody reads it)
     progress_queue.cancel_join_thread()
-    _worker.update(registry=load_plugins(tuple(plugin_paths)), device=torch.device(device), queue=progress_queue,
-                   precision=precision, compile=compile, loggers=loggers)
+    _worker.update(registry=load_plugins(tuple(plugin_paths)), options=options, queue=progress_queue, loggers=loggers)
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -98,13 +96,12 @@ def worker_teacher(run, checkpoints, out) -> dict:
     """Train ``run``'s teacher into the cache (a job of the pool)."""
     w, key = _worker, f"teacher {run.teacher_id}"
     with _job(key):
-        return train_teacher(run, checkpoints, w["registry"], out, w["device"], w["precision"], w["compile"],
-                             _reporter_for(key))
+        return train_teacher(run, checkpoints, w["registry"], out, w["options"], _reporter_for(key))
 
 
 def worker_run(run, out) -> dict:
     """Execute ``run`` (a job of the pool); its summary."""
     w = _worker
     with _job(run.run_id):
-        return execute_run(run, w["registry"], out, w["device"], progress=_reporter_for(run.run_id),
-                           precision=w["precision"], compile=w["compile"], loggers=w["loggers"]).summary
+        return execute_run(run, w["registry"], out, w["options"], progress=_reporter_for(run.run_id),
+                           loggers=w["loggers"]).summary

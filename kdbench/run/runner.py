@@ -12,7 +12,8 @@ import contextlib
 import json
 import time
 import traceback
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -22,7 +23,7 @@ from filelock import FileLock
 from kdbench import __version__
 from kdbench.api import MethodContext, Phase, TaskInstance
 from kdbench.run.budget import allot_steps, eval_steps, measure_phases
-from kdbench.run.device import effective_precision
+from kdbench.run.options import RunOptions
 from kdbench.run.engine import PlannedPhase, TrainJob, progress_every, train
 from kdbench.errors import FAILURES, UserError
 from kdbench.loggers.runlog import RunLog
@@ -139,10 +140,25 @@ def budget_flops(run: Run, registry: Registry, task: TaskInstance, device: torch
     return float(budget)
 
 
-def prepare(run: Run, registry: Registry, task: TaskInstance, teacher, device: torch.device,
-            state_path: Optional[Path] = None, progress: Progress = None, precision: str = "fp32",
-            compile: bool = False, measure: Measure = measure_phases, budget: Optional[float] = None) -> Prepared:
+@dataclass
+class Measured:
+    """A run's student and phases with what one step of each costs (FLOPs; its co-trained model's too)."""
+
+    student: torch.nn.Module
+    phases: list[Phase]
+    ctx: MethodContext
+    costs: list[int]
+    cotrain_costs: list[int]
+
+
+def prepare(run: Run, registry: Registry, task: TaskInstance, teacher, options: RunOptions | torch.device,
+            state_path: Optional[Path] = None, progress: Progress = None, measure: Measure = measure_phases,
+            budget: Optional[float] = None) -> Prepared:
     """Turn a run into an engine job: phases, measured costs, allotted steps, eval points.
+
+    ``options`` (or a bare device) says where and how it trains. The keyword arguments
+    (all optional) are what only some callers need: where the job saves its state, a
+    progress callback, a FLOP measure and a budget computed already.
 
     The budget counts student FLOPs (default) or, with ``counts: total``, also the
     teacher's training: a cached teacher's cost is taken off the top, and a
@@ -150,17 +166,18 @@ def prepare(run: Run, registry: Registry, task: TaskInstance, teacher, device: t
     FLOPs of the phases' steps (validation passes a cheaper estimate); ``budget``,
     if given, is the run's :func:`budget_flops` computed already (it is the same for
     every run of a task entry)."""
-    recipe, by_steps = run.student_recipe, run.budget.student_steps is not None
+    options = RunOptions.of(options)
+    device, recipe, by_steps = options.device, run.student_recipe, run.budget.student_steps is not None
     if not by_steps and budget is None:
         budget = budget_flops(run, registry, task, device, measure)
     student, phases, ctx = method_phases(run, registry, task, teacher, device, run.method, run.method_params)
     costs = measure(phases, student, task, recipe.batch_size, device)
     cotrain_costs = measure_cotrain(phases, task, recipe.batch_size, device, measure)
+    measured = Measured(student, phases, ctx, costs, cotrain_costs)
     if by_steps:  # every method the same steps: a budget in steps is a FLOP budget at one FLOP a step
         steps = allot_steps(phases, [1] * len(phases), run.budget.student_steps)
-        return _prepared(run, phases, steps, costs, cotrain_costs, student, task, ctx, state_path, progress,
-                         precision, compile, eval_costs=[1] * len(phases),
-                         budget=float(sum(n * (c + t) for n, c, t in zip(steps, costs, cotrain_costs))))
+        job = _job(run, task, measured, steps, [1] * len(phases), options, state_path, progress)
+        return Prepared(job, float(sum(n * (c + t) for n, c, t in zip(steps, costs, cotrain_costs))))
     allot_costs, allot_budget = costs, budget
     if run.budget.counts_total:
         if uses_cached_teacher(registry, run.method):
@@ -172,43 +189,42 @@ def prepare(run: Run, registry: Registry, task: TaskInstance, teacher, device: t
                        for c, t, ph in zip(costs, cotrain_costs, phases)]
         allot_budget -= max(cotrain_costs)  # room for the rounding of co-training steps
     steps = allot_steps(phases, allot_costs, allot_budget)
-    return _prepared(run, phases, steps, costs, cotrain_costs, student, task, ctx, state_path, progress, precision,
-                     compile, eval_costs=costs, budget=budget)
+    return Prepared(_job(run, task, measured, steps, costs, options, state_path, progress), budget)
 
 
-def _prepared(run: Run, phases, steps, costs, cotrain_costs, student, task, ctx, state_path, progress, precision,
-              compile, eval_costs, budget: float) -> Prepared:
+def _job(run: Run, task: TaskInstance, measured: Measured, steps: list[int], eval_costs: list[int],
+         options: RunOptions, state_path: Optional[Path], progress: Progress) -> TrainJob:
     """The engine job of a run whose steps are allotted; curve points evenly spaced in ``eval_costs``
-    (the FLOPs of a step, or 1 for a budget in steps)."""
-    plan = [PlannedPhase(ph, n, c, t) for ph, n, c, t in zip(phases, steps, costs, cotrain_costs)]
-    job = TrainJob(model=student, plan=plan, recipe=run.student_recipe, task=task,
-                   stream_seed=streams.derive_seed("student-data", run.seed),
-                   eval_at=eval_steps(eval_costs, steps, run.eval.points), clock=ctx.clock, state_path=state_path,
-                   save_every_s=run.save_every_s, on_step=progress_every(progress), should_stop=stop_requested,
-                   precision=precision, compile=compile)
-    return Prepared(job, budget)
+    (the FLOPs of a step, or 1 for a budget in steps). Eight arguments: the run's three parts
+    (run, task, measured phases), its allotment (steps, eval costs) and how it executes."""
+    m = measured
+    plan = [PlannedPhase(ph, n, c, t) for ph, n, c, t in zip(m.phases, steps, m.costs, m.cotrain_costs)]
+    return TrainJob(model=m.student, plan=plan, recipe=run.student_recipe, task=task,
+                    stream_seed=streams.derive_seed("student-data", run.seed),
+                    eval_at=eval_steps(eval_costs, steps, run.eval.points), clock=m.ctx.clock,
+                    state_path=state_path, save_every_s=run.save_every_s, on_step=progress_every(progress),
+                    should_stop=stop_requested, precision=options.effective_precision, compile=options.compile)
 
 
-def train_teacher(run: Run, checkpoints, registry: Registry, out: Path, device: torch.device,
-                  precision: str = "fp32", compile: bool = False, progress: Progress = None) -> dict:
+def train_teacher(run: Run, checkpoints, registry: Registry, out: Path, options: RunOptions | torch.device,
+                  progress: Progress = None) -> dict:
     """Make sure ``run``'s teacher is in the cache with ``checkpoints`` (training it if needed);
     return its summary, with the task's ranking metric under ``metric``. Raises
     :class:`TeacherFailed` (recorded in the teacher's folder) if it cannot be trained."""
+    options = RunOptions.of(options)
     try:
-        task = build_task(run, registry, device, out)
+        task = build_task(run, registry, options.device, out)
     except UserError:
         raise
     except FAILURES as exc:  # the task cannot even be built: its teacher fails with it
         raise TeacherFailed(record_teacher_failure(teacher_dir(out, run.teacher_id), run.teacher_id, exc)) from exc
-    summary = ensure_teacher(out, run.teacher_id, task, run.teacher_seed, run.teacher_recipe, sorted(checkpoints),
-                             run.teacher_checkpoint, run.eval.points, run.save_every_s, progress,
-                             precision=effective_precision(precision, device), compile=compile)
+    summary = ensure_teacher(out, run, task, sorted(checkpoints), progress, options)
     return {**summary, "metric": task.metric}
 
 
-def execute_run(run: Run, registry: Registry, out: Path, device: torch.device, progress: Progress = None,
-                teacher_progress: Progress = None, precision: str = "fp32", compile: bool = False,
-                probe_teacher: bool = False, rerun: bool = False, loggers: Sequence[LoggerSpec] = ()) -> RunOutcome:
+def execute_run(run: Run, registry: Registry, out: Path, options: RunOptions | torch.device,
+                progress: Progress = None, teacher_progress: Progress = None, probe_teacher: bool = False,
+                rerun: bool = False, loggers: Sequence[LoggerSpec] = (), **deprecated) -> RunOutcome:
     """Run ``run`` unless its folder already holds a finished result (``rerun``: even then);
     store its config, curve and summary; return what happened.
 
@@ -216,15 +232,18 @@ def execute_run(run: Run, registry: Registry, out: Path, device: torch.device, p
     results file that cannot be written makes the run ``failed``, recorded with its
     traceback when the folder can still be written (see :func:`failed_outcome`); the
     caller goes on with the other runs. Only a UserError, Ctrl-C and a stop request
-    propagate. ``precision="bf16"`` autocasts the losses on CUDA; ``compile``
-    torch.compiles student and teacher after their FLOPs are measured.
-    ``probe_teacher`` uses an untrained teacher of the right shape (tests of shapes and FLOPs).
-    ``loggers`` (a launch context's ``loggers``) follow the run in experiment trackers.
+    propagate. ``options`` (a launch context's ``run_options``, or a bare ``torch.device``
+    for fp32 without compiling) say where and how it trains. ``probe_teacher`` uses an
+    untrained teacher of the right shape (tests of shapes and FLOPs). ``loggers`` (a
+    launch context's ``loggers``) follow the run in experiment trackers. The progress
+    callbacks get (steps done, total). kdbench 0.1's ``precision=`` and ``compile=``
+    still work until 0.3, with a DeprecationWarning.
     """
+    options = _with_deprecated(RunOptions.of(options), deprecated)
     runlog = RunLog(run, registry, out, loggers)
     try:
-        outcome = _locked_run(run, registry, out, device, progress, teacher_progress, precision, compile,
-                              probe_teacher, rerun, runlog.point)
+        outcome = _locked_run(run, registry, out, options, (progress, teacher_progress), (probe_teacher, rerun),
+                              runlog.point)
     except BaseException:
         runlog.abort()
         raise
@@ -232,13 +251,24 @@ def execute_run(run: Run, registry: Registry, out: Path, device: torch.device, p
     return outcome
 
 
-def _locked_run(run: Run, registry: Registry, out: Path, device: torch.device, progress: Progress,
-                teacher_progress: Progress, precision: str, compile: bool, probe_teacher: bool, rerun: bool,
+def _with_deprecated(options: RunOptions, deprecated: dict) -> RunOptions:
+    """``options`` with kdbench 0.1's ``precision=``/``compile=`` keyword arguments applied (warning)."""
+    unknown = set(deprecated) - {"precision", "compile"}
+    if unknown:
+        raise TypeError(f"execute_run() got unexpected keyword arguments {sorted(unknown)}")
+    if deprecated:
+        warnings.warn("execute_run(precision=, compile=) is deprecated: pass RunOptions (ctx.run_options) "
+                      "as its fourth argument; the keywords work until kdbench 0.3", DeprecationWarning, stacklevel=3)
+        options = replace(options, **deprecated)
+    return options
+
+
+def _locked_run(run: Run, registry: Registry, out: Path, options: RunOptions, progress: tuple, flags: tuple,
                 on_record: Callable[[dict], None]) -> RunOutcome:
     """:func:`execute_run` but for its loggers, which get every curve point through ``on_record``:
-    take the run's lock, skip a finished run, record a failure."""
-    precision = effective_precision(precision, device)
-    folder, started = run_dir(out, run.run_id), time.time()
+    take the run's lock, skip a finished run, record a failure. ``progress`` is (run's, teacher's)
+    callbacks, ``flags`` (probe_teacher, rerun)."""
+    (probe_teacher, rerun), folder, started = flags, run_dir(out, run.run_id), time.time()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(folder / ".lock"))
@@ -248,8 +278,7 @@ def _locked_run(run: Run, registry: Registry, out: Path, device: torch.device, p
     try:
         if not rerun and run_is_done(out, run.run_id):
             return RunOutcome({"status": "skipped", "run_id": run.run_id})
-        return _execute(run, registry, out, folder, device, progress, teacher_progress, precision, compile,
-                        probe_teacher, on_record)
+        return _execute(run, registry, out, options, progress, probe_teacher, on_record)
     except UserError:
         raise
     except FAILURES as exc:
@@ -258,32 +287,28 @@ def _locked_run(run: Run, registry: Registry, out: Path, device: torch.device, p
         lock.release()
 
 
-def _execute(run: Run, registry: Registry, out: Path, folder: Path, device: torch.device, progress: Progress,
-             teacher_progress: Progress, precision: str, compile: bool, probe_teacher: bool,
+def _execute(run: Run, registry: Registry, out: Path, options: RunOptions, progress: tuple, probe_teacher: bool,
              on_record: Callable[[dict], None]) -> RunOutcome:
     """The body of :func:`execute_run`, under the run's lock: train (every curve point to
-    ``on_record``) and store the result."""
+    ``on_record``) and store the result. ``progress`` is (run's, teacher's) callbacks."""
+    folder, (progress, teacher_progress) = run_dir(out, run.run_id), progress
     atomic_write_json(folder / "config.json", {**run.config(), "kdbench_version": __version__})
     discard_unreadable(folder / "state.pt", "saved run state")
     teacher, teacher_summary = None, None
-    task = build_task(run, registry, device, out)
+    task = build_task(run, registry, options.device, out)
     if probe_teacher:
         teacher = ProbeTeacher(task, run.teacher_seed, run.checkpoints)
     elif uses_cached_teacher(registry, run.method):
-        teacher_summary = ensure_teacher(
-            out, run.teacher_id, task, run.teacher_seed, run.teacher_recipe, list(run.checkpoints),
-            run.teacher_checkpoint, run.eval.points, run.save_every_s, teacher_progress,
-            precision=precision, compile=compile)
+        teacher_summary = ensure_teacher(out, run, task, list(run.checkpoints), teacher_progress, options)
         teacher = CachedTeacher(teacher_dir(out, run.teacher_id), task, run.teacher_seed)
-    prepared = prepare(run, registry, task, teacher, device, folder / "state.pt", progress, precision, compile)
+    prepared = prepare(run, registry, task, teacher, options, folder / "state.pt", progress)
     prepared.job.on_record = on_record
-    if compile and isinstance(teacher, CachedTeacher):
+    if options.compile and isinstance(teacher, CachedTeacher):
         teacher.compile()  # after prepare: FLOPs are counted on the eager models
     result = train(prepared.job)
     kept = run.keep_students and result.status == "finished"
     student_bytes = keep_student(folder, prepared.job.model, task) if kept else 0
-    summary = run_summary(run, registry, task, prepared, result, teacher, teacher_summary, device, precision,
-                          compile)
+    summary = run_summary(run, registry, task, prepared, result, (teacher, teacher_summary), options)
     summary["student_bytes"] = student_bytes  # student.safetensors, student.json (kdbench.run.students)
     atomic_write_json(folder / "curve.json", result.curve)
     atomic_write_json(folder / "summary.json", summary)
@@ -334,9 +359,11 @@ def plain_json(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
-def run_summary(run: Run, registry: Registry, task: TaskInstance, prepared: Prepared, result, teacher,
-                teacher_summary: Optional[dict], device: torch.device, precision: str, compile: bool) -> dict:
-    """The summary.json of a run that trained: status, final metrics, costs, phases, teacher."""
+def run_summary(run: Run, registry: Registry, task: TaskInstance, prepared: Prepared, result, teacher: tuple,
+                options: RunOptions) -> dict:
+    """The summary.json of a run that trained: status, final metrics, costs, phases, teacher
+    (``teacher`` is the teacher it read and the teacher's summary, or None for each)."""
+    teacher, teacher_summary = teacher
     final = result.curve[-1] if result.curve else {}
     # teacher training behind this run: co-trained inside it, or the cached teacher's recorded cost
     teacher_train = result.teacher_flops + (teacher_summary["flops"] if teacher_summary else 0)
@@ -350,7 +377,8 @@ def run_summary(run: Run, registry: Registry, task: TaskInstance, prepared: Prep
         "metrics": {k: v for k, v in final.items()
                     if k not in ("step", "samples", "flops", "teacher_flops", "phase", "time")},
         "steps": result.steps, "flops": result.flops, "budget_flops": prepared.budget_flops,
-        "wall_time": result.wall_time, "device": str(device), "precision": precision, "compiled": compile,
+        "wall_time": result.wall_time, "device": str(options.device), "precision": options.effective_precision,
+        "compiled": options.compile,
         "threads": torch.get_num_threads(),  # other thread counts give close, not bit-identical, numbers on CPU
         "phases": [{"name": p.phase.name, "steps": p.steps, "step_flops": p.step_flops, "teacher": p.phase.teacher,
                     "depth": p.phase.depth, "info": plain_json(p.phase.info)} for p in prepared.job.plan],

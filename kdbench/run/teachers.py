@@ -38,6 +38,8 @@ from kdbench.files import atomic_torch_save, atomic_write_json
 from kdbench.run.store import discard_unreadable, read_json, teacher_dir, write_failure
 from kdbench.streams import derive_seed
 from kdbench.run.students import record_teacher
+from kdbench.run.options import RunOptions, effective_precision
+from kdbench.suite.identity import Run
 
 
 class TeacherFailed(Exception):
@@ -75,26 +77,27 @@ def teacher_phase(model: nn.Module, steps: Optional[int] = None) -> Phase:
 
 def teacher_job(task: TaskInstance, seed: int, recipe: Recipe, eval_points: int, *,
                 state_path: Optional[Path] = None, save_every_s: float = 60.0,
-                on_step: Optional[Callable[[Clock], None]] = None, precision: str = "fp32",
-                compile: bool = False) -> TrainJob:
-    """The engine job that trains the teacher of ``seed`` by ``recipe``, its step's FLOPs measured."""
+                on_step: Optional[Callable[[Clock], None]] = None, options: RunOptions = RunOptions()) -> TrainJob:
+    """The engine job that trains the teacher of ``seed`` by ``recipe``, its step's FLOPs measured
+    (on the task's device; ``options`` give its precision and compilation)."""
     model = new_teacher(task, seed)
     phase = teacher_phase(model, recipe.steps)
     cost = measure_phases([phase], model, task, recipe.batch_size, next(model.parameters()).device)[0]
     return TrainJob(model=model, plan=[PlannedPhase(phase, recipe.steps, cost)], recipe=recipe, task=task,
                     stream_seed=derive_seed("teacher-data", seed),
-                    eval_at=eval_steps([cost], [recipe.steps], eval_points), state_path=state_path, save_every_s=save_every_s, on_step=on_step, should_stop=stop_requested,
-                    precision=precision, compile=compile)
+                    eval_at=eval_steps([cost], [recipe.steps], eval_points), state_path=state_path,
+                    save_every_s=save_every_s, on_step=on_step, should_stop=stop_requested,
+                    precision=effective_precision(options.precision, next(model.parameters()).device),
+                    compile=options.compile)
 
 
-def ensure_teacher(out: Path, teacher_id: str, task: TaskInstance, seed: int, recipe: Recipe,
-                   checkpoints: list[int], source: Optional[str] = None, eval_points: int = 20,
-                   save_every_s: float = 60.0, progress: Optional[Callable[[int, int], None]] = None,
-                   precision: str = "fp32", compile: bool = False) -> dict:
-    """Train (or load) the teacher unless the cache has it with every checkpoint in
+def ensure_teacher(out: Path, run: Run, task: TaskInstance, checkpoints: list[int],
+                   progress: Optional[Callable[[int, int], None]] = None, options: RunOptions = RunOptions()) -> dict:
+    """Train (or load) ``run``'s teacher unless the cache has it with every checkpoint in
     ``checkpoints``; return its summary. Safe against concurrent callers (file lock).
-    ``precision`` and ``compile`` are passed to the engine (see :class:`TrainJob`).
-    Raises :class:`TeacherFailed` (after recording it) if training or loading fails."""
+    ``options`` are passed to the engine (see :class:`TrainJob`). Raises
+    :class:`TeacherFailed` (after recording it) if training or loading fails."""
+    teacher_id, seed, source = run.teacher_id, run.teacher_seed, run.teacher_checkpoint
     folder = teacher_dir(out, teacher_id)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -106,8 +109,7 @@ def ensure_teacher(out: Path, teacher_id: str, task: TaskInstance, seed: int, re
             try:
                 if source is not None or task.teacher_source() is not None:
                     return _adopt_teacher(folder, teacher_id, task, seed, source, checkpoints)
-                return _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_points,
-                                      save_every_s, progress, precision, compile)
+                return _train_teacher(folder, run, task, checkpoints, progress, options)
             except UserError:
                 raise
             except FAILURES as exc:
@@ -162,17 +164,17 @@ def _adopt_teacher(folder, teacher_id, task, seed, checkpoint, checkpoints) -> d
     return summary
 
 
-def _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_points, save_every_s, progress,
-                   precision="fp32", compile=False):
-    wanted, report = set(checkpoints), progress_every(progress)
+def _train_teacher(folder: Path, run: Run, task: TaskInstance, checkpoints, progress, options: RunOptions) -> dict:
+    """Train ``run``'s teacher in ``folder`` through the engine, storing ``checkpoints`` on the way."""
+    recipe, wanted, report = run.teacher_recipe, set(checkpoints), progress_every(progress)
 
     def on_step(clock: Clock) -> None:
         if clock.step in wanted and clock.step < recipe.steps:
             atomic_torch_save(job.model.state_dict(), checkpoint_path(folder, clock.step))
         report(clock)
 
-    job = teacher_job(task, seed, recipe, eval_points, state_path=folder / "state.pt", save_every_s=save_every_s,
-                      on_step=on_step, precision=precision, compile=compile)
+    job = teacher_job(task, run.teacher_seed, recipe, run.eval.points, state_path=folder / "state.pt",
+                      save_every_s=run.save_every_s, on_step=on_step, options=options)
     model, cost = job.model, job.plan[0].step_flops
     result = train(job)
     if result.status != "finished":
@@ -186,16 +188,15 @@ def _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_poi
     if missing:
         # the state was resumed from a run that did not store these: retrain from scratch
         (folder / "state.pt").unlink(missing_ok=True)
-        return _train_teacher(folder, teacher_id, task, seed, recipe, checkpoints, eval_points,
-                              save_every_s, progress, precision, compile)
+        return _train_teacher(folder, run, task, checkpoints, progress, options)
     stored = sorted(folder.glob("checkpoints/*.pt"))
     final = {k: v for k, v in result.curve[-1].items() if k not in ("step", "samples", "flops", "phase", "time")}
     summary = {
-        "teacher_id": teacher_id, "status": "finished", "steps": result.steps, "flops": result.flops,
+        "teacher_id": run.teacher_id, "status": "finished", "steps": result.steps, "flops": result.flops,
         "step_flops": cost, "wall_time": result.wall_time, "metrics": final,
         "checkpoints": sorted(int(p.stem.split("-")[1]) for p in stored),
         "checkpoint_bytes": sum(p.stat().st_size for p in stored), "recipe": recipe.model_dump(mode="json"),
-        "precision": precision if next(model.parameters()).device.type == "cuda" else "fp32",
+        "precision": job.precision,
         "threads": torch.get_num_threads(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
