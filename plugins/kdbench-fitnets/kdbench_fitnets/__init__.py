@@ -6,7 +6,7 @@ kdbench finds this package through its entry point in group ``kdbench``
 
 from kdbench import hookimpl
 
-from method import FitNets, FitNetsParams
+from kdbench_fitnets.method import FitNets, FitNetsParams
 
 __version__ = "0.1.0"
 __all__ = ["FitNets", "FitNetsParams", "__version__"]
