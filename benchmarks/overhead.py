@@ -18,7 +18,7 @@ import torch
 from kdbench.api import Clock, Recipe
 from kdbench.run.budget import eval_steps
 from kdbench.run.engine import PlannedPhase, TrainJob, progress_every, train
-from kdbench.losses import distillation_loss, final_teacher_phase
+from kdbench.losses import DistillOptions, distillation_loss, final_teacher_phase
 from kdbench.run.optim import make_optimizer
 from kdbench.tasks.parity import ParityMLP, ParityParams
 from kdbench.run.teachers import ProbeTeacher
@@ -62,7 +62,7 @@ def engine(args) -> float:
 
     ctx = Ctx()
     ctx.teacher, ctx.student, ctx.clock = teacher, student, Clock()
-    phase = final_teacher_phase(ctx, 1.0, 0.0)
+    phase = final_teacher_phase(ctx, options=DistillOptions(temperature=1.0, label_weight=0.0))
     job = TrainJob(model=student, plan=[PlannedPhase(phase, args.steps, 1)], recipe=recipe, task=task,
                    stream_seed=0, eval_at=eval_steps([1], [args.steps], 0)[1:-1],
                    on_step=progress_every(lambda done, total: None))

@@ -5,7 +5,8 @@ The public API for plugin authors::
     from kdbench import hookimpl, Task, TaskInstance, Method, MethodContext, Phase, Batch, Params, Recipe
     from kdbench import Clock, CoTrain, LayeredModel, LayerOutputs, logits, UserError
     from kdbench import distillation_loss, soft_cross_entropy, reverse_kl, distill_phase, final_teacher_phase
-    from kdbench import DistillOptions, Plateau, new_param, cotrained_teacher, lockstep_phases, MLP, Encoder
+    from kdbench import DistillOptions, BasicDistillOptions, Plateau, new_param, cotrained_teacher, lockstep_phases
+    from kdbench import MLP, Encoder
 
 The command line as functions, with results as pandas DataFrames (imported on first use,
 so the CLI starts without pandas)::
@@ -22,10 +23,11 @@ __version__ = "0.2.0"
 from kdbench import _moved
 from kdbench.api import (Batch, Clock, CoTrain, LayeredModel, LayerOutputs, Method, MethodContext, Params, Phase,
                          Recipe, Task, TaskInstance, logits, new_param)
+from kdbench.distill_options import BasicDistillOptions, DistillOptions
 from kdbench.errors import UserError
 from kdbench.hookspecs import hookimpl
-from kdbench.losses import (DistillOptions, cotrained_teacher, distill_phase, distillation_loss, final_teacher_phase,
-                            lockstep_phases, reverse_kl, soft_cross_entropy)
+from kdbench.losses import (cotrained_teacher, distill_phase, distillation_loss, final_teacher_phase, lockstep_phases,
+                            reverse_kl, soft_cross_entropy)
 from kdbench.models import MLP, Encoder
 from kdbench.plateau import Plateau
 
@@ -35,7 +37,7 @@ __all__ = [
     "Batch", "Clock", "CoTrain", "LayeredModel", "LayerOutputs", "Method", "MethodContext", "Params", "Phase",
     "Recipe", "Task", "TaskInstance", "logits", "hookimpl", "UserError", "distillation_loss", "soft_cross_entropy",
     "distill_phase", "final_teacher_phase", "cotrained_teacher", "lockstep_phases", "MLP", "Encoder", "__version__",
-    "reverse_kl", "DistillOptions", "Plateau", "new_param",
+    "reverse_kl", "DistillOptions", "BasicDistillOptions", "Plateau", "new_param",
     "load_results", "Results", "run_suite", "validate_suite", "plan_suite", "suite_status",
 ]
 _LAZY = {"load_results": "results", "Results": "results", "run_suite": "commands", "validate_suite": "commands",

@@ -1,86 +1,27 @@
 """Losses and phases shared by distillation methods (public: a method plugin may use them).
 
-:class:`DistillOptions` are the params of the distillation loss that one-shot and
-progressive share (a method's ``Params`` may subclass it): temperature (0: hard
-teacher labels), label weight, forward or reverse KL, and schedules of temperature
-and label weight over the run that follow the engine's :class:`~kdbench.api.Clock`.
+The loss's params are :class:`~kdbench.distill_options.DistillOptions` and its smaller bases
+(:mod:`kdbench.distill_options`, re-exported here). A phase that distils logits takes them as
+``options``: :func:`distill_phase` and :func:`final_teacher_phase`; :func:`cotrained_teacher`
+and :func:`lockstep_phases` make online distillation's teacher and phases.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-from typing import Callable, Literal, Optional
+import warnings
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import nn
 
-from kdbench.api import Clock, CoTrain, MethodContext, Params, Phase, logits, new_param
+from kdbench.api import Batch, Clock, CoTrain, MethodContext, Phase, logits
+from kdbench.distill_options import BasicDistillOptions, DistillOptions, interpolate
 
-Shape = Literal["constant", "linear", "cosine"]
-
-
-def interpolate(fraction: float, start: float, end: float, shape: str) -> float:
-    """A schedule's value after ``fraction`` (0..1, clipped) of its span, from ``start`` to ``end``:
-    ``constant`` (start), ``linear``, ``cosine`` (half a cosine) or ``exponential`` (geometric)."""
-    f = min(max(fraction, 0.0), 1.0)
-    if shape == "constant":
-        return start
-    if shape == "linear":
-        return start + (end - start) * f
-    if shape == "cosine":
-        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * f))
-    if shape == "exponential":
-        return start * (end / start) ** f
-    raise ValueError(f"unknown schedule shape {shape!r}; allowed: constant, linear, cosine, exponential")
-
-
-class DistillOptions(Params):
-    """The distillation loss's params: what a method's ``Params`` subclasses to offer them all.
-
-    At run fraction ``f = clock.step / clock.total_steps`` the loss is
-    ``(1 - w) * D(teacher, student; T) + w * cross_entropy(labels)`` with ``T`` and ``w``
-    going from ``temperature`` / ``label_weight`` (f = 0) to ``temperature_end`` /
-    ``label_weight_end`` (f = 1) by their schedules. ``D`` is ``forward`` KL (teacher ||
-    student, Hinton's) or ``reverse`` KL (student || teacher), times T^2; at ``temperature: 0``
-    it is the cross-entropy of the student on the teacher's argmax (hard labels).
-    """
-
-    temperature: float = Field(1.0, ge=0, description="softmax temperature of teacher and student; 0: the student "
-                                                       "trains with cross-entropy on the teacher's argmax")
-    label_weight: float = Field(0.0, ge=0, le=1, description="weight of the true-label cross-entropy")
-    divergence: Literal["forward", "reverse"] = new_param(
-        "forward", description="forward: KL(teacher || student) (Hinton et al.); reverse: KL(student || teacher)")
-    temperature_end: Optional[float] = new_param(
-        None, gt=0, description="temperature at the end of the run (with temperature_schedule linear or cosine)")
-    temperature_schedule: Shape = new_param(
-        "constant", description="temperature from `temperature` to `temperature_end` over the run's steps")
-    label_weight_end: Optional[float] = new_param(
-        None, ge=0, le=1, description="label weight at the end of the run (with label_weight_schedule linear or cosine)")
-    label_weight_schedule: Shape = new_param(
-        "constant", description="label weight from `label_weight` to `label_weight_end` over the run's steps")
-
-    @model_validator(mode="after")
-    def _consistent_loss(self):
-        for name in ("temperature", "label_weight"):
-            end, shape = getattr(self, f"{name}_end"), getattr(self, f"{name}_schedule")
-            if shape == "constant" and end is not None:
-                raise ValueError(f"{name}_end needs {name}_schedule linear or cosine (it is constant)")
-            if shape != "constant" and end is None:
-                raise ValueError(f"{name}_schedule {shape} needs {name}_end (the value at the end of the run)")
-        if self.temperature == 0 and self.divergence == "reverse":
-            raise ValueError("divergence: reverse needs temperature > 0 (temperature 0 trains on the teacher's "
-                             "argmax: there is no teacher distribution to reverse)")
-        if self.temperature == 0 and self.temperature_schedule != "constant":
-            raise ValueError("temperature_schedule needs temperature > 0 (temperature 0: hard teacher labels)")
-        return self
-
-    def settings_at(self, fraction: float) -> tuple[float, float]:
-        """``(temperature, label_weight)`` after ``fraction`` (0..1) of the run."""
-        return (interpolate(fraction, self.temperature, self.temperature_end, self.temperature_schedule),
-                interpolate(fraction, self.label_weight, self.label_weight_end, self.label_weight_schedule))
+__all__ = ["BasicDistillOptions", "DistillOptions", "interpolate", "soft_cross_entropy", "reverse_kl",
+           "distillation_loss", "teacher_loss", "distill_phase", "final_teacher_phase", "cotrained_teacher",
+           "lockstep_phases"]
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -126,39 +67,65 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return loss
 
 
-def distill_phase(name: str, student: nn.Module, teacher_fn: Callable[[], nn.Module], temperature: float = 1.0,
-                  label_weight: float = 0.0, *, options: Optional[DistillOptions] = None, clock: Optional[Clock] = None,
-                  **phase_fields) -> Phase:
-    """A :class:`Phase` in which ``student`` matches the logits of ``teacher_fn()`` with
-    :func:`distillation_loss`. ``teacher_fn`` is called at every step, so a checkpoint loads
-    only when its phase runs. ``options`` (:class:`DistillOptions`, e.g. the method's params)
-    replace ``temperature`` and ``label_weight``; their schedules follow ``clock`` (the run's,
-    ``ctx.clock``), needed when a schedule is not constant. ``phase_fields`` are the Phase's
-    other fields (share, steps, ...)."""
-    options = options or DistillOptions(temperature=temperature, label_weight=label_weight)
-    scheduled = (options.temperature_schedule, options.label_weight_schedule) != ("constant", "constant")
-    if scheduled and clock is None:
-        raise ValueError(f"phase {name!r}: a temperature or label-weight schedule needs the run's clock")
-    fixed = None if scheduled else options.settings_at(0.0)
+def teacher_loss(student: nn.Module, teacher_fn: Callable[[], nn.Module], options: BasicDistillOptions,
+                 clock: Optional[Clock] = None) -> Callable[[Batch], torch.Tensor]:
+    """``loss(batch)``: :func:`distillation_loss` of ``student`` against the logits of ``teacher_fn()``
+    (called at every step, without gradient) with the settings of ``options`` at the run's
+    fraction; a schedule (``options.scheduled``) follows ``clock`` (``ctx.clock``), then needed."""
+    if options.scheduled and clock is None:
+        raise ValueError("a temperature or label-weight schedule needs the run's clock")
+    fixed = None if options.scheduled else options.loss_at(0.0)
 
-    def loss(batch):
+    def loss(batch: Batch) -> torch.Tensor:
         with torch.no_grad():
             target = logits(teacher_fn(), batch)
-        temperature_now, label_weight_now = fixed or options.settings_at(clock.step / max(1, clock.total_steps))
-        return distillation_loss(logits(student, batch), target, batch.labels, temperature_now, label_weight_now,
-                                 options.divergence)
+        settings = fixed or options.loss_at(clock.step / max(1, clock.total_steps))
+        return distillation_loss(logits(student, batch), target, batch.labels, *settings)
 
-    return Phase(name, loss=loss, **phase_fields)
+    return loss
 
 
-def final_teacher_phase(ctx: MethodContext, temperature: float = 1.0, label_weight: float = 0.0,
-                        name: str = "final-teacher", *, options: Optional[DistillOptions] = None,
+def _options(caller: str, options: Optional[BasicDistillOptions], temperature: Optional[float],
+             label_weight: Optional[float], floats: str = "temperature, label_weight") -> BasicDistillOptions:
+    """``options``, or :class:`DistillOptions` of the old calling style's floats (with a DeprecationWarning)."""
+    if temperature is not None or label_weight is not None:
+        warnings.warn(f"{caller}(..., {floats}) is deprecated: pass "
+                      "options=kdbench.DistillOptions(temperature=..., label_weight=...) (or the method's params, "
+                      "a kdbench.BasicDistillOptions or DistillOptions)", DeprecationWarning, stacklevel=3)
+        if options is None:  # as before: given options replace the floats
+            return DistillOptions(temperature=1.0 if temperature is None else temperature,
+                                  label_weight=0.0 if label_weight is None else label_weight)
+    return options if options is not None else DistillOptions()
+
+
+def distill_phase(name: str, student: nn.Module, teacher_fn: Callable[[], nn.Module],
+                  temperature: Optional[float] = None, label_weight: Optional[float] = None, *,
+                  options: Optional[BasicDistillOptions] = None, clock: Optional[Clock] = None,
+                  **phase_fields) -> Phase:
+    """A :class:`Phase` in which ``student`` matches the logits of ``teacher_fn()`` with
+    :func:`distillation_loss` (see :func:`teacher_loss`). ``teacher_fn`` is called at every step,
+    so a checkpoint loads only when its phase runs. ``options`` are the loss's params (a
+    :class:`BasicDistillOptions` or :class:`DistillOptions`, e.g. the method's params; default:
+    temperature 1, no labels); their schedules follow ``clock`` (the run's, ``ctx.clock``), needed
+    when a schedule is not constant. ``phase_fields`` are the Phase's other fields (share, steps, ...).
+
+    ``temperature`` and ``label_weight`` as floats are the old calling style, deprecated (a
+    DeprecationWarning): pass ``options=DistillOptions(temperature=..., label_weight=...)``."""
+    options = _options("distill_phase", options, temperature, label_weight)
+    if options.scheduled and clock is None:
+        raise ValueError(f"phase {name!r}: a temperature or label-weight schedule needs the run's clock")
+    return Phase(name, loss=teacher_loss(student, teacher_fn, options, clock), **phase_fields)
+
+
+def final_teacher_phase(ctx: MethodContext, temperature: Optional[float] = None, label_weight: Optional[float] = None,
+                        name: str = "final-teacher", *, options: Optional[BasicDistillOptions] = None,
                         **phase_fields) -> Phase:
-    """A phase distilling ``ctx.student`` from the final teacher's logits: one-shot distillation,
-    and the last phase of most other methods. ``options``, if given, replace ``temperature`` and
-    ``label_weight`` (see :func:`distill_phase`)."""
-    return distill_phase(name, ctx.student, ctx.teacher.final, temperature, label_weight, options=options,
-                         clock=ctx.clock, teacher="final", **phase_fields)
+    """A phase distilling ``ctx.student`` from the final teacher's logits with the loss ``options``
+    (see :func:`distill_phase`): one-shot distillation, and the last phase of most other methods.
+    ``temperature`` and ``label_weight`` as floats are deprecated, as in :func:`distill_phase`."""
+    options = _options("final_teacher_phase", options, temperature, label_weight)
+    return distill_phase(name, ctx.student, ctx.teacher.final, options=options, clock=ctx.clock, teacher="final",
+                         **phase_fields)
 
 
 def cotrained_teacher(ctx: MethodContext, every: int = 1, refresh: int = 1) -> CoTrain:
@@ -173,13 +140,17 @@ def cotrained_teacher(ctx: MethodContext, every: int = 1, refresh: int = 1) -> C
                    recipe=ctx.teacher_recipe, every=every, target=target, refresh=refresh)
 
 
-def lockstep_phases(ctx: MethodContext, cotrain: CoTrain, name: str, follow: Callable, final_temperature: float = 1.0,
-                    label_weight: float = 0.0) -> list[Phase]:
-    """``follow`` (a loss reading ``cotrain.target``) while the teacher trains, then the final teacher."""
+def lockstep_phases(ctx: MethodContext, cotrain: CoTrain, name: str, follow: Callable,
+                    final_temperature: Optional[float] = None, label_weight: Optional[float] = None, *,
+                    options: Optional[BasicDistillOptions] = None) -> list[Phase]:
+    """``follow`` (a loss reading ``cotrain.target``) while the teacher trains, then the final
+    teacher with the loss ``options`` (see :func:`distill_phase`; ``final_temperature`` and
+    ``label_weight`` as floats are deprecated)."""
+    options = _options("lockstep_phases", options, final_temperature, label_weight, "final_temperature, label_weight")
     target = cotrain.target
     return [
         Phase(name, loss=follow, steps=cotrain.every * cotrain.total_steps, teacher="co-trained",
               cotrain=cotrain, cost_key="distill"),
-        distill_phase("final-teacher", ctx.student, lambda: target, final_temperature, label_weight,
+        distill_phase("final-teacher", ctx.student, lambda: target, options=options, clock=ctx.clock,
                       teacher="final (co-trained)", cost_key="distill"),
     ]

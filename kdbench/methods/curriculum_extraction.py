@@ -32,12 +32,15 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from kdbench.api import Method, Params, Phase
+from kdbench.api import Method, Phase
+from kdbench.distill_options import BasicDistillOptions
 from kdbench.hookspecs import hookimpl
 from kdbench.losses import final_teacher_phase
 
 
-class ExtractionParams(Params):
+class ExtractionParams(BasicDistillOptions):
+    """The extraction stages' params, and the temperature and label weight of the final logit phase."""
+
     extraction_share: float = Field(0.45, ge=0, lt=1, description="budget share of all extraction stages")
     stage_weights: Optional[list[float]] = Field(None, description="relative budget per stage (default even)")
     layers: Optional[list[int]] = Field(None, description="student layers to extract, in order (default all)")
@@ -53,8 +56,6 @@ class ExtractionParams(Params):
         "post", description="teacher representation projected: before or after the nonlinearity (MLP)")
     positions: Literal["all", "masked"] = Field(
         "all", description="token positions in the MSE (token models): all, or the masked (MLM) ones only")
-    temperature: float = Field(1.0, gt=0, description="temperature of the final logit phase")
-    label_weight: float = Field(0.0, ge=0, le=1, description="weight of the true labels in the logit phase")
 
     @model_validator(mode="after")
     def _lengths(self):
@@ -136,7 +137,7 @@ class CurriculumExtraction(Method):
                 f"extract-layer-{s_layer}", loss=StageLoss(student, teacher, s_layer, t_layer, projection, params),
                 share=params.extraction_share * w / sum(weights), params=self._trained(student, s_layer, params.train),
                 teacher=f"final, layer {t_layer}", depth=s_layer, info={"teacher_layer": t_layer}))
-        phases.append(final_teacher_phase(ctx, params.temperature, params.label_weight))
+        phases.append(final_teacher_phase(ctx, options=params))
         return phases
 
     @staticmethod

@@ -12,8 +12,9 @@ Params (all of :class:`kdbench.losses.DistillOptions`):
 """
 
 from kdbench.api import Method
+from kdbench.distill_options import DistillOptions
 from kdbench.hookspecs import hookimpl
-from kdbench.losses import DistillOptions, final_teacher_phase
+from kdbench.losses import final_teacher_phase
 
 
 class OneShotParams(DistillOptions):

@@ -12,34 +12,32 @@ stored; the teacher's training FLOPs are charged to the run (``teacher_train_flo
 
 from __future__ import annotations
 
-from pydantic import Field
-
-from kdbench.api import Method, Params
+from kdbench.distill_options import BasicDistillOptions
 from kdbench.hookspecs import hookimpl
-from kdbench.losses import cotrained_teacher, distill_phase, lockstep_phases
+from kdbench.losses import teacher_loss
+from kdbench.methods.lockstep import LockstepMethod, LockstepParams
 
 
-class OnlineParams(Params):
-    every: int = Field(1, ge=1, description="student steps per teacher step")
-    refresh: int = Field(1, ge=1, description="teacher steps between refreshes of the student's target")
-    temperature: float = Field(1.0, gt=0, description="softmax temperature of teacher and student")
-    label_weight: float = Field(0.0, ge=0, le=1, description="weight of the true-label cross-entropy")
+class OnlineParams(LockstepParams, BasicDistillOptions):
+    """The lockstep cadence, and the temperature and label weight of both phases."""
+
+    def final_options(self) -> BasicDistillOptions:
+        """The final teacher's loss: the same as the online phase's."""
+        return self
 
 
-class Online(Method):
+class Online(LockstepMethod):
     """Distil from a teacher that trains alongside the student, then from the final teacher."""
 
     name = "online"
     version = "1"
     Params = OnlineParams
     description = "distil while the teacher trains in lockstep (Harutyunyan et al. 2023)"
-    needs_teacher = False  # it trains its own, inside the run
+    follow_phase = "online"
 
-    def phases(self, ctx, params):
-        cotrain = cotrained_teacher(ctx, params.every, params.refresh)
-        target = cotrain.target
-        follow = distill_phase("online", ctx.student, lambda: target, params.temperature, params.label_weight).loss
-        return lockstep_phases(ctx, cotrain, "online", follow, params.temperature, params.label_weight)
+    def follow(self, ctx, params, target):
+        """Distil from the co-trained teacher's frozen copy at the params' temperature and label weight."""
+        return teacher_loss(ctx.student, lambda: target, params, ctx.clock)
 
 
 @hookimpl

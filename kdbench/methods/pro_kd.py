@@ -18,42 +18,47 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from kdbench.api import Method, Params, logits
+from kdbench.api import logits
+from kdbench.distill_options import BasicDistillOptions
+from kdbench.distill_options import interpolate as temperature_at  # the schedule's temperature after a phase fraction
 from kdbench.hookspecs import hookimpl
-from kdbench.losses import cotrained_teacher, distillation_loss, lockstep_phases
-from kdbench.losses import interpolate as temperature_at  # the schedule's temperature after a fraction of the phase
+from kdbench.losses import distillation_loss
+from kdbench.methods.lockstep import LockstepMethod, LockstepParams
 
 
-class ProKDParams(Params):
-    every: int = Field(1, ge=1, description="student steps per teacher step")
-    refresh: int = Field(1, ge=1, description="teacher steps between refreshes of the student's target")
+class ProKDParams(LockstepParams):
+    """The lockstep cadence, the label weight, and the temperature schedule over the trajectory phase."""
+
     temperature_start: float = Field(4.0, gt=0, description="temperature at the start of the trajectory phase")
     temperature_end: float = Field(1.0, gt=0, description="temperature at its end, and in the final phase")
     shape: Literal["linear", "cosine", "exponential"] = Field(
         "linear", description="how the temperature goes from start to end over the trajectory phase")
-    label_weight: float = Field(0.0, ge=0, le=1, description="weight of the true-label cross-entropy")
+
+    def final_options(self) -> BasicDistillOptions:
+        """The final teacher's loss: at ``temperature_end``."""
+        return BasicDistillOptions(temperature=self.temperature_end, label_weight=self.label_weight)
 
 
-class ProKD(Method):
+class ProKD(LockstepMethod):
     """Follow the co-trained teacher with an annealed temperature, then the final teacher."""
 
     name = "pro-kd"
     version = "1"
     Params = ProKDParams
     description = "follow the teacher's trajectory with a temperature schedule (Rezagholizadeh et al. 2021)"
-    needs_teacher = False  # it trains its own, inside the run
+    follow_phase = "trajectory"
 
-    def phases(self, ctx, params):
-        cotrain = cotrained_teacher(ctx, params.every, params.refresh)
-        student, target, clock = ctx.student, cotrain.target, ctx.clock
+    def follow(self, ctx, params, target):
+        """Distil from the co-trained teacher's frozen copy at the schedule's temperature for the phase's fraction."""
+        student, clock = ctx.student, ctx.clock
 
-        def follow(batch):
+        def loss(batch):
             t = temperature_at(clock.phase_fraction, params.temperature_start, params.temperature_end, params.shape)
             with torch.no_grad():
                 teacher_logits = logits(target, batch)
             return distillation_loss(logits(student, batch), teacher_logits, batch.labels, t, params.label_weight)
 
-        return lockstep_phases(ctx, cotrain, "trajectory", follow, params.temperature_end, params.label_weight)
+        return loss
 
 
 @hookimpl

@@ -37,8 +37,9 @@ from typing import Literal, Optional, Union
 from pydantic import Field, model_validator
 
 from kdbench.api import Method, Recipe, new_param
+from kdbench.distill_options import DistillOptions
 from kdbench.hookspecs import hookimpl
-from kdbench.losses import DistillOptions, distill_phase, final_teacher_phase
+from kdbench.losses import distill_phase, final_teacher_phase
 from kdbench.plateau import Plateau
 
 

@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from kdbench.api import Batch, Recipe, Task, TaskInstance
 from kdbench.hookspecs import hookimpl
 from kdbench.models import Encoder
+from kdbench.tasks.encoder_sizes import EncoderSizes
 from kdbench.tasks.parity import ParityData, ParityOptions
 
 
-class ParityTransformerParams(ParityOptions):
+class ParityTransformerParams(EncoderSizes, ParityOptions):
     causal: bool = Field(True, description="causal (GPT-style) attention; false: bidirectional")
     teacher_layers: int = Field(2, ge=1, description="teacher transformer blocks")
     teacher_heads: int = Field(32, ge=1, description="teacher attention heads")
@@ -39,14 +40,6 @@ class ParityTransformerParams(ParityOptions):
     mlp_ratio: int = Field(4, ge=1, description="MLP hidden width / model width")
     eval_size: int = Field(4096, ge=1, description="fresh samples in the fixed evaluation set")
     eval_batch_size: int = Field(512, ge=1, description="evaluation chunk (memory only, not results)")
-
-    @model_validator(mode="after")
-    def _check(self):
-        for who in ("teacher", "student"):
-            width, heads = getattr(self, f"{who}_width"), getattr(self, f"{who}_heads")
-            if width % heads:
-                raise ValueError(f"{who}_width ({width}) must be a multiple of {who}_heads ({heads})")
-        return self
 
 
 def bits_to_tokens(x: torch.Tensor) -> torch.Tensor:

@@ -28,18 +28,19 @@ import math
 from typing import Annotated, Optional
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from kdbench.api import Batch, Recipe, Task
 from kdbench.errors import UserError
 from kdbench.hookspecs import hookimpl
 from kdbench.inputs import PathParam
 from kdbench.streams import substream
+from kdbench.tasks.encoder_sizes import EncoderSizes
 from kdbench.tasks.grammar import NAMED_GRAMMARS, Grammar, load_grammar
 from kdbench.tasks.mlm import Masker, MLMInstance, MLMParams
 
 
-class PCFGParams(MLMParams):
+class PCFGParams(EncoderSizes, MLMParams):
     grammar: Annotated[str, PathParam(when=lambda spec: spec not in NAMED_GRAMMARS)] = Field(
         "cfg3b", description="cfg3b, cfg3b-pd, or a grammar file (in a suite: relative to the suite's folder)")
     seq_len: Optional[int] = Field(None, ge=2, description="tokens per sequence ([CLS] included); "
@@ -54,14 +55,6 @@ class PCFGParams(MLMParams):
     mlp_ratio: int = Field(4, ge=1, description="MLP hidden width / model width")
     eval_size: int = Field(1024, ge=1, description="evaluation strings (the public code used 4096)")
     eval_batch_size: int = Field(128, ge=1, description="evaluation chunk (memory only, not results)")
-
-    @model_validator(mode="after")
-    def _widths(self):
-        for who in ("teacher", "student"):
-            width, heads = getattr(self, f"{who}_width"), getattr(self, f"{who}_heads")
-            if width % heads:
-                raise ValueError(f"{who}_width ({width}) must be a multiple of {who}_heads ({heads})")
-        return self
 
 
 class PCFGInstance(MLMInstance):

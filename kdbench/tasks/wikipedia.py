@@ -58,6 +58,7 @@ from kdbench.hookspecs import hookimpl
 from kdbench.inputs import PathParam
 from kdbench.files import atomic_torch_save, atomic_write_text
 from kdbench.streams import substream
+from kdbench.tasks.encoder_sizes import EncoderSizes
 from kdbench.tasks.hf_models import load_pretrained_tokenizer
 from kdbench.tasks.mlm import Masker, MLMInstance, MLMParams
 
@@ -70,7 +71,7 @@ SUFFIXES = (".txt", ".raw", ".tokens")
 CORPUS_PATH = PathParam(when=lambda spec: not spec.startswith("hf:"), files=lambda path: corpus_files(str(path)))
 
 
-class WikipediaParams(MLMParams):
+class WikipediaParams(EncoderSizes, MLMParams):
     corpus: Annotated[str, CORPUS_PATH] = Field(
         description="text file, folder of .txt/.raw/.tokens files, or hf:NAME[:CONFIG]; in a suite, relative to "
                     "the suite's folder, ${ENV_VAR} allowed")
@@ -101,14 +102,6 @@ class WikipediaParams(MLMParams):
             except UserError as exc:
                 raise ValueError(str(exc)) from None
         return spec
-
-    @model_validator(mode="after")
-    def _widths(self):
-        for who in ("teacher", "student"):
-            width, heads = getattr(self, f"{who}_width"), getattr(self, f"{who}_heads")
-            if width % heads:
-                raise ValueError(f"{who}_width ({width}) must be a multiple of {who}_heads ({heads})")
-        return self
 
     @model_validator(mode="after")
     def _pretrained_tokenizer(self):

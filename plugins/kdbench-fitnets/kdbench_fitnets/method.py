@@ -22,11 +22,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from kdbench import Method, MethodContext, Params, Phase, UserError, final_teacher_phase
+from kdbench import BasicDistillOptions, Method, MethodContext, Phase, UserError, final_teacher_phase
 
 
-class FitNetsParams(Params):
-    """Where the hint goes, how much of the budget it gets, and the logits phase."""
+class FitNetsParams(BasicDistillOptions):
+    """Where the hint goes, how much of the budget it gets, and the logits phase (``temperature``
+    and ``label_weight``, from :class:`kdbench.BasicDistillOptions`)."""
 
     student_layer: Optional[int] = Field(
         None, ge=1, description="guided student layer (default: the middle one, ceil(student layers / 2))")
@@ -34,8 +35,6 @@ class FitNetsParams(Params):
         None, ge=1, description="hint teacher layer (default: the same relative depth, "
                                 "ceil(student_layer * teacher layers / student layers))")
     hint_share: float = Field(0.3, gt=0, lt=1, description="share of the FLOP budget spent on the hint phase")
-    temperature: float = Field(1.0, gt=0, description="softmax temperature of the logits phase")
-    label_weight: float = Field(0.0, ge=0, le=1, description="weight of the true-label loss in the logits phase")
     pre_activation: bool = Field(False, description="match both layers' outputs before their nonlinearity")
     regressor_init: Literal["xavier", "kaiming", "orthogonal"] = Field(
         "xavier", description="initialisation of the regressor's weight (its bias starts at 0)")
@@ -97,5 +96,5 @@ class FitNets(Method):
         return [
             Phase("hint", loss=hint_loss, share=params.hint_share, params=trained, teacher="final", depth=s_layer,
                   info={"student_layer": s_layer, "teacher_layer": t_layer}),
-            final_teacher_phase(ctx, params.temperature, params.label_weight, name="logits"),
+            final_teacher_phase(ctx, name="logits", options=params),
         ]

@@ -5,13 +5,13 @@ import math
 
 import pytest
 import torch
-from kdbench import UserError
+from kdbench import BasicDistillOptions, UserError
 from kdbench.plugins import load_plugins
 from kdbench.run.runner import build_task, method_phases
 from kdbench.run.teachers import ProbeTeacher
 from kdbench.testing import check_method, resolve_run, tiny_encoder_task
 
-from kdbench_fitnets import FitNets
+from kdbench_fitnets import FitNets, FitNetsParams
 
 BUDGET = 2e7  # ~45 hint steps and ~370 logits steps on the tiny task
 
@@ -115,3 +115,12 @@ def test_encoder_per_token_hint(run_method):
     assert result.status == "finished" and all(n > 0 for n in result.phase_steps)
     losses = [p["train_loss"] for p in result.phase_points("hint") if p["train_loss"] is not None]
     assert losses[-1] < losses[0]
+
+
+def test_logits_phase_params_are_kdbenchs_basic_distill_options():
+    """temperature and label_weight come from kdbench.BasicDistillOptions; the params dump (so the run
+    ids) as when fitnets declared them itself."""
+    assert issubclass(FitNetsParams, BasicDistillOptions)
+    assert FitNetsParams().model_dump(mode="json") == {
+        "student_layer": None, "teacher_layer": None, "hint_share": 0.3, "temperature": 1.0, "label_weight": 0.0,
+        "pre_activation": False, "regressor_init": "xavier"}
