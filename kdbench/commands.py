@@ -172,9 +172,16 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     if detach and launched:
         result.detached = True
         return result
+    return _with_outputs(result, log)
+
+
+def _with_outputs(result: SuiteRun, log: Callable[[str], None]) -> SuiteRun:
+    """``result`` with the leaderboard and figures of its folder written; a leaderboard that cannot be
+    written (a full disk) is logged and kept in ``leaderboard_error``: the runs are stored."""
+    out = result.output
     try:
         result.leaderboard_path, result.loaded_results = write_outputs(out, log)
-    except OSError as exc:  # a full disk: the runs are stored, `kdbench leaderboard` can write it later
+    except OSError as exc:
         result.leaderboard_error = os_error(exc)
         log(f"leaderboard not written: {result.leaderboard_error}; `kdbench leaderboard {out}` writes it "
             "from the stored runs")

@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kdbench"
 # the pipeline, first to last: a module may import from its own stage and earlier ones only
 STAGES = ["suite", "run", "tuning", "results", "commands", "cli"]
 # what the plugin families may import: the plugin API (top-level modules) and the models
-PLUGIN_API = {"api", "errors", "hookspecs", "losses", "plateau", "streams", "inputs", "files", "models"}
+PLUGIN_API = {"api", "errors", "hookspecs", "losses", "distill_options", "plateau", "streams", "inputs", "files",
+              "models"}
 
 
 def modules(root: Path) -> dict[str, Path]:
