@@ -20,6 +20,8 @@ Test helpers for plugin authors live in :mod:`kdbench.testing` (a pytest plugin)
 
 __version__ = "0.2.0"
 
+from importlib import import_module
+
 from kdbench import _moved
 from kdbench.api import (Batch, Clock, CoTrain, LayeredModel, LayerOutputs, Method, MethodContext, Params, Phase,
                          Recipe, Task, TaskInstance, logits, new_param)
@@ -47,7 +49,5 @@ _LAZY = {"load_results": "results", "Results": "results", "run_suite": "commands
 def __getattr__(name: str):
     """The Python API (results layer and commands), imported when first asked for (it imports pandas)."""
     if name in _LAZY:
-        from importlib import import_module
-
         return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable, ClassVar, Literal, NamedTuple, Optional, Protocol, Sequence, runtime_checkable
+from typing import (Annotated, Any, Callable, ClassVar, Literal, NamedTuple, Optional, Protocol, Sequence,
+                    runtime_checkable)
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_serializer

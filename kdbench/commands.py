@@ -20,11 +20,25 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-from kdbench.errors import UserError
-from kdbench.plugins import Registry, load_plugins
+import torch
+
 from kdbench import __version__
+from kdbench.errors import UserError
+from kdbench.launchers import LaunchContext, choose_launcher
+from kdbench.launchers.local import available_cores
+from kdbench.launchers.threads import ThreadChoice, choose_threads, torch_threads
+from kdbench.loggers.selection import choose_loggers
+from kdbench.plugins import Registry, load_plugins
 from kdbench.progress import Reporter, os_error
+from kdbench.run.options import RunOptions, check_device_spec
+from kdbench.run.pricing import load_suite
+from kdbench.run.probe import estimate_job
+from kdbench.run.runner import build_task, prepare
+from kdbench.run.store import make_results_folder, outputs_up_to_date, record_outputs, run_is_done, write_manifest
+from kdbench.run.teachers import ProbeTeacher, teacher_job
+from kdbench.run.validation import check_runs
 from kdbench.suite.expand import LoadedSuite
+from kdbench.suite.identity import short_hash
 
 PathLike = Union[str, Path]
 
@@ -32,8 +46,6 @@ PathLike = Union[str, Path]
 def load(suite: PathLike, plugins: Sequence[PathLike] = (), output: Optional[PathLike] = None
          ) -> tuple[LoadedSuite, Registry]:
     """Parse and validate ``suite`` against the installed plugins (and ``plugins`` files); its runs."""
-    from kdbench.run.pricing import load_suite  # start-up cost: torch (1.8 s), not paid by `kdbench --help`
-
     try:
         loaded, registry = load_suite(Path(suite), load_plugins, tuple(str(p) for p in plugins))
     except SystemExit as exc:  # a plugin file that calls sys.exit() when imported
@@ -46,9 +58,6 @@ def load(suite: PathLike, plugins: Sequence[PathLike] = (), output: Optional[Pat
 def validate_suite(suite: PathLike, plugins: Sequence[PathLike] = ()) -> LoadedSuite:
     """Everything ``kdbench validate`` checks: the schema, every plugin's params (loggers included),
     and one probe step of every (task, method) pair on untrained models. Trains nothing; raises UserError."""
-    from kdbench.loggers.selection import choose_loggers
-    from kdbench.run.validation import check_runs
-
     loaded, registry = load(suite, plugins)
     choose_loggers(loaded, registry)
     check_runs(loaded, registry)
@@ -114,13 +123,6 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     progress (default: none); ``keep_students``, if given, overrides the suite's ``keep_students``.
     It takes the command's flags one for one (the Python twin of ``kdbench run``), hence their number;
     device, precision and compile become one :class:`kdbench.run.options.RunOptions` here."""
-    # start-up cost: these import torch (1.8 s), which `kdbench --help` and `kdbench leaderboard` never pay
-    from kdbench.launchers import LaunchContext, choose_launcher
-    from kdbench.loggers.selection import choose_loggers
-    from kdbench.run.options import RunOptions, check_device_spec
-    from kdbench.run.store import run_is_done, write_manifest
-    from kdbench.run.validation import check_runs
-
     loaded, registry = load(suite, plugins, output)
     if keep_students is not None:
         loaded.runs = [replace(r, keep_students=keep_students) for r in loaded.runs]
@@ -190,8 +192,6 @@ def _with_outputs(result: SuiteRun, log: Callable[[str], None]) -> SuiteRun:
 
 def _results_folder(out: Path, suite: Path) -> Path:
     """``out``, made a results folder holding ``suite``'s text; a UserError if it cannot be written."""
-    from kdbench.run.store import make_results_folder  # start-up cost: torch (kdbench.run.store imports it)
-
     try:
         make_results_folder(out, suite.read_text())
     except OSError as exc:
@@ -202,8 +202,7 @@ def _results_folder(out: Path, suite: Path) -> Path:
 def _tune(loaded, registry, tasks, params, launcher_cls, ctx, launch, suite: Path):
     """The sweep of a tuned suite (:mod:`kdbench.tuning`): (its test runs, the trial run ids). Eight
     arguments: the suite, its plugins and tasks, the launcher (class, params, context, launch) and the file."""
-    # start-up cost: the sweep imports optuna and torch
-    from kdbench.run.store import write_manifest
+    # start-up cost: the sweep imports optuna and pandas (0.5 s together), paid only by a tuned suite
     from kdbench.tuning.sweep import Sweep
 
     jobs = (getattr(params, launcher_cls.jobs_option, 1) if launcher_cls.jobs_option else 1) or 1
@@ -221,15 +220,13 @@ def write_outputs(out: Path, log: Callable[[str], None] = lambda message: None):
     When no file of ``out`` changed since they were last written
     (:func:`kdbench.run.store.outputs_up_to_date`), they are left as they are and results is None
     (:class:`SuiteRun` reads them when asked)."""
-    from kdbench.run.store import outputs_up_to_date, record_outputs  # start-up cost: torch
-
     if not (out / "runs").is_dir():
         return None, None
     leaderboard = out / "leaderboard.md"
     if leaderboard.is_file() and outputs_up_to_date(out, __version__):
         return leaderboard, None
 
-    # start-up cost: pandas (0.5 s) and matplotlib (0.8 s), not paid when nothing changed
+    # start-up cost: pandas (0.4 s) and matplotlib (0.5 s), not paid when nothing changed
     from kdbench.results.folder import load_results
     from kdbench.results.leaderboard import build_leaderboard
     from kdbench.results.plots import write_figures
@@ -304,14 +301,6 @@ def plan_suite(suite: PathLike, output: Optional[PathLike] = None, *, device: st
                precision: str = "fp32", compile: bool = False, plugins: Sequence[PathLike] = ()) -> Plan:
     """Do what ``kdbench plan`` does: every run's measured FLOPs per step and allotted steps, which
     are done, and (``probe_steps`` > 0) its time estimated from that many timed engine steps."""
-    # start-up cost: torch (1.8 s)
-    import torch
-
-    from kdbench.launchers import LaunchContext
-    from kdbench.launchers.local import available_cores
-    from kdbench.launchers.threads import ThreadChoice, choose_threads, torch_threads
-    from kdbench.run.options import RunOptions
-    from kdbench.run.validation import check_runs
 
     loaded, registry = load(suite, plugins, output)
     options = RunOptions.resolve(device, precision, compile)
@@ -331,12 +320,6 @@ def plan_suite(suite: PathLike, output: Optional[PathLike] = None, *, device: st
 
 def _estimate(loaded: LoadedSuite, registry, options, probe_steps: int) -> Plan:
     """The rows of :func:`plan_suite`, their estimates timed with the threads already set."""
-    # start-up cost: torch (1.8 s)
-    from kdbench.run.probe import estimate_job
-    from kdbench.run.runner import build_task, prepare
-    from kdbench.run.store import run_is_done
-    from kdbench.suite.identity import short_hash
-    from kdbench.run.teachers import ProbeTeacher, teacher_job
 
     tasks, estimates, teachers, rows = {}, {}, {}, []
     for r in loaded.runs:
@@ -372,6 +355,7 @@ def _estimate(loaded: LoadedSuite, registry, options, probe_steps: int) -> Plan:
 def suite_status(target: PathLike, output: Optional[PathLike] = None, plugins: Sequence[PathLike] = ()):
     """Do what ``kdbench status`` does: ``(out, runs, teachers)``, a row per run and per teacher of
     a results folder, or of a suite's output folder, with where each stands."""
+    # start-up cost: pandas (0.4 s), paid only by `kdbench status`
     from kdbench.launchers.status import collect
 
     target = Path(target)
@@ -391,6 +375,7 @@ def tune_report(results: PathLike, fmt: str = "md", all_runs: bool = False) -> s
     """Do what ``kdbench tune-report`` does: every trial of the tuning sweeps in results folder
     ``results`` and each method's sensitivity to its settings, as ``md``, ``csv``, ``json`` or
     ``latex`` text (see :mod:`kdbench.tuning.report`); a UserError when it holds no sweep."""
+    # start-up cost: pandas (0.4 s) and matplotlib (0.5 s), paid only by the commands that draw or tabulate
     from kdbench.results.folder import load_results
     from kdbench.tuning.report import render_tuning
 

@@ -136,3 +136,29 @@ def test_plugin_families_import_only_the_plugin_api(family):
     bad = [f"{m} -> {t}" for m, targets in edges.items() if m.startswith(f"kdbench.{family}")
            for t in targets if t != "kdbench" and t.split(".")[1] not in PLUGIN_API | {family}]
     assert not bad, f"kdbench.{family} imports beyond the plugin API: " + ", ".join(sorted(bad))
+
+
+def function_level_imports(root: Path = PACKAGE) -> list[tuple[str, int, bool]]:
+    """(file, line, whether a comment says why) for every import written inside a function: the
+    comment is on the import's line or on a line of the import block just above it."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    above = node.lineno - 2
+                    said = "#" in lines[node.lineno - 1]
+                    while not said and above >= 0 and lines[above].strip().startswith(("from ", "import ", "#")):
+                        said = lines[above].strip().startswith("#")
+                        above -= 1
+                    found.append((str(path.relative_to(root.parent)), node.lineno, said))
+    return found
+
+
+def test_an_import_inside_a_function_says_why():
+    """Only an optional dependency or a measured start-up cost justifies it, and a comment says which."""
+    silent = [f"{file}:{line}" for file, line, said in function_level_imports() if not said]
+    assert not silent, "imports inside functions without a comment saying why: " + ", ".join(silent)

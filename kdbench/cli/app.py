@@ -11,11 +11,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from kdbench.cli.catalog import Format
-from kdbench.progress import os_error, show_warnings
+from kdbench.cli.catalog import Format, print_descriptions, print_listing
+from kdbench.cli.scaffold import new_method_package
+from kdbench.commands import plan_suite, run_suite, suite_status
+from kdbench.commands import tune_report as render
+from kdbench.commands import validate_suite
 from kdbench.errors import UserError
+from kdbench.launchers.common import failure_lines
 from kdbench.plugins import load_plugins
-from kdbench.progress import LogConsole, Reporter
+from kdbench.progress import LogConsole, Reporter, os_error, show_warnings
+from kdbench.run.probe import format_seconds
+from kdbench.suite.expand import check_plugin_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="kdbench: benchmark knowledge-distillation methods under matched FLOP budgets.")
@@ -81,9 +87,6 @@ def run(
                                                  "suite's keep_students, else yes)."),
 ):
     """Train teachers and run every unfinished run of SUITE, then write the leaderboard."""
-    from kdbench.commands import run_suite
-    from kdbench.launchers.common import failure_lines
-
     try:
         done = run_suite(suite, output, jobs=jobs, device=device, launcher=launcher,
                          launcher_options=launcher_option or (), sbatch=sbatch or (), detach=detach,
@@ -117,8 +120,6 @@ def _log(message: str) -> None:
 def validate(suite: Path = typer.Argument(..., help="Suite file (YAML)."), plugin: Optional[List[Path]] = PluginOpt):
     """Check SUITE: the schema, every plugin's params, and one probe step of every (task, method)
     pair on untrained models; train nothing."""
-    from kdbench.commands import validate_suite
-
     loaded = validate_suite(suite, plugin or ())
     s = loaded.suite
     out_console.print(f"{suite}: valid: {len(s.tasks)} task(s) x {len(s.methods)} method(s) x "
@@ -139,9 +140,6 @@ def plan(
 ):
     """List SUITE's runs: ids, measured FLOPs per step, steps, budget, which are done, and an
     estimate of each run's time on this device from a few timed engine steps."""
-    from kdbench.commands import plan_suite
-    from kdbench.run.probe import format_seconds
-
     plan = plan_suite(suite, output, device=device, probe_steps=probe_steps, precision=precision, compile=compile,
                       plugins=plugin or ())
     loaded, dev = plan.suite, plan.device
@@ -191,8 +189,6 @@ def status(
     plugin: Optional[List[Path]] = PluginOpt,
 ):
     """Where every run stands: finished, running (step), pending in Slurm, failed, lost, not started."""
-    from kdbench.commands import suite_status
-
     out, rows, teachers = suite_status(target, output, plugin or ())
     table = Table(title=f"{out}: {len(rows)} runs")
     for col in ("run id", "task", "method", "seed", "state", "job", "detail"):
@@ -214,9 +210,6 @@ FormatOpt = typer.Option(Format.text, "--format", "-f", help="text (a table on a
 @user_errors
 def list_plugins(plugin: Optional[List[Path]] = PluginOpt, fmt: Format = FormatOpt):
     """Show the tasks, methods, launchers and loggers that are installed, with versions and origin."""
-    from kdbench.cli.catalog import print_listing
-    from kdbench.suite.expand import check_plugin_file
-
     for p in plugin or ():
         check_plugin_file(p, "--plugin")
     print_listing(out_console, err_console, load_plugins(tuple(str(p) for p in plugin or ())), fmt)
@@ -232,13 +225,12 @@ def describe(
     fmt: Format = FormatOpt,
 ):
     """Show a plugin's params: type, allowed values, default and description of each, and its defaults."""
-    from kdbench.cli.catalog import print_descriptions
-
     print_descriptions(out_console, load_plugins(tuple(str(p) for p in plugin or ())), name, kind, fmt)
 
 
 def _write_figures(results, **kwargs) -> list[Path]:
     """Figures next to the leaderboard; a plotting problem is reported, never fatal to a run."""
+    # start-up cost: pandas (0.4 s) and matplotlib (0.5 s), paid only by the commands that draw or tabulate
     from kdbench.results.plots import write_figures
 
     try:
@@ -265,8 +257,6 @@ def new_method(
     output: Path = typer.Option(Path("."), "--output", "-o", help="Folder to create kdbench-NAME/ in."),
 ):
     """Scaffold a method plugin package (like plugins/kdbench-fitnets): pyproject with entry point, method, tests."""
-    from kdbench.cli.scaffold import new_method_package
-
     root = new_method_package(name, output, tuple(load_plugins().methods))
     typer.echo(f"created {root}\nnext:\n  pip install -e {root}\n  kdbench list\n  python -m pytest {root / 'tests'} -q")
 
@@ -284,9 +274,10 @@ def leaderboard(
 ):
     """Print RESULTS' leaderboard in FORMAT; write RESULTS/leaderboard.md (and leaderboard.<format>).
     With no run to show, write nothing and exit 2."""
+    # start-up cost: pandas (0.4 s) and matplotlib (0.5 s), paid only by the commands that draw or tabulate
+    from kdbench.results.folder import load_results
     from kdbench.results.leaderboard import build_leaderboard
     from kdbench.results.render import FORMATS, folder_notes, render, write_leaderboard
-    from kdbench.results.folder import load_results
 
     res = load_results(results, all_runs)
     board = build_leaderboard(res, baseline, ci)
@@ -314,8 +305,9 @@ def plot(
                                     "student_steps, else flops)."),
 ):
     """Write the metric-vs-FLOPs (or -steps) figure of every task of RESULTS as PNG and PDF."""
-    from kdbench.results.plots import write_figures
+    # start-up cost: pandas (0.4 s) and matplotlib (0.5 s), paid only by the commands that draw or tabulate
     from kdbench.results.folder import load_results
+    from kdbench.results.plots import write_figures
 
     for path in write_figures(load_results(results, all_runs), output, teacher=teacher_curve, x=x):
         out_console.print(f"wrote {path}", highlight=False)
@@ -330,8 +322,6 @@ def tune_report(
 ):
     """Print the tuning sweeps of RESULTS: every trial (settings, objective per dev seed, mean) and
     each method's sensitivity to its settings (best, median, worst, trials within reach of the best)."""
-    from kdbench.commands import tune_report as render
-
     typer.echo(render(results, fmt, all_runs))
 
 
@@ -349,6 +339,7 @@ def report(
                                "that is not a kdbench report."),
 ):
     """Write a folder for a paper: tables in every format, figures, the suite, versions, how to reproduce."""
+    # start-up cost: pandas (0.4 s) and matplotlib (0.5 s), paid only by the commands that draw or tabulate
     from kdbench.results.report import write_report
 
     dest = write_report(results, output, baseline, ci, teacher_curve, all_runs, force)
@@ -369,6 +360,7 @@ def export(
 ):
     """Write a run's kept student (or a teacher) as a model to load without kdbench: a Hugging Face
     save_pretrained folder (with the task's tokenizer), or model.safetensors and config.json."""
+    # start-up cost: pandas (0.4 s) and matplotlib (0.5 s), paid only by the commands that draw or tabulate
     from kdbench.results.export import export_model
 
     dest = export_model(source, output, results=results, teacher=teacher, force=force)

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from string import Template
 
+from kdbench import __version__
 from kdbench.errors import UserError
 
 NAME_PATTERN = r"[a-z][a-z0-9]*(-[a-z0-9]+)*"
@@ -183,8 +184,6 @@ def new_method_package(name: str, parent: Path, installed_methods: tuple[str, ..
     ``installed_methods`` are names already taken: a plugin reusing one would be
     refused at load time, so it is refused here.
     """
-    from kdbench import __version__
-
     names = package_names(name)
     if name in installed_methods:
         raise UserError(f"new-method: a method named {name!r} is already installed (see kdbench list); "

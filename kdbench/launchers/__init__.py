@@ -20,9 +20,9 @@ from kdbench.api import Params
 from kdbench.errors import UserError
 from kdbench.plugins import Registry
 from kdbench.progress import Reporter
-from kdbench.suite.schema import format_validation_error, unknown_name
-from kdbench.suite.identity import Run
 from kdbench.run.options import RunOptions
+from kdbench.suite.identity import Run
+from kdbench.suite.schema import format_validation_error, unknown_name
 
 
 @dataclass

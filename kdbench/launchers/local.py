@@ -33,14 +33,14 @@ from pydantic import Field
 from kdbench.api import Params
 from kdbench.errors import UserError
 from kdbench.hookspecs import hookimpl
-from kdbench.run.runner import execute_run, fail_without_running, train_teacher
-from kdbench.run.stop import StopRequested, graceful_interrupt, interrupt_at_once, interrupted, stop_requested
-from kdbench.run.store import teacher_dir
-from kdbench.run.teachers import TeacherFailed, teacher_is_ready
 from kdbench.launchers import LaunchContext, Launcher
 from kdbench.launchers.common import MALLOC_ENV, describe, describe_teacher, teacher_groups
 from kdbench.launchers.threads import choose_threads, torch_threads
 from kdbench.launchers.workers import init_worker, worker_run, worker_teacher
+from kdbench.run.runner import execute_run, fail_without_running, train_teacher
+from kdbench.run.stop import StopRequested, graceful_interrupt, interrupt_at_once, interrupted, stop_requested
+from kdbench.run.store import teacher_dir
+from kdbench.run.teachers import TeacherFailed, teacher_is_ready
 
 WORKER_DIED = ("its worker process died (killed, out of memory, or a plugin ended the process); "
                "the next `kdbench run` retries it from its saved state")

@@ -29,17 +29,23 @@ from pathlib import Path
 from typing import Optional
 
 import submitit
+import torch
 from pydantic import Field, field_validator
 
 from kdbench.api import Params
 from kdbench.errors import UserError
-from kdbench.hookspecs import hookimpl
 from kdbench.files import atomic_write_json
-from kdbench.run.store import read_json, read_progress, read_run, run_dir, teacher_dir
-from kdbench.suite.identity import Run
+from kdbench.hookspecs import hookimpl
 from kdbench.launchers import JobState, LaunchContext, Launcher
 from kdbench.launchers.common import MALLOC_ENV, describe, describe_teacher, teacher_groups
 from kdbench.launchers.slurm_queue import LIVE_STATES, JobBook, job_states, run_entry
+from kdbench.plugins import load_plugins
+from kdbench.run.options import resolve_device
+from kdbench.run.runner import execute_run, train_teacher
+from kdbench.run.stop import StopRequested, clear_stop, request_stop
+from kdbench.run.store import read_json, read_progress, read_run, run_dir, teacher_dir
+from kdbench.run.teachers import teacher_is_ready
+from kdbench.suite.identity import Run
 
 
 class SlurmParams(Params):
@@ -90,11 +96,6 @@ class _Job(submitit.helpers.Checkpointable):
         self.out, self.plugin_paths, self.options = Path(out), tuple(plugin_paths), options
 
     def __call__(self):
-        import torch
-
-        from kdbench.run.options import resolve_device
-        from kdbench.plugins import load_plugins
-        from kdbench.run.stop import StopRequested, clear_stop, request_stop
 
         torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
         usr_signal = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
@@ -137,7 +138,6 @@ class TeacherJob(_Job):
         self.run, self.checkpoints = run, sorted(checkpoints)
 
     def work(self, registry, options):
-        from kdbench.run.runner import train_teacher
 
         progress = teacher_dir(self.out, self.run.teacher_id) / "progress.json"
         summary = train_teacher(self.run, self.checkpoints, registry, self.out, options, _progress_writer(progress))
@@ -153,7 +153,6 @@ class RunJob(_Job):
         self.run, self.loggers = run, tuple(loggers)
 
     def work(self, registry, options):
-        from kdbench.run.runner import execute_run
 
         progress = run_dir(self.out, self.run.run_id) / "progress.json"
         progress.parent.mkdir(parents=True, exist_ok=True)
@@ -248,8 +247,6 @@ def _submit_array(folder: Path, params: SlurmParams, name: str, jobs: list, depe
 
 def submit(runs: list[Run], ctx: LaunchContext, params: SlurmParams, book: JobBook) -> int:
     """Submit the teachers and runs that no live job holds; record them in ``book``. Returns runs submitted."""
-    from kdbench.run.teachers import teacher_is_ready
-
     folder = ctx.out / "slurm"
     common = (ctx.out, tuple(ctx.plugin_paths), ctx.run_options)
     known = [e["job"] for e in [*book.runs.values(), *book.teachers.values()]]

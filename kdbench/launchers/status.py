@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from kdbench.launchers import JobState
 from kdbench.plugins import Registry
 from kdbench.results.folder import load_results
 from kdbench.run.store import MANIFEST, read_json, run_dir, teacher_dir
-from kdbench.launchers import JobState
 
 
 @dataclass

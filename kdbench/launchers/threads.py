@@ -19,13 +19,13 @@ from typing import Optional
 
 import torch
 
+from kdbench.launchers import LaunchContext
+from kdbench.launchers.common import teacher_groups
 from kdbench.run.engine import TrainJob
 from kdbench.run.probe import phase_seconds
 from kdbench.run.runner import build_task, prepare
 from kdbench.run.store import teacher_dir
 from kdbench.run.teachers import ProbeTeacher, teacher_is_ready, teacher_job
-from kdbench.launchers import LaunchContext
-from kdbench.launchers.common import teacher_groups
 
 SPEEDUP_NEEDED = 1.3  # below this, the extra threads' cost on a shared machine outweighs their gain
 ROUNDS, STEPS, WARMUP = 2, 4, 1  # interleaved rounds; timed and untimed steps per round

@@ -19,9 +19,10 @@ import time
 
 import torch
 
+from kdbench.launchers.common import MALLOC_ENV
+from kdbench.plugins import load_plugins
 from kdbench.run.runner import execute_run, train_teacher
 from kdbench.run.stop import STOP_SIGNALS, StopRequested, request_stop, stop_requested
-from kdbench.launchers.common import MALLOC_ENV
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 WATCH_EVERY_S = 0.5  # how often the watchdog looks for its parent
@@ -44,8 +45,6 @@ def tune_malloc() -> None:
 def init_worker(plugin_paths, options, threads: int, progress_queue, parent_pid: int, loggers: tuple = ()) -> None:
     """Set a new worker up: threads, malloc, signal handlers, the parent watch, the plugin registry
     and the loggers that follow its runs."""
-    from kdbench.plugins import load_plugins
-
     torch.set_num_threads(threads)
     tune_malloc()
     # Ctrl-C (the terminal's, then the parent's) and SIGTERM: finish the step, save, stop; never mid-step

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from kdbench.api import Params
 from kdbench.hookspecs import hookimpl
-from kdbench.loggers import Logger, LoggedRun, LogPoint, final_metrics
+from kdbench.loggers import LoggedRun, Logger, LogPoint, final_metrics
 
 MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
 MAX_PARAM_LENGTH = 6000  # MLflow's longest param value
@@ -56,6 +56,7 @@ class MLflowLogger(Logger):
         uri = self.params.tracking_uri or (Path(run.out).resolve() / "mlruns").as_uri()
         if uri.startswith("file:"):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        # optional dependency: mlflow-skinny (extra `mlflow`)
         from mlflow.tracking import MlflowClient
 
         self.client, self.phase, self.phases = MlflowClient(tracking_uri=uri), None, []
@@ -77,6 +78,7 @@ class MLflowLogger(Logger):
 
     def _experiment(self, name: str) -> str:
         """The id of experiment ``name``, created if needed (by this process or a concurrent one)."""
+        # optional dependency: mlflow-skinny (extra `mlflow`)
         from mlflow.exceptions import MlflowException
 
         found = self.client.get_experiment_by_name(name)
@@ -88,6 +90,7 @@ class MLflowLogger(Logger):
             return self.client.get_experiment_by_name(name).experiment_id
 
     def _log_params(self, params: dict) -> None:
+        # optional dependency: mlflow-skinny (extra `mlflow`)
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
@@ -95,6 +98,7 @@ class MLflowLogger(Logger):
             self.client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS_PER_CALL])
 
     def _log_metrics(self, values: dict, step: int) -> None:
+        # optional dependency: mlflow-skinny (extra `mlflow`)
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

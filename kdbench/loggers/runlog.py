@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from kdbench.errors import FAILURES
-from kdbench.plugins import Registry
-from kdbench.loggers import Logger, LoggedRun, LogPoint
+from kdbench.loggers import LoggedRun, Logger, LogPoint
 from kdbench.loggers.selection import LoggerSpec
+from kdbench.plugins import Registry
 
 
 def warn_on_stderr(message: str) -> None:

@@ -16,10 +16,10 @@ from pydantic import ValidationError
 
 from kdbench.errors import UserError
 from kdbench.launchers import parse_option
-from kdbench.plugins import Registry
-from kdbench.suite.schema import format_validation_error, unknown_name
 from kdbench.loggers import Logger, missing_modules
 from kdbench.loggers.schema import LoggerEntry
+from kdbench.plugins import Registry
+from kdbench.suite.schema import format_validation_error, unknown_name
 
 NO_LOGGERS = "none"
 COMMAND_LINE = Path("command line")

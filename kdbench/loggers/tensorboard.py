@@ -18,7 +18,7 @@ from pydantic import Field
 
 from kdbench.api import Params
 from kdbench.hookspecs import hookimpl
-from kdbench.loggers import Logger, LoggedRun, LogPoint, final_metrics, resolve_in
+from kdbench.loggers import LoggedRun, Logger, LogPoint, final_metrics, resolve_in
 
 HPARAM_TYPES = (bool, int, float, str)
 
@@ -46,6 +46,7 @@ class TensorBoardLogger(Logger):
     install = 'pip install "kdbench[tensorboard]" (or pip install tensorboard)'
 
     def start(self, run: LoggedRun) -> None:
+        # optional dependency: tensorboard (extra `tensorboard`)
         from torch.utils.tensorboard import SummaryWriter
 
         c = run.config
@@ -69,6 +70,7 @@ class TensorBoardLogger(Logger):
         w.flush()
 
     def finish(self, summary: dict) -> None:
+        # optional dependency: tensorboard (extra `tensorboard`)
         from torch.utils.tensorboard.summary import hparams
 
         if summary.get("status") != "interrupted":  # a resumed run finishes later

@@ -26,8 +26,8 @@ from pydantic import Field
 
 from kdbench.api import Params
 from kdbench.hookspecs import hookimpl
+from kdbench.loggers import LoggedRun, Logger, LogPoint, final_metrics, resolve_in
 from kdbench.suite.identity import short_hash
-from kdbench.loggers import Logger, LoggedRun, LogPoint, final_metrics, resolve_in
 
 ENV_OFFLINE = ("offline", "disabled", "dryrun")  # WANDB_MODE values that keep W&B off the network
 
@@ -75,6 +75,7 @@ class WandbLogger(Logger):
     install = 'pip install "kdbench[wandb]" (or pip install wandb)'
 
     def start(self, run: LoggedRun) -> None:
+        # optional dependency: wandb (extra `wandb`)
         import wandb
 
         c, p = run.config, self.params

@@ -51,6 +51,7 @@ COUNTED_ATTENTION = ("sdpa", "eager")
 def import_transformers() -> Any:
     """The ``transformers`` module, or a :class:`~kdbench.UserError` saying how to install it."""
     try:
+        # optional dependency: transformers (extra `hf`)
         import transformers
     except ImportError as e:
         raise UserError('Hugging Face models need the transformers package: pip install "kdbench[hf]"') from e

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from safetensors.torch import load_model, save_model
 from torch import nn
 
 from kdbench.errors import UserError
@@ -71,8 +72,6 @@ def rebuild(spec: dict[str, Any]) -> nn.Module:
 
 def load_weights(model: nn.Module, path: Path) -> nn.Module:
     """Load a ``safetensors`` file written by ``safetensors.torch.save_model`` (tied weights stored once)."""
-    from safetensors.torch import load_model
-
     load_model(model, str(path), device=str(next(model.parameters()).device))
     return model
 
@@ -88,8 +87,6 @@ def write_exported(model: nn.Module, folder: Path, tokenizer: Any = None,
                    special_tokens: Optional[dict[str, str]] = None) -> None:
     """Write ``model`` (and the task's ``tokenizer``, a ``tokenizers.Tokenizer``, with its special
     tokens by role) into the existing folder ``folder`` in the exported format."""
-    from safetensors.torch import save_model
-
     folder = Path(folder)
     spec = model_spec(model)
     if spec["class"] == HF_CLASS:

@@ -33,12 +33,11 @@ import pandas as pd
 import yaml
 
 from kdbench.errors import UserError
-from kdbench.run.store import FINAL_STATUSES, MANIFEST, RunFolder, read_json, read_run
-from kdbench.suite.identity import Run, identity
-from kdbench.run.curves import curve_auc, flops_to_target
-from kdbench.suite.identity import SEEDS
 from kdbench.results.leaderboard import build_leaderboard
 from kdbench.results.render import render
+from kdbench.run.curves import curve_auc, flops_to_target
+from kdbench.run.store import FINAL_STATUSES, MANIFEST, RunFolder, read_json, read_run
+from kdbench.suite.identity import SEEDS, Run, identity
 from kdbench.tuning.records import read_trials
 
 CURVE_COLUMNS = ("step", "samples", "flops", "phase", "time", "train_loss")

@@ -29,7 +29,6 @@ from kdbench.errors import UserError
 from kdbench.suite.identity import SEEDS, Run, identity
 from kdbench.tuning.report import TaskTuning, task_tuning
 
-
 DEFAULT_BASELINE = "one-shot"
 # per-run numbers averaged over a method's finished seeds
 RUN_MEANS = ("flops", "total_flops", "steps", "wall_time", "auc")

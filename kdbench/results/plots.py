@@ -21,11 +21,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from kdbench.errors import UserError
-from kdbench.results.folder import Results
 from kdbench.files import atomic_write
-from kdbench.tuning.report import TaskTuning, task_tuning
 from kdbench.results.bands import AXES, COLUMN, seed_band
+from kdbench.results.folder import Results
 from kdbench.results.probe_plots import plot_probe
+from kdbench.tuning.report import TaskTuning, task_tuning
 
 FORMATS = ("png", "pdf")
 

@@ -20,10 +20,10 @@ from tabulate import tabulate
 
 from kdbench import __version__
 from kdbench.errors import UserError
-from kdbench.results.leaderboard import Board, Leaderboard
 from kdbench.files import atomic_write_text
-from kdbench.tuning.report import protocol_lines, sensitivity_markdown
 from kdbench.formats import fmt_bytes, fmt_flops, is_missing, latex_escape
+from kdbench.results.leaderboard import Board, Leaderboard
+from kdbench.tuning.report import protocol_lines, sensitivity_markdown
 
 FLOP_CONVENTION = ("FLOPs are measured with torch.utils.flop_counter.FlopCounterMode on one real step per phase: "
                    "student forward + backward (only the layers that ran) + teacher forwards and projections "

@@ -28,15 +28,18 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import torch
 import yaml
 
 from kdbench import __version__
 from kdbench.errors import UserError
-from kdbench.results.leaderboard import build_leaderboard
-from kdbench.results.render import render
-from kdbench.results.folder import Results, load_results
-from kdbench.run.store import MANIFEST
 from kdbench.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from kdbench.plugins import load_plugins
+from kdbench.results.folder import Results, load_results
+from kdbench.results.leaderboard import build_leaderboard
+from kdbench.results.plots import write_figures
+from kdbench.results.render import render
+from kdbench.run.store import MANIFEST
 from kdbench.tuning.records import TUNING
 from kdbench.tuning.report import write_tuning_tables
 
@@ -73,8 +76,6 @@ def _module_version(name: str) -> Optional[str]:
 def versions(results: Results) -> dict:
     """What made this report (kdbench, python, libraries, installed plugins, git commit)
     and what the runs recorded (kdbench versions, task and method versions, devices)."""
-    from kdbench.plugins import load_plugins
-
     registry = load_plugins(())
     plugins = [{"kind": kind, "name": info.name, "version": str(info.version), "from": info.source}
                for kind in ("task", "method", "launcher") for info in getattr(registry, kind + "s").values()]
@@ -87,7 +88,6 @@ def versions(results: Results) -> dict:
             "methods": sorted({f"{m} {v}" for m, v in zip(runs.method_name, runs.version)}),
             "devices": sorted({str(d) for d in runs.device.dropna()}),
         }
-    import torch
 
     return {
         "kdbench": __version__, "git": git_commit(), "python": sys.version.split()[0],
@@ -225,8 +225,6 @@ def write_report(results: Path, dest: Path, baseline: Optional[str] = None, ci: 
     """Write the report folder ``dest`` for results folder ``results``; return ``dest``.
     ``all_runs`` reports every run of the folder, not only the last suite's; ``force``
     writes into a non-empty folder that is not a report."""
-    from kdbench.results.plots import write_figures
-
     results, dest = Path(results), Path(dest)
     if not build_leaderboard(load_results(results, all_runs), baseline, ci).boards:
         raise UserError(f"{results}: no runs to report")

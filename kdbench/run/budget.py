@@ -24,10 +24,9 @@ except ImportError:  # another torch layout: plain FlopCounterMode (correct, onl
     _FlopCounterMode = None
 
 from kdbench.api import Batch, Phase, TaskInstance
-from kdbench.run.engine import trainable_parameters, training_only
 from kdbench.errors import UserError
+from kdbench.run.engine import trainable_parameters, training_only
 from kdbench.streams import seed_for_step, step_generator
-
 
 if _FlopCounterMode is not None:
     class _CountingMode(_FlopCounterMode):

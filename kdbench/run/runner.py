@@ -20,23 +20,22 @@ from typing import Callable, Optional, Sequence
 import torch
 from filelock import FileLock
 
-from kdbench import __version__
+from kdbench import __version__, streams
 from kdbench.api import MethodContext, Phase, TaskInstance
-from kdbench.run.budget import allot_steps, eval_steps, measure_phases
-from kdbench.run.options import RunOptions
-from kdbench.run.engine import PlannedPhase, TrainJob, progress_every, train
 from kdbench.errors import FAILURES, UserError
+from kdbench.files import atomic_write_json
 from kdbench.loggers.runlog import RunLog
 from kdbench.loggers.selection import LoggerSpec
 from kdbench.plugins import Registry
+from kdbench.run.budget import allot_steps, eval_steps, measure_phases
+from kdbench.run.engine import PlannedPhase, TrainJob, progress_every, train
+from kdbench.run.options import RunOptions
 from kdbench.run.stop import stop_requested
-from kdbench.files import atomic_write_json
 from kdbench.run.store import discard_unreadable, run_dir, run_is_done, teacher_dir, write_failure
-from kdbench import streams
 from kdbench.run.students import keep_student
-from kdbench.suite.identity import Run
 from kdbench.run.teachers import (CachedTeacher, ProbeTeacher, TeacherFailed, checkpoint_path, ensure_teacher,
                                   new_teacher, record_teacher_failure, teacher_phase)
+from kdbench.suite.identity import Run
 
 Progress = Optional[Callable[[int, int], None]]  # (steps done, total steps)
 # measure(phases, model, task, batch_size, device) -> FLOPs of one step of each phase

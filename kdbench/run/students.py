@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from safetensors.torch import save_model
+from tokenizers import Tokenizer
 from torch import nn
 
 from kdbench.api import TaskInstance
 from kdbench.errors import UserError
-from kdbench.models.saving import load_weights, model_spec, rebuild
 from kdbench.files import atomic_save_as, atomic_write_json, atomic_write_text
+from kdbench.models.saving import load_weights, model_spec, rebuild
 from kdbench.run.store import read_json
 
 STUDENT_WEIGHTS, STUDENT_RECORD = "student.safetensors", "student.json"
@@ -50,8 +52,6 @@ def write_record(folder: Path, record: str, model: nn.Module, task: TaskInstance
 
 def keep_student(folder: Path, model: nn.Module, task: TaskInstance) -> int:
     """Write the run's student (weights, then its record) into run folder ``folder``; return the bytes kept."""
-    from safetensors.torch import save_model
-
     folder = Path(folder)
     atomic_save_as(folder / STUDENT_WEIGHTS, lambda name: save_model(model, name))
     files = [folder / STUDENT_WEIGHTS, *write_record(folder, STUDENT_RECORD, model, task, STUDENT_WEIGHTS)]
@@ -88,7 +88,6 @@ def load_kept(folder: Path, record: str, why_missing: str) -> KeptModel:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     tokenizer, special = None, {}
     if entry.get("tokenizer"):
-        from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(str(folder / entry["tokenizer"]["file"]))
         special = entry["tokenizer"].get("special_tokens") or {}

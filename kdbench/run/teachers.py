@@ -30,15 +30,15 @@ from filelock import FileLock
 from torch import nn
 
 from kdbench.api import Clock, Phase, Recipe, TaskInstance, logits
+from kdbench.errors import FAILURES, UserError
+from kdbench.files import atomic_torch_save, atomic_write_json
 from kdbench.run.budget import eval_steps, measure_phases
 from kdbench.run.engine import PlannedPhase, TrainJob, progress_every, train
-from kdbench.errors import FAILURES, UserError
-from kdbench.run.stop import stop_requested
-from kdbench.files import atomic_torch_save, atomic_write_json
-from kdbench.run.store import discard_unreadable, read_json, teacher_dir, write_failure
-from kdbench.streams import derive_seed
-from kdbench.run.students import record_teacher
 from kdbench.run.options import RunOptions, effective_precision
+from kdbench.run.stop import stop_requested
+from kdbench.run.store import discard_unreadable, read_json, teacher_dir, write_failure
+from kdbench.run.students import record_teacher
+from kdbench.streams import derive_seed
 from kdbench.suite.identity import Run
 
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 import torch
 
 from kdbench.api import Phase, TaskInstance
-from kdbench.run.budget import measure_phases
 from kdbench.errors import UserError
 from kdbench.plugins import Registry
+from kdbench.run.budget import measure_phases
 from kdbench.run.runner import budget_flops, build_task, prepare
+from kdbench.run.teachers import ProbeTeacher
 from kdbench.suite.expand import LoadedSuite
 from kdbench.suite.identity import Run
-from kdbench.run.teachers import ProbeTeacher
 
 PROBE_BATCH = 1  # examples per probe step: shapes and gradients are checked, FLOPs scaled up
 

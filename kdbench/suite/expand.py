@@ -7,17 +7,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
+import torch
 from pydantic import ValidationError
 
 from kdbench.api import Recipe
 from kdbench.errors import UserError
-from kdbench.plugins import Registry
 from kdbench.inputs import hash_file, hash_params, resolve_params, resolve_path
-from kdbench.suite.schema import format_validation_error, unknown_name
+from kdbench.plugins import Registry
 from kdbench.streams import VERSION as STREAMS_VERSION
 from kdbench.suite.file import excerpt, read_suite_file
 from kdbench.suite.identity import Run, run_identity
 from kdbench.suite.model import ResolvedBudget, Suite
+from kdbench.suite.schema import format_validation_error, unknown_name
 from kdbench.suite.tune import TunePlan, resolve_tune
 
 
@@ -58,8 +59,6 @@ def _recipe(path: Path, where: str, default: Recipe, overrides: dict) -> Recipe:
 
 def check_state_dict(path: Path, where: str, file: Path) -> Path:
     """``file`` resolved, if it holds a PyTorch state dict (loaded with weights_only=True)."""
-    import torch
-
     if not file.is_file():
         raise UserError(f"{path}: {where}: no such file {str(file)!r}")
     try:

@@ -51,12 +51,13 @@ from typing import Annotated, Optional
 import torch
 from filelock import FileLock
 from pydantic import Field, field_validator, model_validator
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from kdbench.api import Batch, Recipe, Task
 from kdbench.errors import UserError
+from kdbench.files import atomic_torch_save, atomic_write_text
 from kdbench.hookspecs import hookimpl
 from kdbench.inputs import PathParam
-from kdbench.files import atomic_torch_save, atomic_write_text
 from kdbench.streams import substream
 from kdbench.tasks.encoder_sizes import EncoderSizes
 from kdbench.tasks.hf_models import load_pretrained_tokenizer
@@ -145,6 +146,7 @@ def _hf_lines(spec: str) -> list[str]:
     _, _, rest = spec.partition(":")
     name, _, config = rest.partition(":")
     try:
+        # optional dependency: datasets, for `hf:` corpora only
         import datasets
     except ImportError:
         raise UserError(f"corpus {spec!r}: loading through HF datasets needs `pip install datasets`") from None
@@ -167,8 +169,6 @@ def train_tokenizer(lines: list[str], vocab_size: int, lowercase: bool):
     piece the corpus can produce is handed to the trainer up front, in sorted order, and
     the result is numbered specials first, then the rest sorted.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-
     def bert_wordpiece(vocab=None):
         tokenizer = Tokenizer(models.WordPiece(vocab, unk_token=SPECIALS[UNK]) if vocab else
                               models.WordPiece(unk_token=SPECIALS[UNK]))
@@ -226,7 +226,6 @@ class Corpus:
         tok_path, ids_path = cache / f"wordpiece-{key}.json", cache / f"tokens-{key}.pt"
         with FileLock(str(cache / f".wordpiece-{key}.lock")):
             if tok_path.exists() and ids_path.exists():
-                from tokenizers import Tokenizer
 
                 self.tokenizer = Tokenizer.from_file(str(tok_path))
                 saved = torch.load(ids_path, map_location="cpu", weights_only=True)
@@ -238,7 +237,6 @@ class Corpus:
 
     def _build(self, p: WikipediaParams, pinned: Optional[str]) -> None:
         if pinned is not None:
-            from tokenizers import Tokenizer
 
             self.tokenizer = Tokenizer.from_str(pinned)
         else:
@@ -256,7 +254,6 @@ class Corpus:
 def _read_pinned(path: str) -> str:
     try:
         text = Path(path).read_text()
-        from tokenizers import Tokenizer
 
         Tokenizer.from_str(text)
     except OSError as exc:

@@ -20,8 +20,6 @@ With kdbench installed, every pytest session gets three fixtures:
 :mod:`kdbench.testing.conformance`) runs the checks every method must pass in one call.
 
 The same helpers work without pytest: ``from kdbench.testing import run_method, check_method``.
-The harness modules (plugins, suite, runner) are imported when a helper runs, not
-when pytest loads this plugin.
 """
 
 from __future__ import annotations

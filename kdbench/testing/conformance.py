@@ -21,6 +21,10 @@ from pydantic import BaseModel
 
 from kdbench.api import Phase
 from kdbench.errors import UserError
+from kdbench.run.budget import measure_phases, probe_batch
+from kdbench.run.engine import trainable_parameters, training_only
+from kdbench.run.runner import build_task, method_phases, uses_cached_teacher
+from kdbench.run.teachers import ProbeTeacher
 from kdbench.suite.schema import members
 from kdbench.testing.helpers import TinyTask, resolve_run, run_method, tiny_encoder_task, torch_threads
 
@@ -114,9 +118,6 @@ def _takes_mapping(field) -> bool:
 
 def _build(method, params: Optional[dict], task):
     """The run, its task instance, the student, phases and context, built with an untrained teacher."""
-    from kdbench.run.runner import build_task, method_phases, uses_cached_teacher
-    from kdbench.run.teachers import ProbeTeacher
-
     registry, run = resolve_run(method, params, task=task)
     device = torch.device("cpu")
     instance = build_task(run, registry, device, None)
@@ -128,9 +129,6 @@ def _build(method, params: Optional[dict], task):
 
 def _check_gradients(method, params: Optional[dict], task) -> tuple[float, str]:
     """Every phase's loss has a gradient on what the phase trains; the budget for the run check."""
-    from kdbench.run.budget import measure_phases, probe_batch
-    from kdbench.run.engine import trainable_parameters, training_only
-
     where = f"check_method({_name(method)!r}) on {_name(task.name)}"
     try:
         run, instance, student, phases = _build(method, params, task)

@@ -1,10 +1,4 @@
-"""The helpers behind :mod:`kdbench.testing`: a tiny task, and a method run through the real engine.
-
-The harness modules (plugins, suite expansion, runner) are imported when a helper runs,
-not when this module is imported: pytest loads :mod:`kdbench.testing` as a
-plugin in every session of anyone with kdbench installed, and importing the
-harness (torch, the engine) there would cost every such session.
-"""
+"""The helpers behind :mod:`kdbench.testing`: a tiny task, and a method run through the real engine."""
 
 from __future__ import annotations
 
@@ -14,11 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import torch
 from torch import nn
 
 from kdbench.api import Phase, TaskInstance
+from kdbench.errors import UserError
+from kdbench.plugins import PluginInfo, load_plugins
+from kdbench.run.runner import execute_run
+from kdbench.suite.expand import expand
 from kdbench.suite.identity import Run
-
+from kdbench.suite.model import Budget, Evaluation, MethodEntry, Suite, TaskEntry
 
 TINY_BUDGET = 5e6  # FLOPs: ~130 one-shot (~375 labels) steps of the tiny task at batch 16
 
@@ -80,9 +79,6 @@ class MethodRun:
 
 def _plugin_name(registry, kind: str, plugin: Union[str, type]) -> str:
     """The name of ``plugin`` in ``registry``, registering a class that is not installed."""
-    from kdbench.errors import UserError
-    from kdbench.plugins import PluginInfo
-
     table = getattr(registry, kind + "s")
     if isinstance(plugin, str):
         if plugin not in table:
@@ -98,8 +94,6 @@ def _plugin_name(registry, kind: str, plugin: Union[str, type]) -> str:
 @contextmanager
 def torch_threads(threads: Optional[int]):
     """Set torch's CPU thread count for a block, then restore it."""
-    import torch
-
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -136,10 +130,6 @@ def resolve_run(method: Union[str, type], params: Optional[dict] = None, *, task
                 budget_flops: float = TINY_BUDGET, seed: int = 0, teacher_seed: int = 0, eval_points: int = 4):
     """``(registry, run)``: ``method`` on ``task`` as a one-run suite, validated exactly as ``kdbench run``
     validates a suite (bad params raise :class:`kdbench.UserError` naming ``methods[0].params.FIELD``)."""
-    from kdbench.plugins import load_plugins
-    from kdbench.suite.model import Budget, Evaluation, MethodEntry, Suite, TaskEntry
-    from kdbench.suite.expand import expand
-
     task = task or TinyTask()
     registry = load_plugins()
     method_name = _plugin_name(registry, "method", method)
@@ -153,9 +143,6 @@ def resolve_run(method: Union[str, type], params: Optional[dict] = None, *, task
 
 
 def _run(method, params, task, budget_flops, seed, teacher_seed, eval_points, teacher, out, device) -> MethodRun:
-    import torch
-
-    from kdbench.run.runner import execute_run
 
     registry, run = resolve_run(method, params, task=task, budget_flops=budget_flops, seed=seed,
                                 teacher_seed=teacher_seed, eval_points=eval_points)

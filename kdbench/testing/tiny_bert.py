@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from tokenizers import Tokenizer, models, processors
 
 from kdbench.api import Recipe
-from kdbench.run.engine import train
 from kdbench.models.hf import import_transformers, quiet_progress
+from kdbench.run.engine import train
+from kdbench.run.teachers import teacher_job
 from kdbench.streams import derive_seed
 from kdbench.tasks.wikipedia import (SPECIAL_TOKENS, SPECIALS, WikipediaInstance, WikipediaParams, read_corpus,
                                      train_tokenizer)
-from kdbench.run.teachers import teacher_job
 
 CORPUS = Path(__file__).resolve().parents[2] / "data" / "wikitext-2-excerpt"
 SEQ_LEN = 64
@@ -41,8 +42,6 @@ def bert_style_tokenizer(lines: list[str], vocab_size: int):
     bert-base-uncased: ``[PAD]`` 0, ordinary tokens, ``[UNK] [CLS] [SEP] [MASK]`` at 100-103 (or
     after the ordinary tokens of a smaller vocabulary), ordinary tokens again; ``[CLS] ... [SEP]``
     added around a text by its post-processor."""
-    from tokenizers import Tokenizer, models, processors
-
     trained = train_tokenizer(lines, vocab_size, lowercase=True)
     ordinary = sorted(t for t in trained.get_vocab() if t not in SPECIALS)
     cut = min(99, len(ordinary))

@@ -30,9 +30,9 @@ from typing import Optional
 
 import pandas as pd
 
+from kdbench.files import atomic_write_json
 from kdbench.run.curves import curve_auc, flops_to_target
 from kdbench.run.store import RunFolder, read_json
-from kdbench.files import atomic_write_json
 
 TUNING = "tuning"
 TARGET_PENALTY = 2.0  # a dev run that never reaches the target scores this many times its budget

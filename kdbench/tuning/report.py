@@ -24,8 +24,8 @@ from tabulate import tabulate
 
 from kdbench.errors import UserError
 from kdbench.files import atomic_write_text
-from kdbench.tuning.records import WITHIN, sensitivity, settings_text
 from kdbench.formats import latex_escape
+from kdbench.tuning.records import WITHIN, sensitivity, settings_text
 
 FORMATS = ("md", "csv", "json", "latex")
 OBJECTIVES = {"final": "final {metric}", "auc": "AUC of {metric}", "flops_to_target": "FLOPs to {metric} {target}"}

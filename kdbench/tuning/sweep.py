@@ -39,8 +39,8 @@ from pydantic import ValidationError
 from kdbench.run.store import read_run, run_dir
 from kdbench.suite.expand import LoadedSuite
 from kdbench.suite.identity import Run, identity, short_hash
-from kdbench.tuning.records import TUNING, run_objective, settings_text, write_record
 from kdbench.suite.tune import STUDENT, Dimension, apply_settings
+from kdbench.tuning.records import TUNING, run_objective, settings_text, write_record
 
 JOURNAL = "optuna.journal"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
