@@ -110,7 +110,8 @@ def distill_phase(name: str, student: nn.Module, teacher_fn: Callable[[], nn.Mod
     when a schedule is not constant. ``phase_fields`` are the Phase's other fields (share, steps, ...).
 
     ``temperature`` and ``label_weight`` as floats are the old calling style, deprecated (a
-    DeprecationWarning): pass ``options=DistillOptions(temperature=..., label_weight=...)``."""
+    DeprecationWarning): pass ``options=DistillOptions(temperature=..., label_weight=...)``.
+    (Two of the arguments are those kdbench 0.1 positional floats, kept for one minor version.)"""
     options = _options("distill_phase", options, temperature, label_weight)
     if options.scheduled and clock is None:
         raise ValueError(f"phase {name!r}: a temperature or label-weight schedule needs the run's clock")

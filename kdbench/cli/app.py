@@ -1,5 +1,8 @@
 """The ``kdbench`` command line: run, validate, plan, status, list, describe, new-method, leaderboard, plot,
-tune-report, report, export."""
+tune-report, report, export.
+
+Each command is a Typer function with one parameter per option (``run`` has fourteen: its flags);
+their docstrings are the commands' ``--help``, so the reason for their length is said here."""
 
 from __future__ import annotations
 

@@ -77,6 +77,7 @@ class Encoder(nn.Module):
 
     def __init__(self, vocab_size: int, outputs: int, max_len: int, width: int, heads: int, layers: int,
                  mlp_ratio: int = 4, causal: bool = False, readout: Literal["last", "tokens"] = "tokens"):
+        """An encoder of these sizes (the model's hyperparameters, hence their number)."""
         super().__init__()
         if layers < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
@@ -152,6 +153,7 @@ def encoder_step_flops(batch: int, tokens: int, width: int, layers: int, outputs
     count for MLM). Backward doubles every matmul (gradients of both operands:
     the embeddings are trained, so even block 1 needs its input gradient).
     Embedding look-ups, norms, softmax and GELU are not matmuls and not counted.
+    The arguments are the shapes the count depends on, hence their number.
     """
     d = width
     per_token = 2 * d * 3 * d + 2 * d * d + 2 * 2 * d * mlp_ratio * d + 2 * 2 * tokens * d

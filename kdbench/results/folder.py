@@ -24,6 +24,7 @@ here as unreadable).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 import json
 import math
 from pathlib import Path
@@ -175,6 +176,31 @@ def _manifest(path: Path) -> tuple[Optional[dict], Optional[str]]:
     return manifest, None
 
 
+@dataclass(frozen=True)
+class Frames:
+    """What a results folder holds, as DataFrames (see the :class:`Results` methods of the same names)."""
+
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    teachers: pd.DataFrame
+    teacher_curves: pd.DataFrame
+    unreadable: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which run folders of a results folder a :class:`Results` holds, and why (see its attributes)."""
+
+    suite: Optional[dict]  # the manifest of the suite last run into the folder (None without one)
+    all_runs: bool
+    outside: int
+    not_started: list[str]
+    manifest_problem: Optional[str]
+    suite_yaml: Optional[dict]
+    tuning_ids: Optional[set] = None
+    tuning_runs: int = 0
+
+
 class Results:
     """A results folder, read once by :func:`load_results`: runs, curves, teachers and the
     run folders that could not be read, as DataFrames, and the leaderboard built on them.
@@ -185,19 +211,16 @@ class Results:
     the tuning runs of a tuned suite (``tuning_runs``, whose sweeps :meth:`tuning` reads);
     ``not_started`` lists the suite's run ids that have no folder yet."""
 
-    def __init__(self, path: Path, runs: pd.DataFrame, curves: pd.DataFrame, teachers: pd.DataFrame,
-                 teacher_curves: pd.DataFrame, unreadable: pd.DataFrame, suite: Optional[dict], all_runs: bool,
-                 outside: int, not_started: list[str], manifest_problem: Optional[str], suite_yaml: Optional[dict],
-                 tuning_ids: Optional[set] = None, tuning_runs: int = 0):
+    def __init__(self, path: Path, frames: "Frames", scope: "Scope"):
         self.path = Path(path)
-        self._tuning_ids = tuning_ids
+        self._tuning_ids = scope.tuning_ids
         #: run folders of the suite's tuning trials (on dev seeds), not shown (see :meth:`tuning`)
-        self.tuning_runs = tuning_runs
-        self._runs, self._curves, self._unreadable = runs, curves, unreadable
-        self._teachers, self._teacher_curves = teachers, teacher_curves
-        self.suite, self.all_runs, self.outside, self.not_started = suite, all_runs, outside, not_started
-        self.manifest_problem = manifest_problem
-        self._suite_yaml = suite_yaml or {}
+        self.tuning_runs = scope.tuning_runs
+        self._runs, self._curves, self._unreadable = frames.runs, frames.curves, frames.unreadable
+        self._teachers, self._teacher_curves = frames.teachers, frames.teacher_curves
+        self.suite, self.all_runs, self.outside = scope.suite, scope.all_runs, scope.outside
+        self.not_started, self.manifest_problem = scope.not_started, scope.manifest_problem
+        self._suite_yaml = scope.suite_yaml or {}
 
     def runs(self) -> pd.DataFrame:
         """One row per readable run folder: ``run_id``, ``task`` (label), ``method`` (the row
@@ -292,7 +315,7 @@ def load_results(path: Union[str, Path], all_runs: bool = False) -> Results:
                                                          ("seed", "seed"))}} for r in read if r.problem]
     curves = _long_form({r.path.name: r.curve for r in good if r.status in FINAL_STATUSES}, "run_id")
     teachers, teacher_curves = _teachers(path)
-    return Results(path, _runs_frame(good), curves, teachers, teacher_curves,
-                   pd.DataFrame(bad, columns=["run_id", "reason", "task", "method", "seed"], dtype=object), suite,
-                   not scoped, len(folders) - len(inside) - tuned, not_started, problem, _suite_yaml(path), tuning,
-                   tuned)
+    unreadable = pd.DataFrame(bad, columns=["run_id", "reason", "task", "method", "seed"], dtype=object)
+    return Results(path, Frames(_runs_frame(good), curves, teachers, teacher_curves, unreadable),
+                   Scope(suite, not scoped, len(folders) - len(inside) - tuned, not_started, problem, _suite_yaml(path),
+                         tuning, tuned))

@@ -172,6 +172,7 @@ def _figure_text(path: Path) -> str:
 
 def _readme(dest: Path, boards: list, info: dict, suite_sha: str, missing: list[str],
             figures: list[Path], runs: int, tuned: bool = False) -> str:
+    """The report folder's README.md: what it holds, from where (eight arguments: each a part of it)."""
     git = info.get("git") or {}
     commit = f"{git['commit']}{' (with uncommitted changes)' if git.get('dirty') else ''}" if git else "not a git checkout"
     try:

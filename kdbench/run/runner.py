@@ -236,7 +236,8 @@ def execute_run(run: Run, registry: Registry, out: Path, options: RunOptions | t
     untrained teacher of the right shape (tests of shapes and FLOPs). ``loggers`` (a
     launch context's ``loggers``) follow the run in experiment trackers. The progress
     callbacks get (steps done, total). kdbench 0.1's ``precision=`` and ``compile=``
-    still work until 0.3, with a DeprecationWarning.
+    still work until 0.3, with a DeprecationWarning. (It is the call every launcher makes,
+    with each argument optional but the first four, hence their number.)
     """
     options = _with_deprecated(RunOptions.of(options), deprecated)
     runlog = RunLog(run, registry, out, loggers)

@@ -79,7 +79,8 @@ def teacher_job(task: TaskInstance, seed: int, recipe: Recipe, eval_points: int,
                 state_path: Optional[Path] = None, save_every_s: float = 60.0,
                 on_step: Optional[Callable[[Clock], None]] = None, options: RunOptions = RunOptions()) -> TrainJob:
     """The engine job that trains the teacher of ``seed`` by ``recipe``, its step's FLOPs measured
-    (on the task's device; ``options`` give its precision and compilation)."""
+    (on the task's device; ``options`` give its precision and compilation). The keyword arguments are
+    what only the teacher cache needs (saving, progress), hence their number."""
     model = new_teacher(task, seed)
     phase = teacher_phase(model, recipe.steps)
     cost = measure_phases([phase], model, task, recipe.batch_size, next(model.parameters()).device)[0]

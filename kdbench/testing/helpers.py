@@ -107,7 +107,8 @@ def run_method(method: Union[str, type], params: Optional[dict] = None, *, task:
                budget_flops: float = TINY_BUDGET, seed: int = 0, teacher_seed: int = 0, eval_points: int = 4,
                teacher: str = "trained", out: Optional[Path] = None, device: str = "cpu",
                threads: Optional[int] = 1) -> MethodRun:
-    """Run ``method`` with ``params`` on ``task`` under ``budget_flops`` through the engine.
+    """Run ``method`` with ``params`` on ``task`` under ``budget_flops`` through the engine. (Its keyword
+    arguments are a one-run suite's fields and the harness's, so a test names only what it varies.)
 
     ``teacher="trained"`` trains the task's teacher through the teacher cache in
     ``out`` (once per teacher id; default: a temporary folder removed afterwards);
@@ -123,7 +124,9 @@ def run_method(method: Union[str, type], params: Optional[dict] = None, *, task:
         stack.enter_context(torch_threads(threads))
         if out is None:
             out = stack.enter_context(tempfile.TemporaryDirectory(prefix="kdbench-testing-"))
-        return _run(method, params, task, budget_flops, seed, teacher_seed, eval_points, teacher, Path(out), device)
+        registry, run = resolve_run(method, params, task=task, budget_flops=budget_flops, seed=seed,
+                                    teacher_seed=teacher_seed, eval_points=eval_points)
+        return _run(registry, run, Path(out), device, teacher)
 
 
 def resolve_run(method: Union[str, type], params: Optional[dict] = None, *, task: Optional[TinyTask] = None,
@@ -142,15 +145,14 @@ def resolve_run(method: Union[str, type], params: Optional[dict] = None, *, task
     return registry, run
 
 
-def _run(method, params, task, budget_flops, seed, teacher_seed, eval_points, teacher, out, device) -> MethodRun:
-
-    registry, run = resolve_run(method, params, task=task, budget_flops=budget_flops, seed=seed,
-                                teacher_seed=teacher_seed, eval_points=eval_points)
+def _run(registry, run: Run, out: Path, device: str, teacher: str) -> MethodRun:
+    """Execute ``run`` (again, whatever is stored) and describe it as a :class:`MethodRun`."""
     outcome = execute_run(run, registry, out, torch.device(device), probe_teacher=teacher == "probe", rerun=True)
     if outcome.error is not None:  # recorded as a failed run; the author wants the exception itself
         raise outcome.error
     prepared, summary = outcome.prepared, outcome.summary
     return MethodRun(run=run, curve=outcome.curve, status=summary["status"],
-                     phases=[p.phase for p in prepared.job.plan], phase_steps=prepared.phase_steps, phase_step_flops=prepared.phase_flops,
+                     phases=[p.phase for p in prepared.job.plan], phase_steps=prepared.phase_steps,
+                     phase_step_flops=prepared.phase_flops,
                      budget_flops=prepared.budget_flops, flops=summary["flops"], student=prepared.job.model,
                      task=outcome.task)

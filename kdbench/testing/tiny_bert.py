@@ -61,7 +61,8 @@ def make_tiny_bert(folder: str | Path, corpus: str | Path = CORPUS, *, vocab_siz
                    layers: int = 4, heads: int = 4, steps: int = 0, seed: int = 0,
                    log: Optional[Callable[[str], None]] = None) -> Path:
     """Write a tiny BERT (model and tokenizer, ``save_pretrained``) into ``folder``; with ``steps``,
-    train it that many MLM steps on ``corpus`` first. Return the folder."""
+    train it that many MLM steps on ``corpus`` first. Return the folder. (The keyword arguments are the
+    model's sizes and its pretraining, each with a default, hence their number.)"""
     transformers = import_transformers()
     folder = Path(folder)
     tokenizer = bert_style_tokenizer(read_corpus(str(corpus)), vocab_size)
