@@ -24,8 +24,7 @@ import torch
 
 from kdbench import __version__
 from kdbench.errors import UserError
-from kdbench.launchers import LaunchContext, choose_launcher
-from kdbench.launchers.local import available_cores
+from kdbench.launchers import LaunchContext, choose_launcher, local
 from kdbench.launchers.threads import ThreadChoice, choose_threads, torch_threads
 from kdbench.loggers.selection import choose_loggers
 from kdbench.plugins import Registry, load_plugins
@@ -306,7 +305,7 @@ def plan_suite(suite: PathLike, output: Optional[PathLike] = None, *, device: st
     options = RunOptions.resolve(device, precision, compile)
     options = replace(options, precision=options.effective_precision)
     check_runs(loaded, registry)
-    load_average, cores = os.getloadavg()[0], available_cores()  # before this process adds its own
+    load_average, cores = os.getloadavg()[0], local.available_cores()  # before this process adds its own
     threads = ThreadChoice(torch.get_num_threads(), "")
     if probe_steps:  # time steps as `kdbench run` (one job) would run them
         ctx = LaunchContext(out=loaded.output, registry=registry, run_options=replace(options, compile=False),

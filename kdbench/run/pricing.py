@@ -4,9 +4,12 @@ A run's id holds its budget's FLOPs, not the params of the method that defined
 them (:func:`kdbench.suite.identity.budget_identity`): changing one-shot's
 temperature in a suite whose budget is "4000 steps of one-shot" reruns one-shot's
 runs only. Pricing builds the task on the CPU and measures one step of the
-reference method's last phase at the student's batch size, exactly as the runner
-does (:func:`kdbench.run.runner.budget_flops`); FLOP counts do not depend on the
-device or the seeds, so one price serves every run of a task entry.
+reference method's last phase as validation does (:mod:`kdbench.run.validation`):
+on a small batch, scaled to the student's batch size (FLOPs grow linearly with
+the batch), so that a paper-sized suite is priced without a paper-sized batch in
+memory. The price identifies the budget; the runner still measures the exact
+budget at the real batch size. FLOP counts do not depend on the device or the
+seeds, so one price serves every run of a task entry.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from typing import Union
 import torch
 
 from kdbench.plugins import Registry
-from kdbench.run.budget import measure_phases
 from kdbench.run.runner import budget_flops, build_task
+from kdbench.run.validation import estimated_phases
 from kdbench.suite.expand import LoadedSuite, read_suite
 from kdbench.suite.identity import Run, short_hash
 
@@ -32,7 +35,7 @@ def price_budget(run: Run, registry: Registry) -> float:
                       str(registry.methods[run.budget.method].cls.version), list(run.checkpoints)], 16)
     if key not in _PRICES:
         cpu = torch.device("cpu")
-        _PRICES[key] = budget_flops(run, registry, build_task(run, registry, cpu, None), cpu, measure_phases)
+        _PRICES[key] = budget_flops(run, registry, build_task(run, registry, cpu, None), cpu, estimated_phases)
     return _PRICES[key]
 
 
