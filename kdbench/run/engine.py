@@ -5,10 +5,10 @@ phase with its allotted steps and measured per-step FLOPs), how (an optimizer
 recipe, a data stream) and when to evaluate. The loop samples a batch, takes
 the phase's loss, steps the optimizer, charges the phase's FLOPs and records
 the curve; it saves its state now and then so an interrupted job resumes
-exactly where it stopped. A phase with an ``until`` criterion may end before its
-allotted steps; its unused steps then go to the phases after it
-(:func:`end_phase_early`), and the plan is changed in place to say how the steps
-were spent.
+exactly where it stopped. Which phase a step is in, and phases with an ``until``
+criterion that end before their allotted steps (their unused steps going to the
+phases after them, :func:`end_phase_early`), are kept by a :class:`PhaseSchedule`;
+the plan is changed in place to say how the steps were spent.
 """
 
 from __future__ import annotations
@@ -160,11 +160,74 @@ def training_only(params: list[nn.Parameter], trained: Optional[list[nn.Paramete
             p.requires_grad_(flag)
 
 
+def clip_gradients(params: list[nn.Parameter], max_norm: float) -> None:
+    """Clip the gradients of those of ``params`` that have one to a total norm of ``max_norm``."""
+    torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
+
+
 def autocast_for(precision: str, device: torch.device):
     """The context a loss runs in: bf16 autocast when asked for on CUDA, else nothing."""
     if precision == "bf16" and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+class PhaseSchedule:
+    """Which phase of a job's plan each step is in, as phases end early.
+
+    Phase ``i`` covers steps ``[ends[i-1], ends[i])``; ``end`` is where the current phase
+    ends (0 before the first). Entering a phase leaves only its parameters trainable
+    (:func:`training_only`, undone when the ``with`` block ends) and sets the clock's
+    ``step``, ``phase_step`` and ``phase_steps`` (the loop advances the first two after each
+    step). A phase other than the last whose ``until`` answers
+    True after one of its steps, its last excepted, ends there: its unused steps go to the
+    phases after it (:func:`end_phase_early`), the boundaries move, and the steps to
+    evaluate after gain the new ones (so every boundary, planned or moved, has a curve point).
+    """
+
+    def __init__(self, plan: list[PlannedPhase], params: list[nn.Parameter], clock: Clock):
+        check_early_endings(plan)
+        self.plan, self.params, self.clock = plan, params, clock
+        self.ends: list[int] = []
+        self.eval_at: set[int] = set()
+        self.i, self.end = -1, 0
+        self.current: Optional[Phase] = None
+        self._mask = contextlib.ExitStack()
+
+    def begin(self, eval_at: list[int]) -> set[int]:
+        """Fix the boundaries from the plan as it stands (as a resumed job's state restored it);
+        return the steps to evaluate after: ``eval_at``, and every boundary if a phase may end early."""
+        self.ends = list(accumulate(p.steps for p in self.plan))
+        may_end_early = any(p.phase.until is not None for p in self.plan[:-1])
+        self.eval_at = set(eval_at) | (set(self.ends) if may_end_early else set())
+        return self.eval_at
+
+    def enter(self, step: int) -> tuple[Phase, int, Optional[Callable[[Clock, float], bool]]]:
+        """Start the phase that ``step`` is in: ``(phase, FLOPs of one of its steps, until)``,
+        ``until`` None where the phase cannot end early."""
+        self.i = i = bisect_right(self.ends, step)
+        planned, self.end = self.plan[i], self.ends[i]
+        self._mask.close()
+        self._mask.enter_context(training_only(self.params, planned.phase.params))
+        self.clock.step, self.clock.phase_steps = step, planned.steps
+        self.clock.phase_step = step - (self.end - planned.steps)
+        self.current = planned.phase
+        return planned.phase, planned.step_flops, planned.phase.until if i < len(self.plan) - 1 else None
+
+    def ask_until(self, step: int, loss: float) -> None:
+        """After ``step`` steps (the clock counting the last one), whose last had ``loss``: end the
+        current phase here if it may and its ``until`` says so."""
+        if step < self.end and self.current.until(self.clock, loss):
+            end_phase_early(self.plan, self.i, self.clock.phase_step)
+            self.ends = list(accumulate(p.steps for p in self.plan))
+            self.end = self.ends[self.i]
+            self.eval_at.update(self.ends)
+
+    def __enter__(self) -> "PhaseSchedule":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mask.close()  # every parameter's requires_grad as it was before the job
 
 
 @dataclass
@@ -225,6 +288,18 @@ class Checkpoint:
                 planned.phase.until.load_state_dict(until)
         return state.step
 
+    def stop_if_asked(self, state: LoopState) -> None:
+        """Between steps: if ``job.should_stop()`` answers True, save and raise StopRequested."""
+        if self.job.should_stop():
+            self.save(state)
+            raise StopRequested(f"stopped at step {state.step} of {self.job.total_steps}; state saved")
+
+    def interrupted(self, state: LoopState, mid_step: bool) -> None:
+        """On KeyboardInterrupt: save, but only between steps. A half-done step (parameters updated,
+        step not counted) would resume onto another curve; the last periodic save stands instead."""
+        if self.job.state_path is not None and not mid_step:
+            self.save(state)
+
 
 def record(job: TrainJob, state: LoopState, phase: str) -> None:
     """Evaluate the model (eval mode, no gradients), append a curve point and pass it to ``job.on_record``."""
@@ -243,44 +318,62 @@ def record(job: TrainJob, state: LoopState, phase: str) -> None:
         job.on_record(state.curve[-1])
 
 
-def train(job: TrainJob) -> TrainResult:
-    """Run ``job`` to its end (or divergence); resume from ``job.state_path`` if it exists."""
-    phases = [p.phase for p in job.plan]
-    params = trainable_parameters(job.model, phases)
+def _setup(job: TrainJob):
+    """The job's trainable parameters, optimizer, learning-rate schedule, co-trainers (one per
+    phase, None where a phase has none), phase schedule and checkpoint, in the order train needs."""
+    params = trainable_parameters(job.model, [p.phase for p in job.plan])
     optimizer = make_optimizer(params, job.recipe)
     schedule = make_schedule(optimizer, job.recipe, job.total_steps)
-    cotrainers = cotrainers_for([ph.cotrain for ph in phases], [p.cotrain_flops for p in job.plan])
-    check_early_endings(job.plan)
-    state = LoopState()
-    checkpoint = Checkpoint(job, params, optimizer, schedule, distinct(cotrainers))
-    resumed_from = checkpoint.load(state)
-    ends = list(accumulate(p.steps for p in job.plan))  # phase i covers steps [ends[i-1], ends[i])
-    may_end_early = any(p.until is not None for p in phases[:-1])
-    eval_at = set(job.eval_at) | (set(ends) if may_end_early else set())  # a curve point at every boundary
+    cotrainers = cotrainers_for([p.phase.cotrain for p in job.plan], [p.cotrain_flops for p in job.plan])
+    phases = PhaseSchedule(job.plan, params, job.clock)  # checks early endings before anything is loaded
+    return params, optimizer, schedule, cotrainers, phases, Checkpoint(job, params, optimizer, schedule,
+                                                                        distinct(cotrainers))
+
+
+def _start(job: TrainJob, state: LoopState, resumed_from: Optional[int], eval_at: set[int]):
+    """Ready the model for the first step (compiled if asked, in train mode; a fresh job's point
+    at step 0 recorded); the job's step generator and loss context."""
     device = next(job.model.parameters()).device
     generator, amp = step_generator(device), autocast_for(job.precision, device)
     if job.compile:
         job.model.compile()
     job.model.train()
     if resumed_from is None and 0 in eval_at:
-        record(job, state, phases[0].name if phases else "")
+        record(job, state, job.plan[0].phase.name if job.plan else "")
+    job.clock.total_steps = job.total_steps
+    return generator, amp
 
-    clock, scheduled = job.clock, not is_constant(job.recipe)
+
+def _result(job: TrainJob, state: LoopState, resumed_from: Optional[int], diverged_at: Optional[int],
+            phase: Optional[Phase]) -> TrainResult:
+    """The job's result; a diverged job's curve ends with a point whose ``train_loss`` is NaN."""
+    if diverged_at is not None:
+        state.curve.append({"step": state.step, "samples": state.step * job.recipe.batch_size,
+                            "flops": state.flops, "phase": phase.name,
+                            "train_loss": float("nan"), "time": round(state.wall, 3)})
+    return TrainResult(curve=state.curve, status="diverged" if diverged_at is not None else "finished",
+                       steps=state.step, flops=state.flops, wall_time=state.wall, diverged_at=diverged_at,
+                       resumed_from=resumed_from, teacher_flops=state.teacher_flops)
+
+
+def train(job: TrainJob) -> TrainResult:
+    """Run ``job`` to its end (or divergence); resume from ``job.state_path`` if it exists."""
+    params, optimizer, schedule, cotrainers, phases, checkpoint = _setup(job)
+    state = LoopState()
+    resumed_from = checkpoint.load(state)
+    eval_at = phases.begin(job.eval_at)  # the set that phases ending early add their moved boundaries to
+    generator, amp = _start(job, state, resumed_from, eval_at)
+    clock, total, clip, scheduled = job.clock, job.total_steps, job.recipe.grad_clip, not is_constant(job.recipe)
+    save_until = total if job.state_path is not None else 0  # without a path no saves and no stop requests
     started = last_save = time.monotonic()
-    wall_before, diverged_at, mid_step, i = state.wall, None, False, -1
-    clock.total_steps = job.total_steps
-    with contextlib.ExitStack() as masks:
+    wall_before, diverged_at, mid_step = state.wall, None, False
+    with phases:
         try:
-            while state.step < job.total_steps:
-                if state.step >= (ends[i] if i >= 0 else 0):  # a new phase: its trainable parameters, once
-                    i = bisect_right(ends, state.step)
-                    masks.close()
-                    masks.enter_context(training_only(params, phases[i].params))
-                planned, phase = job.plan[i], phases[i]
-                ends_early = phase.until is not None and i < len(phases) - 1
+            while state.step < total:
+                if state.step >= phases.end:  # a new phase: its parameters, clock fields and costs, once
+                    phase, step_flops, until = phases.enter(state.step)
+                    cotrainer = cotrainers[phases.i]
                 mid_step = True  # until the step is counted and recorded, a saved state would be inconsistent
-                clock.step, clock.phase_steps = state.step, planned.steps
-                clock.phase_step = state.step - (ends[i] - planned.steps)
                 generator.manual_seed(seed_for_step(job.stream_seed, state.step))
                 batch = job.task.train_batch(generator, job.recipe.batch_size)
                 with amp:
@@ -291,47 +384,32 @@ def train(job: TrainJob) -> TrainResult:
                     break
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if job.recipe.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], job.recipe.grad_clip)
+                if clip > 0:
+                    clip_gradients(params, clip)
                 optimizer.step()
                 if scheduled:
                     schedule.step()
-                if cotrainers[i] is not None:
-                    state.teacher_flops += cotrainers[i].step(state.step, batch, amp)
-                state.step, state.flops = state.step + 1, state.flops + planned.step_flops
+                if cotrainer is not None:
+                    state.teacher_flops += cotrainer.step(state.step, batch, amp)
+                state.step, state.flops = state.step + 1, state.flops + step_flops
                 state.loss_sum, state.loss_count = state.loss_sum + loss_value, state.loss_count + 1
                 clock.step, clock.phase_step = state.step, clock.phase_step + 1
-                ended = ends_early and state.step < ends[i] and phase.until(clock, loss_value)
-                if ended:  # the phase's unused steps go to later phases: the phase ends here
-                    end_phase_early(job.plan, i, clock.phase_step)
-                    ends = list(accumulate(p.steps for p in job.plan))
-                    eval_at.update(ends)
+                if until is not None:
+                    phases.ask_until(state.step, loss_value)
                 if job.on_step is not None:
                     job.on_step(clock)
                 now = time.monotonic()
                 state.wall = wall_before + (now - started)
                 if state.step in eval_at:
                     record(job, state, phase.name)
-                unfinished = job.state_path is not None and state.step < job.total_steps
-                if unfinished and now - last_save > job.save_every_s:
+                if state.step < save_until and now - last_save > job.save_every_s:
                     checkpoint.save(state)
                     last_save = now
                 mid_step = False
-                if unfinished and job.should_stop():
-                    checkpoint.save(state)
-                    raise StopRequested(f"stopped at step {state.step} of {job.total_steps}; state saved")
+                if state.step < save_until:
+                    checkpoint.stop_if_asked(state)
         except KeyboardInterrupt:
-            # saved only between steps: a half-done step (parameters updated, step not counted)
-            # would resume onto another curve; the last periodic save stands instead
-            if job.state_path is not None and not mid_step:
-                checkpoint.save(state)
+            checkpoint.interrupted(state, mid_step)
             raise
-
     state.wall = wall_before + (time.monotonic() - started)
-    if diverged_at is not None:
-        state.curve.append({"step": state.step, "samples": state.step * job.recipe.batch_size,
-                            "flops": state.flops, "phase": phases[i].name,
-                            "train_loss": float("nan"), "time": round(state.wall, 3)})
-    return TrainResult(curve=state.curve, status="diverged" if diverged_at is not None else "finished",
-                       steps=state.step, flops=state.flops, wall_time=state.wall, diverged_at=diverged_at,
-                       resumed_from=resumed_from, teacher_flops=state.teacher_flops)
+    return _result(job, state, resumed_from, diverged_at, phases.current)
