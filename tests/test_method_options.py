@@ -285,7 +285,8 @@ def test_saturate_switches_on_a_plateau_within_the_budget(saturate_reference):
                                                           for c in result.curve]
 
 
-@pytest.mark.parametrize("offset", [-1, 2], ids=["just-before-a-switch", "just-after-a-switch"])
+@pytest.mark.parametrize("offset", [-1, 2, 40], ids=["just-before-a-switch", "just-after-a-switch",
+                                                     "well-after-a-switch"])
 def test_saturate_resumes_bit_for_bit(tmp_path, saturate_reference, offset):
     reference_job, reference = saturate_reference
     first = min(p.phase.info["plateau_at_step"] for p in reference_job.plan if "plateau_at_step" in p.phase.info)

@@ -20,16 +20,16 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 from torch import nn
 
 from kdbench.api import Clock, Phase, Recipe, TaskInstance
+from kdbench.files import atomic_torch_save
 from kdbench.run.cotrain import CoTrainer, cotrainers_for, distinct
 from kdbench.run.optim import is_constant, make_optimizer, make_schedule
 from kdbench.run.stop import StopRequested
-from kdbench.run.store import atomic_torch_save
 from kdbench.streams import seed_for_step, step_generator
 
 CurvePoint = dict
@@ -194,12 +194,13 @@ class PhaseSchedule:
         self.current: Optional[Phase] = None
         self._mask = contextlib.ExitStack()
 
-    def begin(self, eval_at: list[int]) -> set[int]:
+    def begin(self, eval_at: list[int], saved: Iterable[int] = ()) -> set[int]:
         """Fix the boundaries from the plan as it stands (as a resumed job's state restored it);
-        return the steps to evaluate after: ``eval_at``, and every boundary if a phase may end early."""
+        return the steps to evaluate after: ``eval_at``, and every boundary if a phase may end early,
+        with ``saved``, those a resumed job had gathered (boundaries that have moved since)."""
         self.ends = list(accumulate(p.steps for p in self.plan))
         may_end_early = any(p.phase.until is not None for p in self.plan[:-1])
-        self.eval_at = set(eval_at) | (set(self.ends) if may_end_early else set())
+        self.eval_at = set(eval_at) | (set(self.ends) if may_end_early else set()) | set(saved)
         return self.eval_at
 
     def enter(self, step: int) -> tuple[Phase, int, Optional[Callable[[Clock, float], bool]]]:
@@ -246,9 +247,11 @@ class LoopState:
 class Checkpoint:
     """Saves and restores everything a job needs to resume bit for bit at a step boundary."""
 
-    def __init__(self, job: TrainJob, params, optimizer, schedule, cotrainers: list[CoTrainer]):
+    def __init__(self, job: TrainJob, params, optimizer, schedule, cotrainers: list[CoTrainer],
+                 phases: PhaseSchedule):
         self.job, self.params, self.optimizer, self.schedule = job, params, optimizer, schedule
-        self.cotrainers = cotrainers
+        self.cotrainers, self.phases = cotrainers, phases
+        self.eval_at: list[int] = []  # a loaded state's steps to evaluate after (moved boundaries included)
 
     def save(self, state: LoopState) -> None:
         atomic_torch_save({
@@ -256,6 +259,7 @@ class Checkpoint:
             "cotrain": [c.state_dict() for c in self.cotrainers],
             "phase_steps": [p.steps for p in self.job.plan],  # as changed by phases that ended early
             "until": [getattr(p.phase.until, "state_dict", lambda: None)() for p in self.job.plan],
+            "eval_at": sorted(self.phases.eval_at),  # boundaries that moved before this save keep their points
             "model": self.job.model.state_dict(), "params": [p.detach().clone() for p in self.params],
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
             "rng": torch.get_rng_state(),
@@ -280,6 +284,7 @@ class Checkpoint:
             setattr(state, key, saved[key])
         for c, c_saved in zip(self.cotrainers, saved["cotrain"]):
             c.load_state_dict(c_saved)
+        self.eval_at = saved.get("eval_at", [])  # absent from states saved before kdbench 0.2
         plan = self.job.plan  # a state saved before phases could end early has neither list
         for planned, steps, until in zip(plan, saved.get("phase_steps", [p.steps for p in plan]),
                                          saved.get("until", [None] * len(plan))):
@@ -327,7 +332,7 @@ def _setup(job: TrainJob):
     cotrainers = cotrainers_for([p.phase.cotrain for p in job.plan], [p.cotrain_flops for p in job.plan])
     phases = PhaseSchedule(job.plan, params, job.clock)  # checks early endings before anything is loaded
     return params, optimizer, schedule, cotrainers, phases, Checkpoint(job, params, optimizer, schedule,
-                                                                        distinct(cotrainers))
+                                                                        distinct(cotrainers), phases)
 
 
 def _start(job: TrainJob, state: LoopState, resumed_from: Optional[int], eval_at: set[int]):
@@ -361,7 +366,7 @@ def train(job: TrainJob) -> TrainResult:
     params, optimizer, schedule, cotrainers, phases, checkpoint = _setup(job)
     state = LoopState()
     resumed_from = checkpoint.load(state)
-    eval_at = phases.begin(job.eval_at)  # the set that phases ending early add their moved boundaries to
+    eval_at = phases.begin(job.eval_at, checkpoint.eval_at)  # phases ending early add their moved boundaries
     generator, amp = _start(job, state, resumed_from, eval_at)
     clock, total, clip, scheduled = job.clock, job.total_steps, job.recipe.grad_clip, not is_constant(job.recipe)
     save_until = total if job.state_path is not None else 0  # without a path no saves and no stop requests

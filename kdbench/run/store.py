@@ -37,8 +37,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from kdbench.files import (atomic_torch_save,  # atomic_torch_save: engine.py (until it imports kdbench.files)
-                           atomic_write_json, atomic_write_text)
+from kdbench.files import atomic_write_json, atomic_write_text
 
 FINAL_STATUSES = ("finished", "diverged")
 STATUSES = (*FINAL_STATUSES, "failed")
