@@ -17,7 +17,7 @@ from kdbench.plugins import Registry
 from kdbench.streams import VERSION as STREAMS_VERSION
 from kdbench.suite.file import excerpt, read_suite_file
 from kdbench.suite.identity import Run, run_identity
-from kdbench.suite.model import ResolvedBudget, Suite
+from kdbench.suite.model import Budget, ResolvedBudget, Suite
 from kdbench.suite.schema import format_validation_error, unknown_name
 from kdbench.suite.tune import TunePlan, resolve_tune
 
@@ -119,13 +119,7 @@ def expand(suite: Suite, path: Path, registry: Registry, price: Optional[Callabl
 
     runs = []
     for (entry, tcls, tparams, trecipe, srecipe, budget, checkpoint, inputs) in tasks:
-        task_runs = []
-        resolved = ResolvedBudget(flops=budget.flops, student_steps=budget.student_steps, counts=budget.counts)
-        if budget.method is not None:  # resolve to the method entry it names, params included
-            ref = next(((e.name, mp) for e, _, mp in methods if (e.label or e.name) == budget.method),
-                       (budget.method, registry.methods[budget.method].cls.Params()))
-            resolved = ResolvedBudget(steps=budget.steps, method=ref[0], method_params=ref[1].model_dump(mode="json"),
-                                      counts=budget.counts)
+        task_runs, resolved = [], _resolved_budget(budget, methods, registry)
         for tseed in suite.teacher_seeds:
             for (mentry, mcls, mparams) in methods:
                 try:
@@ -147,6 +141,17 @@ def expand(suite: Suite, path: Path, registry: Registry, price: Optional[Callabl
             task_runs = _priced(task_runs, price, registry, path)
         runs += [replace(run, run_id=run_identity(run)) for run in task_runs]
     return runs
+
+
+def _resolved_budget(budget: Budget, methods: list, registry: Registry) -> ResolvedBudget:
+    """``budget`` as its runs hold it: a budget in steps of a method resolved to the method entry it
+    names (a label of the suite, else a plugin with its default params), params included."""
+    if budget.method is None:
+        return ResolvedBudget(flops=budget.flops, student_steps=budget.student_steps, counts=budget.counts)
+    name, params = next(((e.name, mp) for e, _, mp in methods if (e.label or e.name) == budget.method),
+                        (budget.method, registry.methods[budget.method].cls.Params()))
+    return ResolvedBudget(steps=budget.steps, method=name, method_params=params.model_dump(mode="json"),
+                          counts=budget.counts)
 
 
 def _priced(runs: list[Run], price: Optional[Callable[[Run, Registry], float]], registry: Registry,
