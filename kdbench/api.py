@@ -40,6 +40,20 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    def __getitem__(self, name: str) -> Any:
+        """``params["lr"]``, as when recipes and params were dicts (kdbench 0.1): deprecated, use ``params.lr``."""
+        who = "recipe" if type(self).__name__ == "Recipe" else "params"
+        warn_mapping_access(f"{who}[{name!r}]", f"{who}.{name}")
+        if name not in type(self).model_fields:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """``params.get("lr")``, as when recipes and params were dicts (kdbench 0.1): deprecated, use ``params.lr``."""
+        who = "recipe" if type(self).__name__ == "Recipe" else "params"
+        warn_mapping_access(f"{who}.get({name!r})", f"{who}.{name}")
+        return getattr(self, name, default) if name in type(self).model_fields else default
+
     @model_serializer(mode="wrap")
     def _omit_new_defaults(self, handler):
         data = handler(self)
@@ -133,18 +147,6 @@ class Recipe(Params):
     steps: int = Field(1000, ge=1, description="training steps (teachers; students are bounded by the budget)")
     checkpoint_every: int = Field(0, ge=0, description="teacher steps between stored checkpoints (0: none)")
     grad_clip: float = Field(0.0, ge=0, description="max gradient norm (0: off)")
-
-    def __getitem__(self, name: str) -> Any:
-        """``recipe["lr"]``, as when recipes were dicts (kdbench 0.1): deprecated, use ``recipe.lr``."""
-        warn_mapping_access(f"recipe[{name!r}]", f"recipe.{name}")
-        if name not in type(self).model_fields:
-            raise KeyError(name)
-        return getattr(self, name)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        """``recipe.get("lr")``, as when recipes were dicts (kdbench 0.1): deprecated, use ``recipe.lr``."""
-        warn_mapping_access(f"recipe.get({name!r})", f"recipe.{name}")
-        return getattr(self, name, default) if name in type(self).model_fields else default
 
 
 @dataclass

@@ -10,6 +10,7 @@ limits which entry-point plugins load.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -138,7 +139,9 @@ def load_module_from_path(path: Path) -> ModuleType:
     path = Path(path).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"no plugin file at {path}")
-    module_name = f"kdbench_plugin_{path.stem}_{abs(hash(str(path))) % 10**8}"
+    # the same name in every process (str hash() is salted per process): a --jobs worker that loads the
+    # same file can then unpickle runs whose params are this plugin's classes
+    module_name = f"kdbench_plugin_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module

@@ -216,4 +216,4 @@ def test_hf_params_errors_are_exit_2_naming_the_field(write_suite, tmp_path, mon
 
 def test_unset_hf_params_leave_run_params_as_they_were(write_suite):
     loaded, _ = load_suite(pcfg_suite(write_suite, "null", "null"), load_plugins)
-    assert not {"teacher_hf", "student_hf"} & set(loaded.runs[0].task_params)
+    assert not {"teacher_hf", "student_hf"} & set(loaded.runs[0].config()["task_params"])

@@ -60,3 +60,18 @@ def test_a_priced_budget_is_the_same_run_as_its_flops_given_raw(write_suite):
                            load_plugins)[0].runs
     (raw,) = load_suite(write_suite(tiny_suite(flops=priced.budget.priced_flops), "b.yaml"), load_plugins)[0].runs
     assert priced.run_id == raw.run_id
+
+
+def test_a_run_carries_its_params_typed_and_records_them_as_data():
+    """Issue 27: params are validated once, at expansion; the method gets that object. The run id and
+    config.json hold their JSON dump, and a config read back with the plugins gives the same run."""
+    from kdbench.suite.identity import Run
+    from kdbench.testing import resolve_run
+
+    registry, run = resolve_run("one-shot", {"temperature": 2.0})
+    assert isinstance(run.method_params, registry.methods["one-shot"].cls.Params)
+    assert isinstance(run.task_params, registry.tasks["parity-mlp"].cls.Params)
+    assert run.method_params.temperature == 2.0
+    config = run.config()
+    assert config["method_params"] == run.method_params.model_dump(mode="json") and config["task_params"]["n"] == 10
+    assert Run.from_config(config, registry) == run

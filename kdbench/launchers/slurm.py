@@ -89,7 +89,9 @@ class _Job(submitit.helpers.Checkpointable):
     Subclasses implement ``work(registry, options)`` (the run options with the device resolved on
     the node). As a submitit
     ``Checkpointable`` it is requeued on preemption or time-out; ``checkpoint``
-    resubmits the same job, whose state lives in the results folder, not in the pickle.
+    resubmits the same job, whose state lives in the results folder, not in the pickle. A job holds
+    its run as its config (plain data): the node unpickles the job before it loads the plugins, and a
+    plugin loaded from a file is not importable until then; ``work`` types it with the registry.
     """
 
     def __init__(self, out: Path, plugin_paths: tuple, options):
@@ -135,12 +137,12 @@ class TeacherJob(_Job):
 
     def __init__(self, run: Run, checkpoints: list[int], *args):
         super().__init__(*args)
-        self.run, self.checkpoints = run, sorted(checkpoints)
+        self.config, self.checkpoints = run.config(), sorted(checkpoints)  # plain data: see _Job
 
     def work(self, registry, options):
-
-        progress = teacher_dir(self.out, self.run.teacher_id) / "progress.json"
-        summary = train_teacher(self.run, self.checkpoints, registry, self.out, options, _progress_writer(progress))
+        run = Run.from_config(self.config, registry)
+        progress = teacher_dir(self.out, run.teacher_id) / "progress.json"
+        summary = train_teacher(run, self.checkpoints, registry, self.out, options, _progress_writer(progress))
         progress.unlink(missing_ok=True)
         return summary
 
@@ -150,13 +152,13 @@ class RunJob(_Job):
 
     def __init__(self, run: Run, *args, loggers: tuple = ()):
         super().__init__(*args)
-        self.run, self.loggers = run, tuple(loggers)
+        self.config, self.loggers = run.config(), tuple(loggers)  # plain data: see _Job
 
     def work(self, registry, options):
-
-        progress = run_dir(self.out, self.run.run_id) / "progress.json"
+        run = Run.from_config(self.config, registry)
+        progress = run_dir(self.out, run.run_id) / "progress.json"
         progress.parent.mkdir(parents=True, exist_ok=True)
-        summary = execute_run(self.run, registry, self.out, options, progress=_progress_writer(progress),
+        summary = execute_run(run, registry, self.out, options, progress=_progress_writer(progress),
                               loggers=self.loggers).summary
         progress.unlink(missing_ok=True)
         return summary

@@ -24,9 +24,9 @@ here as unreadable).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
@@ -38,7 +38,7 @@ from kdbench.results.leaderboard import build_leaderboard
 from kdbench.results.render import render
 from kdbench.run.curves import curve_auc, flops_to_target
 from kdbench.run.store import FINAL_STATUSES, MANIFEST, RunFolder, read_json, read_run
-from kdbench.suite.identity import SEEDS, Run, identity
+from kdbench.suite.identity import SEEDS, config_identity
 from kdbench.tuning.records import read_trials
 
 CURVE_COLUMNS = ("step", "samples", "flops", "phase", "time", "train_loss")
@@ -75,7 +75,7 @@ def phase_boundaries(summary: dict, curve: list[dict]) -> list[float]:
 def config_key(config: dict) -> str:
     """A short hash of what determines a run's result (its identity, as in its run id) without
     its seeds: runs with the same key differ only by seed and teacher seed."""
-    kept = {k: v for k, v in identity(Run.from_config(config)).items() if k not in SEEDS}
+    kept = {k: v for k, v in config_identity(config).items() if k not in SEEDS}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

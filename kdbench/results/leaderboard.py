@@ -26,7 +26,7 @@ from typing import Optional
 import pandas as pd
 
 from kdbench.errors import UserError
-from kdbench.suite.identity import SEEDS, Run, identity
+from kdbench.suite.identity import SEEDS, config_identity
 from kdbench.tuning.report import TaskTuning, task_tuning
 
 DEFAULT_BASELINE = "one-shot"
@@ -119,7 +119,7 @@ def _flatten(obj, prefix: str = "") -> dict:
 def differing_params(configs: dict[str, dict]) -> dict[str, dict[str, str]]:
     """For configs by row label: the dotted config fields whose values differ between
     them (seeds and bookkeeping aside), each value as JSON text (``-`` where absent)."""
-    flat = {row: _flatten({k: v for k, v in identity(Run.from_config(c)).items() if k not in SEEDS})
+    flat = {row: _flatten({k: v for k, v in config_identity(c).items() if k not in SEEDS})
             for row, c in configs.items()}
     keys = list(dict.fromkeys(k for f in flat.values() for k in f))
     differ = [k for k in keys if len({json.dumps(f.get(k, "-"), sort_keys=True) for f in flat.values()}) > 1]

@@ -21,7 +21,7 @@ import torch
 from filelock import FileLock
 
 from kdbench import __version__, streams
-from kdbench.api import MethodContext, Phase, TaskInstance
+from kdbench.api import MethodContext, Params, Phase, TaskInstance
 from kdbench.errors import FAILURES, UserError
 from kdbench.files import atomic_write_json
 from kdbench.loggers.runlog import RunLog
@@ -74,22 +74,21 @@ class RunOutcome:
 def build_task(run: Run, registry: Registry, device: torch.device, out: Optional[Path]) -> TaskInstance:
     """The run's task instance (its data seed is the teacher seed; its cache the teacher's folder)."""
     cls = registry.tasks[run.task].cls
-    params = cls.Params.model_validate(run.task_params)
+    params = run.task_params  # validated when the suite was expanded
     cache = teacher_dir(out, run.teacher_id) if out is not None else None
     return cls().build(params, streams.derive_seed("task", run.teacher_seed), device, cache)
 
 
 def method_phases(run: Run, registry: Registry, task: TaskInstance, teacher, device: torch.device,
-                  method: str, method_params: dict) -> tuple[torch.nn.Module, list[Phase], MethodContext]:
+                  method: str, method_params: Params) -> tuple[torch.nn.Module, list[Phase], MethodContext]:
     """A fresh student and ``method``'s phases for it (the run's own method, or the budget's reference)."""
     cls = registry.methods[method].cls
-    params = cls.Params.model_validate(method_params)
     torch.manual_seed(streams.derive_seed("student-init", run.seed))
     student = task.student_model()
     ctx = MethodContext(task=task, student=student, teacher=teacher, teacher_recipe=run.teacher_recipe,
                         seed=run.seed, device=device, generator=streams.generator("method", run.seed),
                         make_teacher=lambda: new_teacher(task, run.teacher_seed))
-    return student, cls().phases(ctx, params), ctx
+    return student, cls().phases(ctx, method_params), ctx
 
 
 def measure_cotrain(phases: list[Phase], task: TaskInstance, batch_size: int, device: torch.device,

@@ -129,11 +129,11 @@ def expand(suite: Suite, path: Path, registry: Registry, price: Optional[Callabl
                     raise UserError(f"{path}: methods[{i}].params: {exc}") from exc
                 for seed in suite.seeds:
                     run = Run(run_id="", suite=suite.name, task=entry.name, task_label=entry.label or entry.name,
-                              task_version=str(tcls.version), task_params=tparams.model_dump(mode="json"),
+                              task_version=str(tcls.version), task_params=tparams,
                               teacher_seed=tseed, teacher_recipe=trecipe, teacher_checkpoint=checkpoint,
                               checkpoints=checkpoints, student_recipe=srecipe, method=mentry.name,
                               method_label=mentry.label or mentry.name, method_version=str(mcls.version),
-                              method_params=mparams.model_dump(mode="json"), seed=seed, budget=resolved,
+                              method_params=mparams, seed=seed, budget=resolved,
                               eval=suite.eval, streams=STREAMS_VERSION, inputs=inputs,
                               save_every_s=suite.save_every_s, keep_students=suite.keep_students)
                     task_runs.append(run)
@@ -150,7 +150,7 @@ def _resolved_budget(budget: Budget, methods: list, registry: Registry) -> Resol
         return ResolvedBudget(flops=budget.flops, student_steps=budget.student_steps, counts=budget.counts)
     name, params = next(((e.name, mp) for e, _, mp in methods if (e.label or e.name) == budget.method),
                         (budget.method, registry.methods[budget.method].cls.Params()))
-    return ResolvedBudget(steps=budget.steps, method=name, method_params=params.model_dump(mode="json"),
+    return ResolvedBudget(steps=budget.steps, method=name, method_params=params,
                           counts=budget.counts)
 
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import Any, Optional
 
-from kdbench.api import Recipe
+from pydantic import BaseModel
+
+from kdbench.api import Params, Recipe
+from kdbench.plugins import Registry, load_plugins
 from kdbench.suite.model import Evaluation, ResolvedBudget
 
 
@@ -26,7 +29,7 @@ class Run:
     task: str
     task_label: str
     task_version: str
-    task_params: dict
+    task_params: Params  # the task plugin's validated params
     teacher_seed: int
     teacher_recipe: Recipe
     teacher_checkpoint: Optional[str]
@@ -35,7 +38,7 @@ class Run:
     method: str
     method_label: str
     method_version: str
-    method_params: dict
+    method_params: Params  # the method plugin's validated params
     seed: int
     budget: ResolvedBudget
     eval: Evaluation
@@ -47,7 +50,7 @@ class Run:
     @property
     def task_identity(self) -> dict:
         """The task params, with every file a param names replaced by its content hash."""
-        return {k: self.inputs.get(k, v) for k, v in self.task_params.items()}
+        return {k: self.inputs.get(k, v) for k, v in plain(self.task_params).items()}
 
     @property
     def teacher_id(self) -> str:
@@ -55,32 +58,65 @@ class Run:
                           self.inputs.get("teacher_checkpoint"), self.streams)
 
     def config(self) -> dict:
-        """The run as plain JSON data (config.json; the recipes, budget and eval settings dumped)."""
+        """The run as plain JSON data (config.json; params, recipes, budget and eval settings dumped)."""
         fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        fields.update(teacher_recipe=self.teacher_recipe.model_dump(mode="json"),
+        budget = self.budget.model_dump(exclude_none=True)
+        if "method_params" in budget:
+            budget["method_params"] = plain(self.budget.method_params)
+        fields.update(task_params=plain(self.task_params), method_params=plain(self.method_params),
+                      teacher_recipe=self.teacher_recipe.model_dump(mode="json"),
                       student_recipe=self.student_recipe.model_dump(mode="json"),
-                      budget=self.budget.model_dump(exclude_none=True), eval=self.eval.model_dump(mode="json"),
-                      checkpoints=list(self.checkpoints))
+                      budget=budget, eval=self.eval.model_dump(mode="json"), checkpoints=list(self.checkpoints))
         return {**fields, "teacher_id": self.teacher_id}
 
     @classmethod
-    def from_config(cls, config: dict) -> "Run":
+    def from_config(cls, config: dict, registry: Optional[Registry] = None) -> "Run":
+        """The run a ``config()`` (config.json) describes, its params typed by ``registry``'s plugins
+        (default: the built-in and installed ones; validated: a config of another version of a plugin
+        may no longer fit it)."""
+        registry = registry if registry is not None else load_plugins()
         fields = {k: v for k, v in config.items() if k in cls.__dataclass_fields__}
-        fields.update(checkpoints=tuple(fields["checkpoints"]),
+        budget = ResolvedBudget.model_validate(fields["budget"])
+        if budget.method is not None:
+            budget = budget.model_copy(update={"method_params": registry.methods[budget.method].cls.Params
+                                               .model_validate(budget.method_params or {})})
+        fields.update(checkpoints=tuple(fields["checkpoints"]), budget=budget,
+                      task_params=registry.tasks[fields["task"]].cls.Params.model_validate(fields["task_params"]),
+                      method_params=registry.methods[fields["method"]].cls.Params.model_validate(
+                          fields["method_params"]),
                       teacher_recipe=Recipe.model_validate(fields["teacher_recipe"]),
                       student_recipe=Recipe.model_validate(fields["student_recipe"]),
-                      budget=ResolvedBudget.model_validate(fields["budget"]),
                       eval=Evaluation.model_validate(fields["eval"]))
         return cls(**fields)
+
+
+def plain(params: Any) -> Any:
+    """Params as JSON data (``model_dump(mode="json")``: what config.json and the run id hold)."""
+    return params.model_dump(mode="json") if isinstance(params, BaseModel) else params
 
 
 def identity(run: Run) -> dict:
     """Everything that determines a run's result: its config without labels, the suite's name,
     the save cadence, which checkpoints are stored or whether the student is kept, and with files
     as their content hashes."""
-    config = {**run.config(), "task_params": run.task_identity,
-              "teacher_checkpoint": run.inputs.get("teacher_checkpoint"), "budget": budget_identity(run.budget)}
-    return {k: v for k, v in config.items() if k not in ("run_id", "teacher_id", "suite", "task_label", "method_label",
+    return config_identity(run.config())
+
+
+def config_identity(config: dict) -> dict:
+    """:func:`identity` of a run as its config.json records it (what the results layer reads,
+    without the plugins): recipes, budget and evaluation read with today's defaults."""
+    fields = {name: f.default if f.default is not MISSING else f.default_factory()
+              for name, f in Run.__dataclass_fields__.items()
+              if f.default is not MISSING or f.default_factory is not MISSING}
+    fields.update({k: v for k, v in config.items() if k in Run.__dataclass_fields__})
+    inputs = fields["inputs"] or {}
+    fields.update(task_params={k: inputs.get(k, v) for k, v in fields["task_params"].items()},
+                  teacher_checkpoint=inputs.get("teacher_checkpoint"),
+                  teacher_recipe=Recipe.model_validate(fields["teacher_recipe"]).model_dump(mode="json"),
+                  student_recipe=Recipe.model_validate(fields["student_recipe"]).model_dump(mode="json"),
+                  budget=budget_identity(ResolvedBudget.model_validate(fields["budget"])),
+                  eval=Evaluation.model_validate(fields["eval"]).model_dump(mode="json"))
+    return {k: v for k, v in fields.items() if k not in ("run_id", "suite", "task_label", "method_label",
                                                           "save_every_s", "keep_students", "checkpoints", "inputs")}
 
 
@@ -90,7 +126,10 @@ def budget_identity(budget: ResolvedBudget) -> dict:
     the budget as given (student steps, raw FLOPs, or a run recorded before budgets were priced)."""
     if budget.priced_flops is not None:
         return {"flops": budget.priced_flops, "counts": budget.counts}
-    return budget.model_dump(exclude_none=True)
+    dumped = budget.model_dump(exclude_none=True)
+    if "method_params" in dumped:
+        dumped["method_params"] = plain(budget.method_params)
+    return dumped
 
 
 def run_identity(run: Run) -> str:

@@ -88,7 +88,7 @@ class ResolvedBudget(_Strict):
     flops: Optional[float] = None
     steps: Optional[int] = None
     method: Optional[str] = None
-    method_params: Optional[dict[str, Any]] = None
+    method_params: Optional[Any] = None  # the method's validated Params (a dict as config.json reads)
     student_steps: Optional[int] = None
     counts: Literal["student", "total"] = "student"
     priced_flops: Optional[float] = Field(None, description="steps of method: the FLOPs they come to, measured "

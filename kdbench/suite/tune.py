@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from kdbench.api import Recipe
 from kdbench.errors import UserError
-from kdbench.suite.identity import run_identity
+from kdbench.suite.identity import plain, run_identity
 from kdbench.suite.model import Range, TuneSpec
 from kdbench.suite.schema import format_validation_error, members, params_of, type_text, unknown_name
 
@@ -92,10 +92,10 @@ def apply_settings(template, values: dict[str, Any], seed: int, registry):
     Raises ValidationError or ValueError when the settings do not make a valid run."""
     cls = registry.methods[template.method].cls
     method, student = split_settings(values)
-    params = cls.Params.model_validate({**template.method_params, **method})
+    params = cls.Params.model_validate({**plain(template.method_params), **method})
     recipe = Recipe.model_validate({**template.student_recipe.model_dump(), **student})
     checkpoints = tuple(sorted(set(cls().checkpoints(params, template.teacher_recipe))))
-    run = replace(template, seed=seed, method_params=params.model_dump(mode="json"), student_recipe=recipe,
+    run = replace(template, seed=seed, method_params=params, student_recipe=recipe,
                   checkpoints=checkpoints, run_id="")
     return replace(run, run_id=run_identity(run))
 
