@@ -26,9 +26,11 @@ def new_param(default: Any, **field_kwargs) -> Any:
     return Field(default, json_schema_extra={OMIT_DEFAULT: True}, **field_kwargs)
 
 
-def warn_mapping_access(old: str, new: str) -> None:
-    """The DeprecationWarning of reading a typed object as the dict it was in kdbench 0.1."""
-    warnings.warn(f"{old}: recipes and params are typed objects now; use {new} "
+def warn_mapping_access(obj: Any, access: str, name: str) -> None:
+    """The DeprecationWarning of reading ``obj`` (a recipe or params) as the dict it was in kdbench 0.1:
+    ``access`` is how it was read (``["lr"]``), ``name`` the field to read instead."""
+    who = "recipe" if type(obj).__name__ == "Recipe" else "params"
+    warnings.warn(f"{who}{access}: recipes and params are typed objects now; use {who}.{name} "
                   "(mapping access works until kdbench 0.3)", DeprecationWarning, stacklevel=3)
 
 
@@ -42,16 +44,14 @@ class Params(BaseModel):
 
     def __getitem__(self, name: str) -> Any:
         """``params["lr"]``, as when recipes and params were dicts (kdbench 0.1): deprecated, use ``params.lr``."""
-        who = "recipe" if type(self).__name__ == "Recipe" else "params"
-        warn_mapping_access(f"{who}[{name!r}]", f"{who}.{name}")
+        warn_mapping_access(self, f"[{name!r}]", name)
         if name not in type(self).model_fields:
             raise KeyError(name)
         return getattr(self, name)
 
     def get(self, name: str, default: Any = None) -> Any:
         """``params.get("lr")``, as when recipes and params were dicts (kdbench 0.1): deprecated, use ``params.lr``."""
-        who = "recipe" if type(self).__name__ == "Recipe" else "params"
-        warn_mapping_access(f"{who}.get({name!r})", f"{who}.{name}")
+        warn_mapping_access(self, f".get({name!r})", name)
         return getattr(self, name, default) if name in type(self).model_fields else default
 
     @model_serializer(mode="wrap")

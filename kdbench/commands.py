@@ -330,8 +330,8 @@ def _estimate(loaded: LoadedSuite, registry, options, probe_steps: int) -> Plan:
                          run_is_done(loaded.output, r.run_id))
         if probe_steps:
             config = r.config()
-            same = short_hash([r.teacher_id, r.method, config["method_params"], config["student_recipe"], config["budget"],
-                               config["eval"]])
+            same = short_hash([r.teacher_id, r.method, config["method_params"], config["student_recipe"],
+                               config["budget"], config["eval"]])
             if same not in estimates:  # seeds do not change the speed
                 estimates[same] = estimate_job(p.job, probe_steps)
             row.estimate = estimates[same]

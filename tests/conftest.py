@@ -1,3 +1,4 @@
+import importlib
 import json
 from pathlib import Path
 
@@ -71,3 +72,17 @@ methods:
 def tiny_suite(methods: str = "  - name: one-shot", flops: float = 2e6) -> str:
     """A suite of one tiny parity task with ``methods`` (YAML list items) under ``flops``."""
     return TINY_SUITE.format(methods=methods, flops=flops)
+
+
+def resolve(dotted: str):
+    """The object a dotted name names: the longest importable module prefix, then attributes."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(dotted)

@@ -1,13 +1,14 @@
 """docs/writing-plugins.md and the public API agree: every exported name is documented, every
 ``kdbench.X`` the guide names exists."""
 
-import importlib
 import re
 from pathlib import Path
 
 import pytest
 
 import kdbench
+
+from conftest import resolve
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "writing-plugins.md"
 
@@ -25,20 +26,6 @@ def test_every_exported_name_is_in_the_guide(name):
     assert re.search(rf"(?<![\w.]){re.escape(name)}\b|kdbench\.{re.escape(name)}\b", code_in_guide()), (
         f"kdbench.{name} is exported but docs/writing-plugins.md never names it in code: add it to "
         f"'The public API' and where it is used")
-
-
-def resolve(dotted: str):
-    """The object a dotted name names: the longest importable module prefix, then attributes."""
-    parts = dotted.split(".")
-    for cut in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        for attr in parts[cut:]:
-            obj = getattr(obj, attr)
-        return obj
-    raise ImportError(dotted)
 
 
 def test_every_kdbench_name_in_the_guide_exists():

@@ -19,6 +19,8 @@ import pytest
 import kdbench
 import kdbench.testing
 
+from conftest import resolve
+
 ROOT = Path(__file__).resolve().parents[1]
 API = ROOT / "docs" / "api"
 
@@ -44,20 +46,6 @@ def documented() -> list[str]:
                 elif option.strip():
                     members = False
     return names
-
-
-def resolve(dotted: str):
-    """The object a dotted name names: the longest importable module prefix, then attributes."""
-    parts = dotted.split(".")
-    for cut in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:cut]))
-        except ModuleNotFoundError:
-            continue
-        for attr in parts[cut:]:
-            obj = getattr(obj, attr)
-        return obj
-    raise ImportError(dotted)
 
 
 @pytest.mark.parametrize("name", documented())

@@ -79,7 +79,8 @@ def columns(board: Board) -> list[Column]:
             Column(lambda b: "Reached", lambda r, b: f"{r['reached']}/{r['runs']}"),
         ]
     cols += [
-        Column(lambda b: "AUC", lambda r, b: "-" if is_missing(r["auc"]) else f"{r['auc']:.4f}", key="auc", better="metric"),
+        Column(lambda b: "AUC", lambda r, b: "-" if is_missing(r["auc"]) else f"{r['auc']:.4f}", key="auc",
+               better="metric"),
         Column(lambda b: "Steps", lambda r, b: "-" if is_missing(r["steps"]) else f"{r['steps']:.0f}"),
         Column(lambda b: "Student FLOPs", lambda r, b: fmt_flops(r["flops"])),
         Column(lambda b: "Total FLOPs", lambda r, b: fmt_flops(r["total_flops"])),

@@ -39,11 +39,16 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def effective_precision(precision: str, device: torch.device) -> str:
-    """What the engine will actually use: bf16 autocast runs on CUDA only, fp32 elsewhere."""
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one kdbench knows (fp32, bf16), else a UserError."""
     if precision not in PRECISIONS:
         raise UserError(f"--precision: {precision!r} is not a precision; allowed: {', '.join(PRECISIONS)}")
-    return "bf16" if precision == "bf16" and device.type == "cuda" else "fp32"
+    return precision
+
+
+def effective_precision(precision: str, device: torch.device) -> str:
+    """What the engine will actually use: bf16 autocast runs on CUDA only, fp32 elsewhere."""
+    return "bf16" if check_precision(precision) == "bf16" and device.type == "cuda" else "fp32"
 
 
 @dataclass(frozen=True)
@@ -69,9 +74,7 @@ class RunOptions:
         """Options from the command line's flags, checked (a UserError names a bad one); with ``here``
         the device is resolved on this machine, else only its spelling is checked."""
         check_device_spec(device_spec)
-        if precision not in PRECISIONS:
-            raise UserError(f"--precision: {precision!r} is not a precision; allowed: {', '.join(PRECISIONS)}")
-        return cls(device_spec, resolve_device(device_spec) if here else None, precision, compile)
+        return cls(device_spec, resolve_device(device_spec) if here else None, check_precision(precision), compile)
 
     @classmethod
     def of(cls, options: "RunOptions | torch.device") -> "RunOptions":

@@ -70,7 +70,8 @@ def check_state_dict(path: Path, where: str, file: Path) -> Path:
     return file.resolve()
 
 
-def expand(suite: Suite, path: Path, registry: Registry, price: Optional[Callable[[Run, Registry], float]] = None) -> list[Run]:
+def expand(suite: Suite, path: Path, registry: Registry,
+           price: Optional[Callable[[Run, Registry], float]] = None) -> list[Run]:
     """Validate every plugin reference and param against ``registry``; return the runs. A budget in
     steps of a method is priced in FLOPs by ``price`` (:func:`kdbench.run.pricing.price_budget`; needed
     only for such budgets)."""
