@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import (Annotated, Any, Callable, ClassVar, Literal, NamedTuple, Optional, Protocol, Sequence,
-                    runtime_checkable)
+from typing import (Annotated, Any, Callable, ClassVar, Iterable, Literal, NamedTuple, Optional, Protocol,
+                    Sequence, runtime_checkable)
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
@@ -280,6 +280,17 @@ class TaskInstance:
         ``torch.no_grad()``, and puts the model back in train mode afterwards.
         """
         raise NotImplementedError
+
+    def eval_logits(self, model: nn.Module) -> Optional[Iterable[torch.Tensor]]:
+        """``model``'s logits on the evaluation set at the positions the metric scores, as
+        ``[n, classes]`` chunks in a fixed order (MLM tasks: the masked positions), or None
+        (the default) when the task does not expose them.
+
+        The engine compares a student's chunks with the final teacher's at every evaluation:
+        top-1 agreement and KL(teacher || student) (see :mod:`kdbench.run.fidelity`). It calls
+        this in eval mode under ``torch.no_grad()``, like :meth:`evaluate`.
+        """
+        return None
 
     def teacher_model(self) -> nn.Module:
         """A freshly initialised teacher (a :class:`LayeredModel`), on the task's device."""

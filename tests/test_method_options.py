@@ -316,3 +316,32 @@ def test_saturate_through_the_cli_records_the_switches(write_suite, tmp_path):
     for p, end in zip(phases, starts[1:]):
         assert p["info"].get("plateau_at_step", end) == end
     assert any("plateau_at_step" in p["info"] for p in phases)
+
+
+def test_progressive_levels_follow_the_teachers_own_curve(tmp_path):
+    """checkpoints: levels picks, per level, the first stored checkpoint whose evaluation reaches it
+    (checked against the teacher's checkpoints evaluated here), and passes check_method."""
+    task = TinyTask(teacher={"optimizer": "adam", "lr": 0.01, "batch_size": 32, "steps": 300, "checkpoint_every": 25})
+    params = {"checkpoints": "levels", "levels": [0.6, 0.9, 0.99], "switch": "fixed", "steps_per_checkpoint": 10}
+    got = run_method("progressive", params, task=task, out=tmp_path)
+    chosen = [(p.info["teacher_step"], p.info["level"]) for p in got.phases[:-1]]
+    registry = load_plugins()
+    run = got.run
+    task_instance = build_task(run, registry, torch.device("cpu"), tmp_path)
+    teacher = CachedTeacher(teacher_dir(tmp_path, run.teacher_id), task_instance, run.teacher_seed)
+    with torch.no_grad():
+        curve = {s: task_instance.evaluate(teacher.at(s))["accuracy"] for s in range(25, 300, 25)}
+    expected, after = [], 0
+    for level in params["levels"]:
+        step = next((s for s in sorted(curve) if s >= after and curve[s] >= level), None)
+        if step is None:
+            break
+        if expected and expected[-1][0] == step:
+            expected[-1] = (step, level)
+        else:
+            expected.append((step, level))
+        after = step
+    assert chosen == expected and len(chosen) >= 1
+    assert all(p.info["teacher_metric"] == curve[p.info["teacher_step"]] for p in got.phases[:-1])
+    check_method("progressive", {**params, "levels": [0.5], "every": 50, "steps_per_checkpoint": 4},
+                 bad_params=[{"levels": None}, {"checkpoints": "all"}, {"levels": []}])

@@ -14,15 +14,21 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": 
 
 def teacher_groups(runs: list[Run], registry, extra: Optional[dict] = None) -> dict:
     """Runs that need a cached teacher, grouped by teacher id: ``{id: {"run": one of them,
-    "checkpoints": the union of the checkpoints they read and of ``extra[id]``, "runs": all of them}}``."""
+    "checkpoints": the union of the checkpoints they read and of ``extra[id]``, "runs": all of them,
+    "followers": the runs of that teacher id that do not distil from it}}``. Followers (labels, methods
+    that co-train their own teacher) start after the teacher is ready or has failed: their fidelity
+    is measured against it (:func:`kdbench.run.runner.fidelity_teacher`); they never fail with it."""
     groups: dict[str, dict] = {}
     for run in runs:
         if not registry.methods[run.method].cls.needs_teacher:
             continue
         wanted = set((extra or {}).get(run.teacher_id, ()))
-        group = groups.setdefault(run.teacher_id, {"run": run, "checkpoints": wanted, "runs": []})
+        group = groups.setdefault(run.teacher_id, {"run": run, "checkpoints": wanted, "runs": [], "followers": []})
         group["checkpoints"].update(run.checkpoints)
         group["runs"].append(run)
+    for run in runs:
+        if not registry.methods[run.method].cls.needs_teacher and run.teacher_id in groups:
+            groups[run.teacher_id]["followers"].append(run)
     return groups
 
 

@@ -243,6 +243,8 @@ def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]
             for run in groups[tid]["runs"]:
                 summaries[run.run_id] = fail_without_running(run, ctx.out, message)
                 ctx.reporter.log(describe(run, summaries[run.run_id]))
+            for run in groups[tid]["followers"]:
+                start_run(run)
 
         ready = lambda tid, g: teacher_is_ready(teacher_dir(ctx.out, tid), g["checkpoints"])  # noqa: E731
         waiting = {tid: g for tid, g in groups.items() if not ready(tid, g)}
@@ -250,7 +252,7 @@ def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]
             bars.name(f"teacher {tid}", f"teacher {tid}")
             pool.submit(f"teacher {tid}", "teacher", tid, worker_teacher, group["run"], group["checkpoints"], ctx.out)
         for run in runs:
-            if not (ctx.registry.methods[run.method].cls.needs_teacher and run.teacher_id in waiting):
+            if run.teacher_id not in waiting:  # the others start when their teacher is ready (or failed)
                 start_run(run)
         try:
             while pool.pending:
@@ -275,7 +277,7 @@ def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]
                         error = _worker_error(future)
                         if error is None:
                             ctx.reporter.log(describe_teacher(item, future.result()))
-                            for run in groups[item]["runs"]:
+                            for run in groups[item]["runs"] + groups[item]["followers"]:
                                 start_run(run)
                         else:
                             fail_teacher(item, _teacher_message(item, error))

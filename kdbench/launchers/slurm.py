@@ -272,19 +272,21 @@ def submit(runs: list[Run], ctx: LaunchContext, params: SlurmParams, book: JobBo
             book.teachers[tid] = {"job": job_id, "submitted": time.time()}
             ctx.reporter.log(f"slurm: teacher {tid} -> job {job_id}")
 
-    batches: dict[Optional[str], list[Run]] = {}
+    # (teacher job, how its runs wait) -> runs: distilling runs need the teacher to succeed
+    # (afterok); followers (labels...) only wait for it, to measure fidelity against it (afterany)
+    batches: dict[tuple[Optional[str], str], list[Run]] = {}
     for run in runs:
         if live(book.runs.get(run.run_id)):
             continue
         needs = ctx.registry.methods[run.method].cls.needs_teacher
-        batches.setdefault(teacher_job.get(run.teacher_id) if needs else None, []).append(run)
+        batches.setdefault((teacher_job.get(run.teacher_id), "afterok" if needs else "afterany"), []).append(run)
         stale = run_dir(ctx.out, run.run_id) / "summary.json"  # a failed attempt's: the waiter must not read it
         stale.unlink(missing_ok=True)
     count = 0
-    for dependency, batch in batches.items():
+    for (dependency, how), batch in batches.items():
         jobs = [RunJob(run, *common, loggers=ctx.loggers) for run in batch]
         ids = _submit_array(folder, params, f"kdbench-{batch[0].suite}", jobs,
-                            f"afterok:{dependency}" if dependency else None)
+                            f"{how}:{dependency}" if dependency else None)
         for run, job_id in zip(batch, ids):
             book.runs[run.run_id] = run_entry(run, job_id, dependency)
         count += len(batch)

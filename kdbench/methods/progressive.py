@@ -5,6 +5,13 @@ Which checkpoints:
   ``checkpoints: all``     every ``every`` teacher steps (default: the task's cadence)
   ``checkpoints: [s, ...]`` an explicit list of teacher steps
   ``checkpoints: 2-shot``   one intermediate checkpoint (``intermediate``) then the final teacher
+  ``checkpoints: levels``   tied to the teacher's own learning curve: for each of ``levels`` (values
+                            of the task's metric), the first checkpoint (of those stored every
+                            ``every`` steps) whose evaluation reaches it. The checkpoints are
+                            evaluated when the run starts (an evaluation cost, not charged to the
+                            budget); a level no checkpoint reaches is skipped, so a teacher that
+                            jumps late is followed where it jumps, not on a fixed grid. The
+                            summary's phases give each checkpoint's level and metric.
 
 When the student moves on:
   ``switch: proportional``  student step t reads the first checkpoint at or after
@@ -34,9 +41,10 @@ import math
 from functools import partial
 from typing import Literal, Optional, Union
 
+import torch
 from pydantic import Field, model_validator
 
-from kdbench.api import Method, Recipe, new_param
+from kdbench.api import Method, MethodContext, Recipe, new_param
 from kdbench.distill_options import DistillOptions
 from kdbench.hookspecs import hookimpl
 from kdbench.losses import distill_phase, final_teacher_phase
@@ -44,10 +52,14 @@ from kdbench.plateau import Plateau
 
 
 class ProgressiveParams(DistillOptions):
-    checkpoints: Union[Literal["all", "2-shot"], list[int]] = Field(
+    checkpoints: Union[Literal["all", "2-shot", "levels"], list[int]] = Field(
         "all", description="which teacher checkpoints: all (every `every` steps), 2-shot (one, at `intermediate`), "
-                           "or a list of teacher steps")
-    every: Optional[int] = Field(None, ge=1, description="cadence for `all` (default: the teacher recipe's)")
+                           "levels (where the teacher's metric first reaches each of `levels`), or a list of "
+                           "teacher steps")
+    every: Optional[int] = Field(None, ge=1, description="cadence for `all`, and of the candidates for `levels` "
+                                                         "(default: the teacher recipe's)")
+    levels: Optional[list[float]] = new_param(None, description="levels: values of the task's metric; the student "
+                                                                "reads the first checkpoint reaching each, in order")
     intermediate: Optional[int] = Field(None, ge=1, description="teacher step of the 2-shot checkpoint")
     switch: Literal["proportional", "fixed", "saturate"] = Field(
         "proportional", description="when the student moves to the next checkpoint: student step t reads the "
@@ -63,6 +75,10 @@ class ProgressiveParams(DistillOptions):
 
     @model_validator(mode="after")
     def _consistent(self):
+        if (self.checkpoints == "levels") != (self.levels is not None):
+            raise ValueError("checkpoints: levels and `levels` (a list of metric values) go together")
+        if self.levels is not None and not self.levels:
+            raise ValueError("levels: give at least one metric value")
         if self.checkpoints == "2-shot" and self.intermediate is None:
             raise ValueError("checkpoints: 2-shot needs intermediate (the teacher step of its checkpoint)")
         if self.switch in ("fixed", "saturate") and self.steps_per_checkpoint is None:
@@ -73,13 +89,15 @@ class ProgressiveParams(DistillOptions):
 
 
 def checkpoint_schedule(params: ProgressiveParams, recipe: Recipe) -> list[int]:
-    """Teacher steps (before the final step) whose checkpoints the student reads, in order."""
+    """Teacher steps (before the final step) whose checkpoints the student may read, in order
+    (``levels``: the candidates, every one stored; :func:`level_checkpoints` picks among them)."""
     if params.checkpoints == "2-shot":
         steps = [params.intermediate]
-    elif params.checkpoints == "all":
+    elif params.checkpoints in ("all", "levels"):
         every = params.every or recipe.checkpoint_every
         if not every:
-            raise ValueError("checkpoints: all needs `every` or a teacher recipe with checkpoint_every > 0")
+            raise ValueError(f"checkpoints: {params.checkpoints} needs `every` or a teacher recipe with "
+                             "checkpoint_every > 0")
         steps = list(range(every, recipe.steps, every))
     else:
         steps = list(params.checkpoints)
@@ -95,6 +113,26 @@ def checkpoint_schedule(params: ProgressiveParams, recipe: Recipe) -> list[int]:
     return steps
 
 
+@torch.no_grad()
+def level_checkpoints(ctx: MethodContext, candidates: list[int], levels: list[float]) -> list[tuple[int, dict]]:
+    """For each level in turn, the first candidate checkpoint (at or after the previous level's) whose
+    evaluation reaches it (the task's metric, in its direction), with what its phase records; a
+    checkpoint that reaches several levels is read once, under the highest."""
+    task, chosen, i = ctx.task, [], 0
+    reaches = (lambda v, level: v >= level) if task.higher_is_better else (lambda v, level: v <= level)
+    for step in candidates:
+        if i == len(levels):
+            break
+        value = float(task.evaluate(ctx.teacher.at(step))[task.metric])
+        if reaches(value, levels[i]):
+            chosen.append((step, {"level": levels[i], "teacher_metric": value}))
+            i += 1
+            while i < len(levels) and reaches(value, levels[i]):  # one checkpoint may pass several levels
+                chosen[-1][1]["level"] = levels[i]
+                i += 1
+    return chosen
+
+
 class Progressive(Method):
     """Distil from the teacher's intermediate checkpoints in order, then the final teacher."""
 
@@ -107,16 +145,18 @@ class Progressive(Method):
         return checkpoint_schedule(params, recipe)
 
     def phases(self, ctx, params):
-        schedule = checkpoint_schedule(params, ctx.teacher_recipe)
+        schedule = [(step, {}) for step in checkpoint_schedule(params, ctx.teacher_recipe)]
+        if params.checkpoints == "levels":
+            schedule = level_checkpoints(ctx, [step for step, _ in schedule], params.levels)
         student, teacher = ctx.student, ctx.teacher
         phases, previous_end = [], 0
-        for step in schedule:
+        for step, chosen in schedule:
             if params.switch == "proportional":  # student steps t with t * multiplier <= step, after the previous's
                 end = math.floor(step / params.multiplier)
                 n, previous_end = end - previous_end, end
             else:
                 n = params.steps_per_checkpoint
-            info, until = {"teacher_step": step}, None
+            info, until = {"teacher_step": step, **chosen}, None
             if params.switch == "saturate":  # the summary shows the step of a switch on a plateau
                 info["max_steps"] = n
                 until = Plateau(params.patience, params.tolerance, record=info)

@@ -78,6 +78,8 @@ class TrainJob:
     should_stop: Callable[[], bool] = _never
     precision: str = "fp32"
     compile: bool = False
+    # metrics of the model against its teacher, added to every curve point (kdbench.run.fidelity)
+    fidelity: Optional[Callable[[nn.Module], dict[str, float]]] = None
 
     @property
     def total_steps(self) -> int:
@@ -311,6 +313,8 @@ def record(job: TrainJob, state: LoopState, phase: str) -> None:
     job.model.eval()
     with torch.no_grad():
         metrics = job.task.evaluate(job.model)
+        if job.fidelity is not None:
+            metrics.update(job.fidelity(job.model))
     job.model.train()
     train_loss = state.loss_sum / state.loss_count if state.loss_count else None
     state.loss_sum, state.loss_count = 0.0, 0

@@ -29,12 +29,13 @@ from kdbench.loggers.selection import LoggerSpec
 from kdbench.plugins import Registry
 from kdbench.run.budget import allot_steps, eval_steps, measure_phases
 from kdbench.run.engine import PlannedPhase, TrainJob, progress_every, train
+from kdbench.run.fidelity import fidelity_for
 from kdbench.run.options import RunOptions
 from kdbench.run.stop import stop_requested
 from kdbench.run.store import discard_unreadable, run_dir, run_is_done, teacher_dir, write_failure
 from kdbench.run.students import keep_student
 from kdbench.run.teachers import (CachedTeacher, ProbeTeacher, TeacherFailed, checkpoint_path, ensure_teacher,
-                                  new_teacher, record_teacher_failure, teacher_phase)
+                                  new_teacher, record_teacher_failure, teacher_is_ready, teacher_phase)
 from kdbench.suite.identity import Run
 
 Progress = Optional[Callable[[int, int], None]]  # (steps done, total steps)
@@ -302,6 +303,7 @@ def _execute(run: Run, registry: Registry, out: Path, options: RunOptions, progr
         teacher = CachedTeacher(teacher_dir(out, run.teacher_id), task, run.teacher_seed)
     prepared = prepare(run, registry, task, teacher, options, folder / "state.pt", progress)
     prepared.job.on_record = on_record
+    prepared.job.fidelity = fidelity_for(task, fidelity_teacher(run, out, task, teacher))
     if options.compile and isinstance(teacher, CachedTeacher):
         teacher.compile()  # after prepare: FLOPs are counted on the eager models
     result = train(prepared.job)
@@ -315,6 +317,18 @@ def _execute(run: Run, registry: Registry, out: Path, options: RunOptions, progr
         with contextlib.suppress(OSError):  # the result is stored: leftovers must not fail the run
             (folder / stale).unlink(missing_ok=True)
     return RunOutcome(summary, result.curve, prepared, task)
+
+
+def fidelity_teacher(run: Run, out: Path, task: TaskInstance, teacher) -> Optional[torch.nn.Module]:
+    """The final teacher a run's fidelity is measured against: the one it distils from, else (labels,
+    methods that co-train their own) the task's teacher of its teacher seed when the cache holds it
+    (the launchers start such runs after a teacher the same launch trains)."""
+    if teacher is not None:
+        return teacher.final()
+    folder = teacher_dir(out, run.teacher_id) if run.teacher_id else None
+    if folder is None or not teacher_is_ready(folder, []):
+        return None
+    return CachedTeacher(folder, task, run.teacher_seed).final()
 
 
 def describe_error(exc: BaseException) -> str:

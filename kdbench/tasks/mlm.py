@@ -17,7 +17,7 @@ generator), not from the bits that chose its sequences.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -81,22 +81,28 @@ class Masker:
         return Batch(inputs, tokens[mask], mask)
 
 
-@torch.no_grad()
-def evaluate_mlm(model: torch.nn.Module, batch: Batch, chunk: int) -> dict[str, float]:
-    """Masked-token accuracy and mean cross-entropy of ``model`` on a fixed masked set,
-    ``chunk`` sequences at a time. Every masked position counts once."""
-    correct, loss, count, start = 0, 0.0, 0, 0
+def masked_logits(model: torch.nn.Module, batch: Batch, chunk: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``model``'s logits at the masked positions of a fixed masked set and their labels,
+    ``chunk`` sequences at a time (chunks without a masked position are skipped)."""
+    start = 0
     for lo in range(0, batch.inputs.shape[0], chunk):
         mask = batch.mask[lo:lo + chunk]
         n = int(mask.sum())
         if n == 0:
             continue
-        labels = batch.labels[start:start + n]
+        yield model(batch.inputs[lo:lo + chunk], mask=mask), batch.labels[start:start + n]
         start += n
-        logits = model(batch.inputs[lo:lo + chunk], mask=mask)
+
+
+@torch.no_grad()
+def evaluate_mlm(model: torch.nn.Module, batch: Batch, chunk: int) -> dict[str, float]:
+    """Masked-token accuracy and mean cross-entropy of ``model`` on a fixed masked set,
+    ``chunk`` sequences at a time. Every masked position counts once."""
+    correct, loss, count = 0, 0.0, 0
+    for logits, labels in masked_logits(model, batch, chunk):
         correct += int((logits.argmax(-1) == labels).sum())
         loss += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
-        count += n
+        count += len(labels)
     return {"masked_accuracy": correct / count, "masked_loss": loss / count}
 
 
@@ -110,6 +116,9 @@ class MLMInstance(TaskInstance):
 
     def evaluate(self, model) -> dict[str, float]:
         return evaluate_mlm(model, self.eval_batch, self.p.eval_batch_size)
+
+    def eval_logits(self, model) -> Iterator[torch.Tensor]:
+        return (logits for logits, _ in masked_logits(model, self.eval_batch, self.p.eval_batch_size))
 
     def teacher_source(self) -> Optional[str]:
         return self.p.pretrained_teacher()

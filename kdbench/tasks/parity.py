@@ -152,6 +152,9 @@ class ParityInstance(TaskInstance):
         acc = (logits.argmax(-1) == self.eval_y).float().mean()
         return {"accuracy": acc.item(), "loss": loss.item(), **self.data.probe(logits)}
 
+    def eval_logits(self, model) -> list[torch.Tensor]:
+        return [model(self.eval_x)]
+
     def teacher_model(self) -> MLP:
         return MLP(self.p.n, [self.p.teacher_width] * self.p.depth, self.data.classes).to(self.device)
 

@@ -18,6 +18,8 @@ evaluation) are as in ``parity-mlp`` (see :mod:`kdbench.tasks.parity`).
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -61,11 +63,15 @@ class ParityTransformerInstance(TaskInstance):
         return Batch(bits_to_tokens(x), y)
 
     @torch.no_grad()
-    def evaluate(self, model) -> dict[str, float]:
-        correct, loss, chunks = 0, 0.0, []
+    def eval_logits(self, model) -> Iterator[torch.Tensor]:
         for lo in range(0, self.p.eval_size, self.p.eval_batch_size):
-            x, y = self.eval_x[lo:lo + self.p.eval_batch_size], self.eval_y[lo:lo + self.p.eval_batch_size]
-            logits = model(x)
+            yield model(self.eval_x[lo:lo + self.p.eval_batch_size])
+
+    def evaluate(self, model) -> dict[str, float]:
+        correct, loss, chunks, lo = 0, 0.0, [], 0
+        for logits in self.eval_logits(model):
+            y = self.eval_y[lo:lo + len(logits)]
+            lo += len(logits)
             correct += int((logits.argmax(-1) == y).sum())
             loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
             if self.data.monomials:  # the probe needs every margin at once
