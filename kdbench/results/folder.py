@@ -34,7 +34,7 @@ import pandas as pd
 import yaml
 
 from kdbench.errors import UserError
-from kdbench.results.leaderboard import build_leaderboard
+from kdbench.results.leaderboard import FIDELITY, build_leaderboard
 from kdbench.results.render import render
 from kdbench.run.curves import curve_auc, flops_to_target
 from kdbench.run.store import FINAL_STATUSES, MANIFEST, RunFolder, read_json, read_run
@@ -113,6 +113,8 @@ def _runs_frame(folders: list[RunFolder]) -> pd.DataFrame:
     df["higher_is_better"] = df.higher_is_better.astype(bool)
     finished = df.status == "finished"
     df["value"] = [_num(m.get(metric)) if done else math.nan for m, metric, done in zip(df.metrics, df.metric, finished)]
+    for col in FIDELITY:  # NaN for runs that did not measure it (older runs, runs without a teacher)
+        df[col] = [_num(m.get(col)) for m in df.metrics]
     df["to_target"] = [flops_to_target(cv, m, t if t == t else None, h)
                        for cv, m, t, h in zip(curves, df.metric, df.target, df.higher_is_better)]
     df["auc"] = [curve_auc(cv, m) if done else math.nan for cv, m, done in zip(curves, df.metric, finished)]
@@ -230,7 +232,10 @@ class Results:
         (``flops``, ``total_flops``, ``steps``, ``wall_time``, ``budget``, ``checkpoints``,
         ``student_bytes``: the kept student's files, 0 when none was kept, ...),
         the derived ``value`` (final metric, finished runs), ``auc``, ``to_target`` and
-        ``boundaries`` (phase switches in FLOPs), and the raw ``config``, ``metrics``, ``phases``."""
+        ``boundaries`` (phase switches in FLOPs), the fidelity to the final teacher at the last
+        evaluation from the summary's metrics (``agreement``: top-1 agreement; ``teacher_kl``: mean
+        KL(teacher || student); NaN where the run did not measure them), and the raw ``config``,
+        ``metrics``, ``phases``."""
         return self._runs.copy()
 
     def curves(self) -> pd.DataFrame:
@@ -275,7 +280,8 @@ class Results:
         """The leaderboard: a DataFrame with one row per (task, method) when ``fmt`` is None,
         else its text as ``md``, ``latex``, ``csv`` or ``json``. ``baseline`` (default
         one-shot) is the method the others are compared with over matching seeds; ``ci``
-        adds a 95% Student-t interval."""
+        adds 95% intervals to the text (Student-t over seeds with one teacher seed, a nested
+        bootstrap over teacher seeds then seeds with several; the DataFrame always has them)."""
         board = build_leaderboard(self, baseline, ci)
         return board.frame() if fmt is None else render(board, fmt)
 

@@ -26,27 +26,15 @@ from typing import Optional
 import pandas as pd
 
 from kdbench.errors import UserError
+from kdbench.results.intervals import interval
 from kdbench.suite.identity import SEEDS, config_identity
 from kdbench.tuning.report import TaskTuning, task_tuning
 
 DEFAULT_BASELINE = "one-shot"
 # per-run numbers averaged over a method's finished seeds
 RUN_MEANS = ("flops", "total_flops", "steps", "wall_time", "auc")
-
-
-def t_quantile_975(df: int) -> float:
-    """Two-sided 95% Student-t quantile: exact table to 30 degrees of freedom, then
-    the Cornish-Fisher expansion around the normal quantile (error < 1e-4)."""
-    table = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-             2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-             2.045, 2.042)
-    if df < 1:
-        return math.nan
-    if df <= len(table):
-        return table[df - 1]
-    z = 1.959963985
-    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
-            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+# fidelity to the final teacher (summary metrics of runs that measured it): mean and std over finished runs
+FIDELITY = ("agreement", "teacher_kl")
 
 
 def _mean_std(values: pd.Series) -> tuple[float, float]:
@@ -56,22 +44,38 @@ def _mean_std(values: pd.Series) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan
 
 
+def _teacher_spread(done: pd.DataFrame) -> dict:
+    """Over finished runs: how many teacher seeds have one, and the std (ddof 1) of the per-teacher means."""
+    per = done.dropna(subset=["value"]).groupby("teacher_seed").value.mean()
+    return {"teachers": len(per), "teacher_std": float(per.std(ddof=1)) if len(per) > 1 else math.nan}
+
+
+def _fidelity(done: pd.DataFrame) -> dict:
+    """Mean and std of each :data:`FIDELITY` number over the finished runs that have it."""
+    out = {}
+    for col in FIDELITY:
+        out[col], out[f"{col}_std"] = _mean_std(done[col]) if col in done else (math.nan, math.nan)
+    return out
+
+
 def method_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    """Aggregate one task's runs per method (row label): metric mean/std/95% interval over
-    finished seeds, FLOPs to target over the seeds that reached it, means of
-    :data:`RUN_MEANS`, checkpoints stored, students kept (count and bytes, summed over
-    runs), and counts of runs by status. Best first."""
+    """Aggregate one task's runs per method (row label): metric mean/std over finished
+    (teacher seed, seed) runs and its 95% interval (:func:`kdbench.results.intervals.interval`:
+    Student-t with one teacher seed, a nested bootstrap with several; ``ci_method`` says which),
+    teacher seeds with a finished run and the std of their means, FLOPs to target over the seeds
+    that reached it, means of :data:`RUN_MEANS`, mean/std of :data:`FIDELITY`, checkpoints stored,
+    students kept (count and bytes, summed over runs), and counts of runs by status. Best first."""
     hib = bool(runs.higher_is_better.iloc[0])
     rows = []
     for method, g in runs.groupby("method", sort=False):
         done = g[g.status == "finished"]
         mean, std = _mean_std(done.value)
-        n = int(done.value.notna().sum())
-        half = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+        low, high, how = interval(done.value, done.teacher_seed)
         row = {
-            "method": method, "version": ", ".join(sorted(set(g.version))), "runs": len(g), "n": n,
+            "method": method, "version": ", ".join(sorted(set(g.version))), "runs": len(g),
+            "n": int(done.value.notna().sum()),
             "statuses": {st: int(k) for st, k in g.status.value_counts().items() if st != "finished"},
-            "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half,
+            "mean": mean, "std": std, "ci_low": low, "ci_high": high, "ci_method": how, **_teacher_spread(done),
             "to_target": float(g.to_target.mean()) if g.to_target.notna().any() else math.nan,
             "reached": int(g.to_target.notna().sum()),
             "checkpoints": float(g.checkpoints.max()) if g.checkpoints.notna().any() else 0.0,
@@ -80,7 +84,7 @@ def method_frame(runs: pd.DataFrame) -> pd.DataFrame:
         }
         for col in RUN_MEANS:
             row[col] = float(done[col].mean()) if col in done and done[col].notna().any() else math.nan
-        rows.append(row)
+        rows.append({**row, **_fidelity(done)})
     frame = pd.DataFrame(rows)
     sign = 1 if hib else -1  # best first: final metric, then AUC; methods without a finished seed last
     keys = {"_key": (sign * frame["mean"]).fillna(-math.inf), "_auc": (sign * frame["auc"]).fillna(-math.inf)}
@@ -91,10 +95,14 @@ def method_frame(runs: pd.DataFrame) -> pd.DataFrame:
 def paired(runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """Each method against ``baseline`` over matching (teacher seed, seed) pairs where
     both finished: mean and std of the difference in the final metric and in AUC, the
-    number of pairs, and in how many pairs the method is better (the metric's direction)."""
+    number of pairs, in how many pairs the method is better (the metric's direction),
+    the difference's 95% interval (as the mean's, see :func:`method_frame`), and on how
+    many of the teacher seeds with a pair (``teachers_paired``) the mean difference is
+    better (``teachers_better``)."""
     hib = bool(runs.higher_is_better.iloc[0])
     done = runs[runs.status == "finished"]
-    columns = ["method", "delta", "delta_std", "pairs", "better", "tied", "delta_auc"]
+    columns = ["method", "delta", "delta_std", "pairs", "better", "tied", "delta_auc", "delta_ci_low",
+               "delta_ci_high", "delta_ci_method", "teachers_better", "teachers_paired"]
     wide = {v: done.groupby(["teacher_seed", "seed", "method"])[v].first().unstack("method") for v in ("value", "auc")}
     if baseline not in wide["value"]:
         return pd.DataFrame(columns=columns)
@@ -104,10 +112,31 @@ def paired(runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
             continue
         d = (wide["value"][method] - wide["value"][baseline]).dropna()
         mean, std = _mean_std(d)
+        ts = d.index.get_level_values("teacher_seed")
+        per_teacher = d.groupby(ts).mean()
+        low, high, how = interval(d, ts)
         rows.append({"method": method, "delta": mean, "delta_std": std, "pairs": len(d),
                      "better": int((d > 0).sum() if hib else (d < 0).sum()), "tied": int((d == 0).sum()),
-                     "delta_auc": _mean_std(wide["auc"][method] - wide["auc"][baseline])[0]})
+                     "delta_auc": _mean_std(wide["auc"][method] - wide["auc"][baseline])[0],
+                     "delta_ci_low": low, "delta_ci_high": high, "delta_ci_method": how,
+                     "teachers_better": int((per_teacher > 0).sum() if hib else (per_teacher < 0).sum()),
+                     "teachers_paired": len(per_teacher)})
     return pd.DataFrame(rows, columns=columns)
+
+
+def per_teacher(runs: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """One task's final metric per method and teacher seed, over finished runs, in long form:
+    ``method`` (in the order of ``methods``), ``teacher_seed`` (every teacher seed of the runs),
+    ``mean``, ``std`` (ddof 1, NaN for one seed) and ``n`` (finished student seeds, 0 for none)."""
+    done = runs[(runs.status == "finished") & runs.value.notna()]
+    groups = dict(list(done.groupby(["method", "teacher_seed"])))
+    rows = []
+    for m in methods:
+        for t in sorted(set(runs.teacher_seed)):
+            values = groups[(m, t)].value if (m, t) in groups else pd.Series(dtype=float)
+            rows.append({"method": m, "teacher_seed": t, **dict(zip(("mean", "std"), _mean_std(values))),
+                         "n": len(values)})
+    return pd.DataFrame(rows, columns=["method", "teacher_seed", "mean", "std", "n"])
 
 
 def _flatten(obj, prefix: str = "") -> dict:
@@ -147,6 +176,9 @@ class Board:
     budgets: list[float] = field(default_factory=list)
     configs: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     tuning: Optional[TaskTuning] = None  # the task's tuning sweeps (a suite with a tune: block)
+    teacher_seeds: list[int] = field(default_factory=list)  # of the task's runs, whatever their status
+    per_teacher: Optional[pd.DataFrame] = None  # see per_teacher()
+    fidelity: list[str] = field(default_factory=list)  # the FIDELITY numbers some run of the task has
 
 
 @dataclass
@@ -220,7 +252,8 @@ def build_leaderboard(results, baseline: Optional[str] = None, ci: bool = False)
         has_base = base in set(g.method)
         if has_base:
             frame = frame.merge(paired(g, base), on="method", how="left")
-            frame[["pairs", "better", "tied"]] = frame[["pairs", "better", "tied"]].astype("Int64")
+            counts = ["pairs", "better", "tied", "teachers_better", "teachers_paired"]
+            frame[counts] = frame[counts].astype("Int64")
         targets, budgets = g.target.dropna().unique(), g.budget.dropna().unique()
         tids = [t for t in dict.fromkeys(g.teacher_id) if isinstance(t, str)]
         board.boards.append(Board(
@@ -229,5 +262,7 @@ def build_leaderboard(results, baseline: Optional[str] = None, ci: bool = False)
             budget_spec=next((b for b in g.budget_spec if isinstance(b, dict)), None), methods=frame,
             teachers=[{"teacher_id": t, **teachers[t]} for t in tids if t in teachers],
             problems=_problems(g), baseline=base if has_base else None, ci=ci,
-            budgets=[float(b) for b in budgets], configs=_configs(g), tuning=tuning))
+            budgets=[float(b) for b in budgets], configs=_configs(g), tuning=tuning,
+            teacher_seeds=sorted({int(t) for t in g.teacher_seed}), per_teacher=per_teacher(g, list(frame.method)),
+            fidelity=[c for c in FIDELITY if c in g and g[c].notna().any()]))
     return board

@@ -22,6 +22,7 @@ from kdbench import __version__
 from kdbench.errors import UserError
 from kdbench.files import atomic_write_text
 from kdbench.formats import fmt_bytes, fmt_flops, is_missing, latex_escape
+from kdbench.results.intervals import BOOTSTRAP_SEED, NESTED_BOOTSTRAP, RESAMPLES, T_INTERVAL
 from kdbench.results.leaderboard import Board, Leaderboard
 from kdbench.tuning.report import protocol_lines, sensitivity_markdown
 
@@ -31,9 +32,14 @@ FLOP_CONVENTION = ("FLOPs are measured with torch.utils.flop_counter.FlopCounter
 CURVE_CONVENTION = ("AUC is the area under the metric-vs-FLOPs curve divided by the FLOPs it spans (the mean metric "
                     "over training; trapezoids between evaluations). FLOPs to target: FLOPs at the first evaluation "
                     "reaching the target, mean over the seeds that reached it.")
+FIDELITY_NOTE = ("Agreement and KL(T‖S): against the final teacher on the evaluation set (masked positions for MLM "
+                 "tasks), at the last evaluation; the teacher's forwards for them are an evaluation cost, not charged "
+                 "to the budget. A method that trains without a teacher (labels) is measured against the task's "
+                 "teacher when the results folder holds it.")
 FORMATS = {"md": "md", "markdown": "md", "latex": "tex", "tex": "tex", "csv": "csv", "json": "json"}
 # plain-text symbols of the cells, and how LaTeX writes them
-LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "‖": r"$\|$"}
+FIDELITY_HEADERS = {"agreement": "Agreement ↑", "teacher_kl": "KL(T‖S) ↓"}
 
 
 def _pm(mean: float, std: float, fmt: str = ".4f", sign: str = "") -> str:
@@ -51,13 +57,51 @@ def _seeds(r: dict) -> str:
 class Column:
     """A leaderboard column: its header and cells as plain text, and (for best marking)
     the numeric key, its display (ties are judged on what is shown) and which way is
-    better: ``"metric"`` (the task's direction), ``"lower"`` or ``None`` (not marked)."""
+    better: ``"metric"`` (the task's direction), ``"higher"``, ``"lower"`` or ``None`` (not marked)."""
 
     header: Callable[[Board], str]
     cell: Callable[[dict, Board], str]
     key: Optional[str] = None
     show: Callable[[float], str] = lambda v: f"{v:.4f}"
     better: Optional[str] = None
+
+
+def _interval(low, high) -> str:
+    return "-" if is_missing(low) else f"[{low:.4f}, {high:.4f}]"
+
+
+def many_teachers(board: Board) -> bool:
+    """Whether ``board``'s runs span two or more teacher seeds (the teacher columns and table are shown)."""
+    return len(board.teacher_seeds) >= 2
+
+
+def _teacher_columns(board: Board) -> list[Column]:
+    """With several teacher seeds: how many have a finished run, and the spread of their means."""
+    if not many_teachers(board):
+        return []
+    return [Column(lambda b: "Teachers", lambda r, b: f"{r['teachers']}"),
+            Column(lambda b: "Between teachers", lambda r, b: "-" if is_missing(r["teacher_std"])
+                   else f"{r['teacher_std']:.4f}")]
+
+
+def _baseline_columns(board: Board) -> list[Column]:
+    """The paired comparison against the baseline: difference, its interval (--ci, several
+    teacher seeds), pairs better, and with several teacher seeds the teachers better."""
+    if board.baseline is None:
+        return []
+    cols = [Column(lambda b: f"Δ vs {b.baseline}", lambda r, b: "baseline" if r["method"] == b.baseline
+                   else _pm(r.get("delta"), r.get("delta_std"), sign="+"))]
+    if board.ci and many_teachers(board):
+        cols.append(Column(lambda b: "Δ 95% CI", lambda r, b: "-" if r["method"] == b.baseline
+                           else _interval(r.get("delta_ci_low"), r.get("delta_ci_high"))))
+    cols.append(Column(lambda b: "Better in",
+                       lambda r, b: "-" if r["method"] == b.baseline or is_missing(r.get("pairs")) or not r.get("pairs")
+                       else f"{r['better']}/{r['pairs']}" + (f" ({r['tied']} tied)" if r["tied"] else "")))
+    if many_teachers(board):
+        cols.append(Column(lambda b: "Teachers better",
+                           lambda r, b: "-" if r["method"] == b.baseline or is_missing(r.get("teachers_paired"))
+                           or not r.get("teachers_paired") else f"{r['teachers_better']}/{r['teachers_paired']}"))
+    return cols
 
 
 def columns(board: Board) -> list[Column]:
@@ -68,10 +112,10 @@ def columns(board: Board) -> list[Column]:
         Column(lambda b: f"{b.metric} {'↑' if b.higher_is_better else '↓'}", lambda r, b: _pm(r["mean"], r["std"]),
                key="mean", better="metric"),
         Column(lambda b: "Seeds", lambda r, b: _seeds(r)),
+        *_teacher_columns(board),
     ]
     if board.ci:
-        cols.append(Column(lambda b: "95% CI",
-                           lambda r, b: "-" if is_missing(r["ci_low"]) else f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]"))
+        cols.append(Column(lambda b: "95% CI", lambda r, b: _interval(r["ci_low"], r["ci_high"])))
     if board.target is not None:
         cols += [
             Column(lambda b: f"FLOPs to {b.target:g}", lambda r, b: fmt_flops(r["to_target"]),
@@ -81,6 +125,8 @@ def columns(board: Board) -> list[Column]:
     cols += [
         Column(lambda b: "AUC", lambda r, b: "-" if is_missing(r["auc"]) else f"{r['auc']:.4f}", key="auc",
                better="metric"),
+        *[Column(lambda b, k=k: FIDELITY_HEADERS[k], lambda r, b, k=k: _pm(r[k], r[f"{k}_std"]), key=k,
+                 better="higher" if k == "agreement" else "lower") for k in board.fidelity],
         Column(lambda b: "Steps", lambda r, b: "-" if is_missing(r["steps"]) else f"{r['steps']:.0f}"),
         Column(lambda b: "Student FLOPs", lambda r, b: fmt_flops(r["flops"])),
         Column(lambda b: "Total FLOPs", lambda r, b: fmt_flops(r["total_flops"])),
@@ -91,15 +137,7 @@ def columns(board: Board) -> list[Column]:
         Column(lambda b: "Wall (s)", lambda r, b: "-" if is_missing(r["wall_time"]) else f"{r['wall_time']:.1f}",
                key="wall_time", show=lambda v: f"{v:.1f}", better="lower"),
     ]
-    if board.baseline is not None:
-        cols += [
-            Column(lambda b: f"Δ vs {b.baseline}", lambda r, b: "baseline" if r["method"] == b.baseline
-                   else _pm(r.get("delta"), r.get("delta_std"), sign="+")),
-            Column(lambda b: "Better in",
-                   lambda r, b: "-" if r["method"] == b.baseline or is_missing(r.get("pairs")) or not r.get("pairs")
-                   else f"{r['better']}/{r['pairs']}" + (f" ({r['tied']} tied)" if r["tied"] else "")),
-        ]
-    return cols
+    return cols + _baseline_columns(board)
 
 
 def best_rows(board: Board, col: Column) -> set[int]:
@@ -170,16 +208,46 @@ def _configs_text(label: str, rows: dict[str, dict[str, str]]) -> str:
             f"together); they differ in {differ}.")
 
 
+def _ci_text(board: Board) -> str:
+    """How the 95% intervals of ``board`` were computed (those its rows used)."""
+    used = set(board.methods["ci_method"].dropna()) if "ci_method" in board.methods else set()
+    if board.baseline is not None and many_teachers(board) and "delta_ci_method" in board.methods:
+        used |= set(board.methods["delta_ci_method"].dropna())
+    ways = []
+    if NESTED_BOOTSTRAP in used:
+        ways.append(f"with two or more teacher seeds, a two-stage percentile bootstrap of the mean ({RESAMPLES} "
+                    "resamples: the teacher seeds drawn with replacement, then the student seeds with replacement "
+                    f"within each drawn teacher; fixed RNG seed {BOOTSTRAP_SEED})")
+    if T_INTERVAL in used:
+        ways.append("with one teacher seed, the Student-t interval of the mean over the seeds")
+    what = "95% CI" + (" and Δ 95% CI (of the paired difference)" if many_teachers(board) and board.baseline else "")
+    return f"{what}: " + ("; ".join(ways) if ways else "none (fewer than two finished seeds)") + "."
+
+
+def _teachers_note(board: Board) -> str:
+    better = (f"; Teachers better: teacher seeds on which the method's mean paired difference beats "
+              f"{board.baseline}, of those with a pair" if board.baseline is not None else "")
+    return ("Teachers: teacher seeds with a finished run; Between teachers: std of the per-teacher means (each "
+            f"over that teacher's student seeds){better}.")
+
+
 def notes(board: Board) -> list[str]:
-    """The lines under a table: teachers, budget and conventions, rows split by config,
-    students kept, runs not in the means."""
+    """The lines under a table: teachers, budget and conventions, intervals, fidelity, rows
+    split by config, students kept, runs not in the means."""
     direction = "higher" if board.higher_is_better else "lower"
     lines = [_teacher_text(t, board.metric) for t in board.teachers]
     lines.append(f"{_budget_text(board)} {FLOP_CONVENTION}")
     target = (f" Target {board.metric} {'>=' if board.higher_is_better else '<='} {board.target:g}."
               if board.target is not None else " No target set (suite `eval.target`).")
-    lines.append(f"{board.metric}: {direction} is better; mean ± std over finished seeds; best per column in bold."
+    over = "finished (teacher seed, seed) runs" if many_teachers(board) else "finished seeds"
+    lines.append(f"{board.metric}: {direction} is better; mean ± std over {over}; best per column in bold."
                  f"{target} {CURVE_CONVENTION}")
+    if many_teachers(board):
+        lines.append(_teachers_note(board))
+    if board.ci:
+        lines.append(_ci_text(board))
+    if board.fidelity:
+        lines.append(FIDELITY_NOTE)
     if board.baseline is not None:
         lines.append(f"Δ vs {board.baseline}: paired difference over matching (teacher seed, seed) pairs where both "
                      f"finished; Better in: pairs where the method beats {board.baseline} (ties counted apart).")
@@ -236,6 +304,26 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
+def teacher_table(board: Board) -> pd.DataFrame:
+    """``board``'s final metric per method (rows, best first) and teacher seed (columns
+    ``teacher seed T``): mean ± std over that teacher's finished student seeds, and their count."""
+    frame = board.per_teacher
+    cells = {(r.method, r.teacher_seed): "-" if not r.n else f"{_pm(r.mean, r.std)} ({r.n})"
+             for r in frame.itertuples()}
+    return pd.DataFrame([[cells.get((m, t), "-") for t in board.teacher_seeds] for m in board.methods.method],
+                        index=pd.Index(list(board.methods.method), name="Method"),
+                        columns=[f"teacher seed {t}" for t in board.teacher_seeds])
+
+
+def _markdown_teachers(board: Board) -> list[str]:
+    cells = teacher_table(board)
+    text = tabulate([[_md_escape(m), *map(_md_escape, row)] for m, row in zip(cells.index, cells.values.tolist())],
+                    headers=["Method", *cells.columns], tablefmt="github", disable_numparse=True,
+                    colalign=("left",) + ("right",) * len(cells.columns))
+    return [f"Per teacher seed: {board.metric}, mean ± std over its finished student seeds (their number).", "",
+            text, ""]
+
+
 def _markdown(board: Leaderboard) -> str:
     parts = []
     for b in board.boards:
@@ -245,6 +333,8 @@ def _markdown(board: Leaderboard) -> str:
         align = ("left", "left") + ("right",) * (len(cells.columns) - 2)  # method and version left, numbers right
         parts += [f"### {b.task}\n", tabulate(rows, headers=[_md_escape(h) for h in cells.columns], tablefmt="github",
                                                disable_numparse=True, colalign=align), ""]
+        if many_teachers(b) and b.per_teacher is not None:
+            parts += _markdown_teachers(b)
         for line in notes(b):
             parts += [line, ""]
         if b.tuning is not None:
@@ -319,6 +409,8 @@ def _json(board: Leaderboard) -> str:
                 "baseline": b.baseline, "methods": methods,
                 "teachers": [{k: v for k, v in t.items() if k != "recipe"} for t in b.teachers],
                 "not_in_means": b.problems}
+        if many_teachers(b) and b.per_teacher is not None:
+            task["teacher_seeds"], task["per_teacher"] = b.teacher_seeds, b.per_teacher.to_dict("records")
         if b.tuning is not None:
             task["tuning"] = {"protocol": b.tuning.protocol, "chosen": b.tuning.chosen,
                               "sensitivity": b.tuning.sensitivity.to_dict("records")}
@@ -347,8 +439,8 @@ def render(board: Leaderboard, fmt: str = "md") -> str:
         return _latex(board)
     if kind == "csv":
         frame = pd.DataFrame(_records(board))
-        counts = [c for c in ("runs", "n", "reached", "pairs", "better", "tied", "checkpoints", "students")
-                  if c in frame]
+        counts = [c for c in ("runs", "n", "reached", "pairs", "better", "tied", "checkpoints", "students",
+                              "teachers", "teachers_better", "teachers_paired") if c in frame]
         frame[counts] = frame[counts].astype("Float64").round().astype("Int64")
         return frame.to_csv(index=False)
     return _json(board)
