@@ -167,8 +167,8 @@ def test_teacher_seeds_pair_separately_and_ci(tmp_path):
     t = table(render_markdown(tmp_path, ci=True))
     assert t.loc["progressive", "Better in"] == "2/2" and t.loc["progressive", "Seeds"] == "2"
     assert t.loc["labels", "Better in"] == "0/2 (1 tied)"
-    # two teacher seeds of one seed each: the nested bootstrap's means are 0.6, 0.65 or 0.7
-    assert t.loc["progressive", "95% CI"] == "[0.6000, 0.7000]"
+    # two teacher seeds of one seed each: t over the teacher means 0.6, 0.7 (1 df: 12.706 * 0.0707 / sqrt 2)
+    assert t.loc["progressive", "95% CI"] == "[0.0147, 1.2853]"
 
 
 def test_per_run_numbers():

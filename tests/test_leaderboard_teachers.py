@@ -13,7 +13,7 @@ from scipy import stats
 
 from conftest import kdbench
 from kdbench import load_results
-from kdbench.results.intervals import nested_bootstrap
+from kdbench.results.intervals import interval
 from test_leaderboard import make_run, render_markdown, table
 
 TWO_TEACHERS = """
@@ -98,30 +98,31 @@ def test_teachers_better_follows_the_metric_direction(tmp_path):
     assert t.loc["progressive", "Better in"] == "1/4"
 
 
-def test_nested_bootstrap_interval_widens_with_disagreeing_teachers(tmp_path):
+def test_interval_over_teacher_means_widens_with_disagreeing_teachers(tmp_path):
     # three teachers, four seeds each, every seed of a teacher at that teacher's value
     for ts, v in enumerate((0.5, 0.7, 0.9)):
         for seed in range(4):
             make_run(tmp_path, f"o{ts}{seed}", "one-shot", seed, v, teacher_seed=ts)
     board = render_markdown(tmp_path, ci=True)
     t = table(board)
-    # a resample is the mean of three teachers drawn from {0.5, 0.7, 0.9}: 0.5 and 0.9 have probability 1/27 > 2.5%
-    assert t.loc["one-shot", "95% CI"] == "[0.5000, 0.9000]"
-    low, high = t_interval([0.5] * 4 + [0.7] * 4 + [0.9] * 4)  # seeds as if independent: [0.5916, 0.8084]
-    assert 0.5 < low < 0.7 < high < 0.9
-    assert "two-stage percentile bootstrap of the mean (2000 resamples" in board and "Student-t" not in board
+    # per-teacher means 0.5, 0.7, 0.9: mean 0.7, std 0.2, t(2 df) = 4.303: 0.7 -+ 4.303 * 0.2 / sqrt(3)
+    half = 4.303 * 0.2 / 3 ** 0.5
+    assert t.loc["one-shot", "95% CI"] == f"[{0.7 - half:.4f}, {0.7 + half:.4f}]"
+    low, high = t_interval(np.array([0.5] * 4 + [0.7] * 4 + [0.9] * 4))  # seeds as if independent
+    assert 0.7 - half < low < 0.7 < high < 0.7 + half  # [0.5916, 0.8084]: far too narrow
+    assert "Student-t interval over the per-teacher means" in board
     frame = load_results(tmp_path).leaderboard().set_index("method")
-    assert frame.loc["one-shot", "ci_method"] == "nested bootstrap"
-    assert render_markdown(tmp_path, ci=True) == board  # a fixed RNG seed: the same table every time
+    assert frame.loc["one-shot", "ci_method"] == "teacher means"
 
 
-def test_nested_bootstrap_is_deterministic_and_holds_the_mean():
-    groups = [np.array([0.50, 0.52, 0.55]), np.array([0.70, 0.66]), np.array([0.90, 0.85, 0.88, 0.93])]
-    pooled = np.concatenate(groups).mean()
-    low, high = nested_bootstrap(groups)
-    assert (low, high) == nested_bootstrap(groups) and low < pooled < high
-    assert (low, high) != nested_bootstrap(groups, seed=1)  # the draws do come from the seed
-    assert 0.5 <= low and high <= 0.93  # no resample leaves the range of the values
+def test_interval_over_teacher_means_counts_each_teacher_once():
+    """Unequal seeds per teacher: every teacher weighs the same in the interval (its mean)."""
+    values = [0.50, 0.52, 0.55, 0.70, 0.66, 0.90, 0.85, 0.88, 0.93]
+    teachers = [0, 0, 0, 1, 1, 2, 2, 2, 2]
+    low, high, how = interval(values, teachers)
+    means = np.array([np.mean(values[:3]), np.mean(values[3:5]), np.mean(values[5:])])
+    assert how == "teacher means" and (low, high) == pytest.approx(t_interval(means), abs=1e-4)
+    assert interval([0.5, 0.6], [0, 0])[2] == "t" and interval([0.5], [0])[2] is None
 
 
 def test_one_teacher_keeps_the_t_interval_and_its_table(tmp_path):
@@ -134,7 +135,7 @@ def test_one_teacher_keeps_the_t_interval_and_its_table(tmp_path):
     assert shown == pytest.approx(t_interval([0.5, 0.6, 0.8]), abs=2e-4)  # kdbench's t table has 3 decimals
     assert "95% CI: with one teacher seed, the Student-t interval of the mean over the seeds." in board
     assert not {"Teachers", "Between teachers", "Teachers better", "Δ 95% CI"} & set(t.columns)
-    assert "Per teacher seed" not in board and "bootstrap" not in board
+    assert "Per teacher seed" not in board and "per-teacher means" not in board
     frame = load_results(tmp_path).leaderboard().set_index("method")
     assert frame.loc["one-shot", "ci_method"] == "t" and frame.loc["one-shot", "teachers"] == 1
     assert frame.loc["labels", "teachers_paired"] == 1 and frame.loc["labels", "teachers_better"] == 0
@@ -209,8 +210,8 @@ def test_a_two_teacher_suite_end_to_end(tmp_path):
         assert frame.loc[method, "teachers"] == 2
         assert frame.loc[method, "teacher_std"] == pytest.approx(statistics.stdev(means[method]))
         low, high = frame.loc[method, ["ci_low", "ci_high"]]
-        assert frame.loc[method, "ci_method"] == "nested bootstrap" and low <= statistics.mean(values) <= high
-        assert (low, high) != pytest.approx(t_interval(values))
+        assert frame.loc[method, "ci_method"] == "teacher means"
+        assert (low, high) == pytest.approx(t_interval([means[(method, 0)], means[(method, 1)]]), abs=1e-3)
     diffs = {ts: means[("labels", ts)] - means[("one-shot", ts)] for ts in (0, 1)}  # every seed paired
     assert frame.loc["labels", "teachers_better"] == sum(d > 0 for d in diffs.values())
     assert frame.loc["labels", "teachers_paired"] == 2

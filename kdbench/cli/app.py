@@ -248,7 +248,7 @@ def _write_figures(results, **kwargs) -> list[Path]:
 BaselineOpt = typer.Option(None, "--baseline", help="Method label the others are compared with over matching "
                            "seeds (default: one-shot, when present).")
 CiOpt = typer.Option(False, "--ci", help="Add 95% confidence-interval columns (Student t over seeds with one "
-                     "teacher seed; with several, a bootstrap of teacher seeds, then seeds within each).")
+                     "teacher seed; with several, Student t over the per-teacher means).")
 TeacherOpt = typer.Option(False, "--teacher-curve", help="Also draw the teacher's training curve.")
 AllOpt = typer.Option(False, "--all", help="Every run of the folder, not only the suite last run into it "
                       "(OUT/suite.json); runs of different configs still get separate rows.")

@@ -280,8 +280,8 @@ class Results:
         """The leaderboard: a DataFrame with one row per (task, method) when ``fmt`` is None,
         else its text as ``md``, ``latex``, ``csv`` or ``json``. ``baseline`` (default
         one-shot) is the method the others are compared with over matching seeds; ``ci``
-        adds 95% intervals to the text (Student-t over seeds with one teacher seed, a nested
-        bootstrap over teacher seeds then seeds with several; the DataFrame always has them)."""
+        adds 95% intervals to the text (Student-t over seeds with one teacher seed, over the
+        per-teacher means with several; the DataFrame always has them)."""
         board = build_leaderboard(self, baseline, ci)
         return board.frame() if fmt is None else render(board, fmt)
 

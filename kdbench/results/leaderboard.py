@@ -61,7 +61,8 @@ def _fidelity(done: pd.DataFrame) -> dict:
 def method_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """Aggregate one task's runs per method (row label): metric mean/std over finished
     (teacher seed, seed) runs and its 95% interval (:func:`kdbench.results.intervals.interval`:
-    Student-t with one teacher seed, a nested bootstrap with several; ``ci_method`` says which),
+    Student-t over seeds with one teacher seed, over per-teacher means with several; ``ci_method``
+    says which),
     teacher seeds with a finished run and the std of their means, FLOPs to target over the seeds
     that reached it, means of :data:`RUN_MEANS`, mean/std of :data:`FIDELITY`, checkpoints stored,
     students kept (count and bytes, summed over runs), and counts of runs by status. Best first."""

@@ -22,7 +22,7 @@ from kdbench import __version__
 from kdbench.errors import UserError
 from kdbench.files import atomic_write_text
 from kdbench.formats import fmt_bytes, fmt_flops, is_missing, latex_escape
-from kdbench.results.intervals import BOOTSTRAP_SEED, NESTED_BOOTSTRAP, RESAMPLES, T_INTERVAL
+from kdbench.results.intervals import T_INTERVAL, TEACHER_MEANS
 from kdbench.results.leaderboard import Board, Leaderboard
 from kdbench.tuning.report import protocol_lines, sensitivity_markdown
 
@@ -214,10 +214,9 @@ def _ci_text(board: Board) -> str:
     if board.baseline is not None and many_teachers(board) and "delta_ci_method" in board.methods:
         used |= set(board.methods["delta_ci_method"].dropna())
     ways = []
-    if NESTED_BOOTSTRAP in used:
-        ways.append(f"with two or more teacher seeds, a two-stage percentile bootstrap of the mean ({RESAMPLES} "
-                    "resamples: the teacher seeds drawn with replacement, then the student seeds with replacement "
-                    f"within each drawn teacher; fixed RNG seed {BOOTSTRAP_SEED})")
+    if TEACHER_MEANS in used:
+        ways.append("with two or more teacher seeds, the Student-t interval over the per-teacher means (teacher "
+                    "seeds - 1 degrees of freedom: the teacher is a random factor)")
     if T_INTERVAL in used:
         ways.append("with one teacher seed, the Student-t interval of the mean over the seeds")
     what = "95% CI" + (" and Δ 95% CI (of the paired difference)" if many_teachers(board) and board.baseline else "")
