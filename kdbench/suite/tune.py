@@ -42,7 +42,7 @@ from pydantic import ValidationError
 
 from kdbench.api import Recipe
 from kdbench.errors import UserError
-from kdbench.suite.identity import plain, run_identity
+from kdbench.suite.identity import Run, plain, run_identity
 from kdbench.suite.model import Range, TuneSpec
 from kdbench.suite.schema import format_validation_error, members, params_of, type_text, unknown_name
 
@@ -95,13 +95,13 @@ class TunePlan:
         """The runs of one trial: every dev seed x dev teacher seed."""
         return len(self.spec.dev_seeds) * len(self.spec.dev_teacher_seeds)
 
-    def dev_templates(self, run) -> dict[int, object]:
-        """Per dev teacher seed, ``run`` (a :class:`kdbench.suite.Run` of a tuned method) distilling from
-        that teacher: what a trial's settings go on top of."""
+    def dev_templates(self, run: Run) -> dict[int, Run]:
+        """Per dev teacher seed, ``run`` (a run of a tuned method) distilling from that teacher: what a
+        trial's settings go on top of."""
         return {seed: on_teacher_seed(run, seed) for seed in self.spec.dev_teacher_seeds}
 
 
-def on_teacher_seed(run, teacher_seed: int):
+def on_teacher_seed(run: Run, teacher_seed: int) -> Run:
     """``run`` with another teacher seed, and the run id and teacher id that go with it."""
     moved = replace(run, teacher_seed=teacher_seed, run_id="")
     return replace(moved, run_id=run_identity(moved))
