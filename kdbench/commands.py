@@ -274,6 +274,7 @@ class Plan:
     probe_steps: int
     tuning_runs: int = 0  # trial runs a tuned suite's sweep adds (the runs listed are its test runs)
     tuning_seconds: float = 0.0  # their estimated seconds, one after another (0 without a time probe)
+    dev_teachers: dict[str, float] = field(default_factory=dict)  # the sweep's dev teachers to train -> est. seconds
     threads: int = 1  # torch threads the estimates were measured with: those `kdbench run` would use
     threads_reason: str = ""
     load: tuple = (0.0, 1)  # (1-minute load average before measuring, CPU cores available)
@@ -342,13 +343,27 @@ def _estimate(loaded: LoadedSuite, registry, options, probe_steps: int) -> Plan:
                 teachers[r.teacher_id] = estimate_job(job, probe_steps).mid
         rows.append(row)
     plan = Plan(loaded, options.device, options.precision, rows, teachers, probe_steps)
-    if loaded.tune is not None:  # each trial: the method's run on every dev seed and teacher seed
-        spec, per_trial = loaded.tune.spec, len(loaded.tune.spec.dev_seeds)
-        for row in rows:
-            if row.run.method_label in loaded.tune.spaces and row.run.seed == loaded.suite.seeds[0]:
-                plan.tuning_runs += spec.trials * per_trial
-                plan.tuning_seconds += spec.trials * per_trial * (row.seconds or 0.0)
+    if loaded.tune is not None:
+        _plan_tuning(plan, tasks, registry)
     return plan
+
+
+def _plan_tuning(plan: Plan, tasks: dict, registry) -> None:
+    """Add a tuned suite's sweep to ``plan``: per tuned (task, method), ``trials`` x dev seeds x dev
+    teacher seeds trial runs, timed as the method's first test run; and the dev teachers they read,
+    timed as the test teacher of the same recipe (a given teacher is not trained)."""
+    loaded = plan.suite
+    tune, first = loaded.tune, (loaded.suite.seeds[0], loaded.suite.teacher_seeds[0])
+    for row in plan.runs:
+        run = row.run
+        if run.method_label not in tune.spaces or (run.seed, run.teacher_seed) != first:
+            continue
+        plan.tuning_runs += tune.spec.trials * tune.runs_per_trial
+        plan.tuning_seconds += tune.spec.trials * tune.runs_per_trial * (row.seconds or 0.0)
+        given = run.teacher_checkpoint or tasks[run.teacher_id].teacher_source()
+        if registry.methods[run.method].cls.needs_teacher and not given:
+            for dev in tune.dev_templates(run).values():
+                plan.dev_teachers[dev.teacher_id] = plan.teachers.get(run.teacher_id, 0.0)
 
 
 def suite_status(target: PathLike, output: Optional[PathLike] = None, plugins: Sequence[PathLike] = ()):

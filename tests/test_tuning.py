@@ -97,7 +97,10 @@ def test_no_test_seed_is_ever_in_a_trial(swept):
     assert {c["seed"] for c in configs(out, manifest["run_ids"])} == set(SEEDS)
     records = api.load_results(out).tuning()
     assert {r["seed"] for ids in records.run_ids for r in configs(out, ids)} == set(DEV)
-    assert all(set(o) == {f"seed {s}" for s in DEV} for o in records.objectives)
+    # trials distil from the dev teacher (default: the first teacher seed + 100), test runs from the suite's
+    assert {c["teacher_seed"] for c in configs(out, trial_ids)} == {100}
+    assert {c["teacher_seed"] for c in configs(out, manifest["run_ids"])} == {0}
+    assert all(set(o) == {f"seed {s} (teacher 100)" for s in DEV} for o in records.objectives)
 
 
 def test_a_trial_scores_the_mean_over_its_dev_runs_and_the_best_is_chosen(swept):
@@ -240,10 +243,20 @@ def test_the_teacher_is_trained_once_with_every_checkpoint_the_space_reads(tmp_p
     suite = tuned_suite(tmp_path / "suite.yaml", methods="  - name: progressive", space=space, dev=[100], seeds=[0],
                         trials=2, sampler="grid")
     result = kdbench("run", suite, "-o", tmp_path / "out")
-    assert result.output.count("(trained)") == 1  # later rounds find it "(cached)"
-    teacher = next((tmp_path / "out" / "teachers").iterdir())
-    assert json.loads((teacher / "summary.json").read_text())["checkpoints"] == [10, 20, 30]
-    trials = api.load_results(tmp_path / "out").tuning()
+    out = tmp_path / "out"
+    trials = api.load_results(out).tuning()
+    dev = {c["teacher_id"] for ids in trials.run_ids for c in configs(out, ids)}
+    test = {c["teacher_id"] for c in configs(out, json.loads((out / "suite.json").read_text())["run_ids"])}
+    assert len(dev) == len(test) == 1 and dev != test
+    # the dev teacher in the first round, with every checkpoint the space reads (the second finds it
+    # "(cached)"); the test teacher with the test runs, with the chosen trial's checkpoints only
+    dev_line = f"teacher {next(iter(dev))}: accuracy"
+    lines = [line for line in result.output.splitlines() if line.startswith(dev_line)]
+    assert [line.split("(")[-1] for line in lines] == ["trained)", "cached)"]
+    assert result.output.count("(trained)") == 2
+    summaries = [json.loads((d / "summary.json").read_text()) for d in sorted((out / "teachers").iterdir())]
+    chosen = trials[trials.chosen].settings.iloc[0]["checkpoints"]
+    assert sorted(s["checkpoints"] for s in summaries) == sorted([[10, 20, 30], chosen])
     assert sorted(s["checkpoints"] for s in trials.settings) == [[10, 30], [20]]  # the grid, each point once
     assert not math.isnan(trials.objective.sum())
 

@@ -127,6 +127,18 @@ def validate(suite: Path = typer.Argument(..., help="Suite file (YAML)."), plugi
     s = loaded.suite
     out_console.print(f"{suite}: valid: {len(s.tasks)} task(s) x {len(s.methods)} method(s) x "
                       f"{len(s.seeds)} seed(s) x {len(s.teacher_seeds)} teacher seed(s) = {len(loaded.runs)} runs")
+    if loaded.tune is not None:
+        tune = loaded.tune
+        out_console.print(f"tune: {len(s.tasks)} task(s) x {len(tune.spaces)} tuned method(s) x {_trials_text(tune)} "
+                          f"= {len(s.tasks) * len(tune.spaces) * tune.spec.trials * tune.runs_per_trial} trial runs",
+                          highlight=False)
+
+
+def _trials_text(tune) -> str:
+    """``3 trials x 2 dev seed(s) [100, 101] x 1 dev teacher seed(s) [100]``: what a tuned method's trials run."""
+    spec = tune.spec
+    return (f"{spec.trials} trials x {len(spec.dev_seeds)} dev seed(s) {spec.dev_seeds} x "
+            f"{len(spec.dev_teacher_seeds)} dev teacher seed(s) {spec.dev_teacher_seeds}")
 
 
 @app.command()
@@ -161,11 +173,14 @@ def plan(
         table.add_row(*cells, *([spread] if probe_steps else []))
     out_console.print(table)
     if plan.tuning_runs:
-        spec = loaded.tune.spec
-        out_console.print(f"tune: the sweep adds {plan.tuning_runs} trial runs ({spec.trials} trials x "
-                          f"{len(spec.dev_seeds)} dev seed(s) per tuned method, task and teacher seed"
+        teachers = len(plan.dev_teachers)
+        out_console.print(f"tune: the sweep adds {plan.tuning_runs} trial runs ({_trials_text(loaded.tune)} per "
+                          "tuned method and task"
                           + (f", est. {format_seconds(plan.tuning_seconds)}" if probe_steps else "")
-                          + "); tuned methods' test runs are listed with their given params: the sweep chooses "
+                          + f") and {teachers} dev teacher(s)"
+                          + (f" (est. {format_seconds(sum(plan.dev_teachers.values()))})" if probe_steps and teachers
+                             else "")
+                          + "; tuned methods' test runs are listed with their given params: the sweep chooses "
                           "the settings they run with", highlight=False)
     if probe_steps:
         for tid, seconds in plan.teachers.items():
@@ -197,12 +212,16 @@ def status(
     for col in ("run id", "task", "method", "seed", "state", "job", "detail"):
         table.add_column(col, overflow="fold")
     for r in teachers + rows:
-        table.add_row(r.run_id, r.task, r.method, "" if r.seed is None else str(r.seed), r.state, r.job, r.detail)
+        seed = "" if r.seed is None else f"{r.seed} (trial)" if r.trial else str(r.seed)
+        table.add_row(r.run_id, r.task, r.method, seed, r.state, r.job, r.detail)
     out_console.print(table)
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.state] = counts.get(r.state, 0) + 1
-    out_console.print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no runs")
+    trials, dev = sum(r.trial for r in rows), sum(t.method == "dev teacher" for t in teachers)
+    out_console.print((", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no runs")
+                      + (f"; {trials} of these runs are tuning trials (dev seeds on {dev} dev teacher(s))" if trials
+                         else ""), highlight=False)
 
 
 FormatOpt = typer.Option(Format.text, "--format", "-f", help="text (a table on a terminal, aligned columns "

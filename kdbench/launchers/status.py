@@ -23,7 +23,8 @@ from kdbench.run.store import MANIFEST, read_json, run_dir, teacher_dir
 
 @dataclass
 class RunStatus:
-    """One row of ``kdbench status`` (a run, or a teacher with ``method`` "teacher")."""
+    """One row of ``kdbench status`` (a run, or a teacher with ``method`` "teacher", or "dev teacher" for
+    one only a tuning sweep's trials read); ``trial``: a run of a tuning trial (dev seeds, dev teachers)."""
 
     run_id: str
     task: str
@@ -32,6 +33,7 @@ class RunStatus:
     state: str
     detail: str = ""
     job: str = ""
+    trial: bool = False
 
 
 def _metric(run: dict) -> str:
@@ -68,9 +70,12 @@ def run_status(out: Path, run_id: str, meta: dict, result: Optional[dict], probl
     return row
 
 
-def teacher_status(out: Path, tid: str, summary: Optional[dict], job: Optional[JobState]) -> RunStatus:
-    """One teacher's row: finished (its metrics), a launcher's job, interrupted, or not trained."""
-    row = RunStatus(tid, tid.rsplit("-", 1)[0], "teacher", None, "not trained", job=job.job if job else "")
+def teacher_status(out: Path, tid: str, summary: Optional[dict], job: Optional[JobState], dev: bool = False
+                   ) -> RunStatus:
+    """One teacher's row (``dev``: a tuning sweep's dev teacher): finished (its metrics), a launcher's
+    job, interrupted, or not trained."""
+    row = RunStatus(tid, tid.rsplit("-", 1)[0], "dev teacher" if dev else "teacher", None, "not trained",
+                    job=job.job if job else "")
     if isinstance(summary, dict) and summary.get("status") == "finished":
         row.state = "finished"
         row.detail = ", ".join(f"{k} {v:.4f}" for k, v in summary.get("metrics", {}).items()
@@ -92,6 +97,8 @@ def collect(out: Path, registry: Registry, runs: Optional[list] = None) -> tuple
     found = {r["run_id"]: r for r in results.runs().to_dict("records")} if results else {}
     unreadable = {u["run_id"]: u for u in results.unreadable().to_dict("records")} if results else {}
     teacher_rows = {t["teacher_id"]: t["summary"] for t in results.teachers().to_dict("records")} if results else {}
+    manifest = read_json(out / MANIFEST)
+    manifest = manifest if isinstance(manifest, dict) else {}
     if runs is not None:
         metas = {r.run_id: {"task": r.task_label, "method": r.method_label, "seed": r.seed,
                             "teacher_id": r.teacher_id} for r in runs}
@@ -101,8 +108,7 @@ def collect(out: Path, registry: Registry, runs: Optional[list] = None) -> tuple
             r = found.get(run_id) or unreadable[run_id]
             metas[run_id] = {"task": r["task"], "method": r.get("method_label", r["method"]), "seed": r["seed"],
                              "teacher_id": r.get("teacher_id")}
-        manifest = read_json(out / MANIFEST)
-        for run_id in manifest.get("run_ids", []) if isinstance(manifest, dict) else []:
+        for run_id in manifest.get("run_ids", []):
             metas.setdefault(run_id, {})  # in the suite, no folder yet: a launcher may know its job
     open_runs = [i for i in metas if i not in unreadable and (found.get(i) or {}).get("status", "incomplete")
                  == "incomplete"]
@@ -112,6 +118,11 @@ def collect(out: Path, registry: Registry, runs: Optional[list] = None) -> tuple
     jobs.update(launcher_jobs(registry, out, [], [t for t in tids if t not in teacher_rows]))
     rows = [run_status(out, run_id, meta, found.get(run_id), unreadable.get(run_id, {}).get("reason"),
                        jobs.get(run_id)) for run_id, meta in metas.items()]
-    teachers = [teacher_status(out, tid, teacher_rows.get(tid), jobs.get(tid)) for tid in tids
+    trial_ids = set(manifest.get("tuning_run_ids") or [])
+    for row in rows:
+        row.trial = row.run_id in trial_ids
+    test_teachers = {m.get("teacher_id") for i, m in metas.items() if i not in trial_ids}
+    dev = {m.get("teacher_id") for i, m in metas.items() if i in trial_ids} - test_teachers
+    teachers = [teacher_status(out, tid, teacher_rows.get(tid), jobs.get(tid), tid in dev) for tid in tids
                 if tid in teacher_rows or tid in jobs or teacher_dir(out, tid).is_dir()]
     return rows, teachers

@@ -25,7 +25,7 @@ from kdbench.files import atomic_write
 from kdbench.results.bands import AXES, COLUMN, seed_band
 from kdbench.results.folder import Results
 from kdbench.results.probe_plots import plot_probe
-from kdbench.tuning.report import TaskTuning, task_tuning
+from kdbench.tuning.report import TaskTuning, dev_text, task_tuning
 
 FORMATS = ("png", "pdf")
 
@@ -114,7 +114,7 @@ def plot_tuning(t: TaskTuning, methods: list[str], colors: Optional[dict[str, st
         ax.set_yscale("log")
     better = "lower" if not t.protocol.get("maximize", True) else "higher"
     ax.set_ylabel(f"{t.objective}, mean over dev seeds ({better} is better)")
-    ax.set_title(f"{t.task}: {t.protocol['trials']} trials per method on dev seeds {t.protocol['dev_seeds']}; "
+    ax.set_title(f"{t.task}: {t.protocol['trials']} trials per method\non {dev_text(t.protocol)}; "
                  "circled: chosen", fontsize="medium")
     ax.grid(alpha=0.3, axis="y")
     return fig

@@ -106,6 +106,9 @@ class TuneSpec(BaseModel):
 
     trials: int = Field(ge=1, description="trials per tuned method (the same for every one)")
     dev_seeds: list[int] = Field(min_length=1, description="student seeds the settings are chosen on")
+    dev_teacher_seeds: Optional[list[int]] = Field(
+        None, min_length=1, description="teacher seeds the trials distil from (default: the suite's first teacher "
+        "seed + 100); never the suite's teacher_seeds")
     objective: Literal["final", "auc", "flops_to_target"] = Field(
         "final", description="what a trial scores: the final metric, its AUC, or FLOPs to eval.target")
     sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="Optuna sampler")
@@ -113,11 +116,11 @@ class TuneSpec(BaseModel):
     space: dict[str, dict[str, Any]] = Field(min_length=1, description="per method label (or *): param -> "
                                              "range {low, high, log, step} or list of choices")
 
-    @field_validator("dev_seeds")
+    @field_validator("dev_seeds", "dev_teacher_seeds")
     @classmethod
-    def _seeds(cls, v):
-        if len(set(v)) != len(v) or min(v) < 0:
-            raise ValueError(f"dev seeds must be distinct and >= 0, got {v}")
+    def _seeds(cls, v, info):
+        if v is not None and (len(set(v)) != len(v) or min(v) < 0):
+            raise ValueError(f"{info.field_name.replace('_', ' ')} must be distinct and >= 0, got {v}")
         return v
 
 

@@ -5,6 +5,7 @@
     tune:
       trials: 16                 # per tuned method: the same number for every one
       dev_seeds: [100, 101]      # settings are chosen on these seeds only (never on `seeds`)
+      dev_teacher_seeds: [100]   # ... distilling from these teachers only (never `teacher_seeds`)
       objective: auc             # final | auc | flops_to_target (the suite's eval.target)
       sampler: tpe               # tpe | random | grid
       seed: 0                    # seeds the samplers: the same suite gives the same sweep
@@ -19,6 +20,13 @@ the param's type) or a list of choices. Every value must be valid with the metho
 other params as the suite gives them (each endpoint and choice is validated through
 the plugin's params model, and the teacher checkpoints it reads are checked). A
 method with no entry (and no ``"*"``) is not tuned.
+
+A trial runs on every dev seed x dev teacher seed, the test runs on ``seeds`` x
+``teacher_seeds``: settings are chosen neither on the students nor on the teachers
+that are reported. ``dev_teacher_seeds`` defaults to ``[the suite's first teacher
+seed + 100]`` (``[100]`` for the default ``teacher_seeds: [0]``), resolved once by
+:func:`resolve_tune` into :attr:`TunePlan.spec`; a dev teacher seed that is also one of
+``teacher_seeds`` is refused, like a dev seed that is one of ``seeds``.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from pydantic import ValidationError
 
 from kdbench.api import Recipe
 from kdbench.errors import UserError
-from kdbench.suite.identity import plain, run_identity
+from kdbench.suite.identity import Run, plain, run_identity
 from kdbench.suite.model import Range, TuneSpec
 from kdbench.suite.schema import format_validation_error, members, params_of, type_text, unknown_name
 
@@ -71,12 +79,32 @@ class Dimension:
         return [int(round(v)) for v in values] if self.kind == "int" else values
 
 
+DEV_TEACHER_OFFSET = 100  # the default dev teacher seed: the suite's first teacher seed + this
+
+
 @dataclass(frozen=True)
 class TunePlan:
-    """A validated ``tune:`` block: the spec, and each tuned method label's dimensions by name."""
+    """A validated ``tune:`` block: the spec (``dev_teacher_seeds`` resolved), and each tuned method
+    label's dimensions by name."""
 
     spec: TuneSpec
     spaces: dict[str, dict[str, Dimension]]
+
+    @property
+    def runs_per_trial(self) -> int:
+        """The runs of one trial: every dev seed x dev teacher seed."""
+        return len(self.spec.dev_seeds) * len(self.spec.dev_teacher_seeds)
+
+    def dev_templates(self, run: Run) -> dict[int, Run]:
+        """Per dev teacher seed, ``run`` (a run of a tuned method) distilling from that teacher: what a
+        trial's settings go on top of."""
+        return {seed: on_teacher_seed(run, seed) for seed in self.spec.dev_teacher_seeds}
+
+
+def on_teacher_seed(run: Run, teacher_seed: int) -> Run:
+    """``run`` with another teacher seed, and the run id and teacher id that go with it."""
+    moved = replace(run, teacher_seed=teacher_seed, run_id="")
+    return replace(moved, run_id=run_identity(moved))
 
 
 def split_settings(values: dict[str, Any]) -> tuple[dict, dict]:
@@ -113,6 +141,7 @@ def resolve_tune(suite, path: Path, registry, runs: list) -> Optional[TunePlan]:
     if overlap:
         raise UserError(f"{path}: tune.dev_seeds: {overlap} are also test seeds (seeds: {suite.seeds}); settings "
                         "must be chosen on seeds that are never reported: use dev seeds outside seeds")
+    spec = _with_dev_teachers(spec, suite.teacher_seeds, path)
     if spec.objective == "flops_to_target" and suite.eval.target is None:
         raise UserError(f"{path}: tune.objective: flops_to_target needs eval.target (the metric value to reach); "
                         "allowed without it: final, auc")
@@ -138,6 +167,20 @@ def resolve_tune(suite, path: Path, registry, runs: list) -> Optional[TunePlan]:
                 raise UserError(f"{path}: tune.trials: {spec.trials} trials, but the grid of {label} has {size} "
                                 f"point(s); allowed: 1..{size}")
     return TunePlan(spec, spaces)
+
+
+def _with_dev_teachers(spec: TuneSpec, teacher_seeds: list[int], path: Path) -> TuneSpec:
+    """``spec`` with ``dev_teacher_seeds`` resolved (default: the first teacher seed + 100); a UserError
+    when one of them is also a test teacher seed."""
+    given = spec.dev_teacher_seeds is not None
+    seeds = spec.dev_teacher_seeds if given else [teacher_seeds[0] + DEV_TEACHER_OFFSET]
+    overlap = sorted(set(seeds) & set(teacher_seeds))
+    if overlap:
+        default = "" if given else f" (the default: the first teacher seed + {DEV_TEACHER_OFFSET})"
+        raise UserError(f"{path}: tune.dev_teacher_seeds: {overlap}{default} are also test teacher seeds "
+                        f"(teacher_seeds: {teacher_seeds}); settings must be chosen on teachers whose runs are never "
+                        "reported: use dev teacher seeds outside teacher_seeds")
+    return spec.model_copy(update={"dev_teacher_seeds": list(seeds)})
 
 
 class _Checker:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -35,7 +35,8 @@ SAMPLERS = {"tpe": "TPE", "random": "random", "grid": "grid"}
 @dataclass
 class TaskTuning:
     """The sweeps of one task: the protocol, the trials (rows of ``Results.tuning()``), the
-    sensitivity table, each tuned method's chosen settings and the FLOPs of all its trials."""
+    sensitivity table, each tuned method's chosen settings and the FLOPs of all its trials, and the
+    dev teachers its trials read (teacher id -> the record's entry: seed, FLOPs, given), shared by the methods."""
 
     task: str
     protocol: dict
@@ -43,6 +44,7 @@ class TaskTuning:
     sensitivity: pd.DataFrame
     chosen: dict[str, dict]
     flops: dict[str, float]
+    dev_teachers: dict[str, dict] = field(default_factory=dict)
 
     @property
     def objective(self) -> str:
@@ -58,7 +60,28 @@ def task_tuning(trials: pd.DataFrame, task: str) -> Optional[TaskTuning]:
         return None
     chosen = {r.method: r.settings for r in rows[rows.chosen].itertuples()}
     flops = rows.groupby("method", sort=False).flops.sum().to_dict()
-    return TaskTuning(task, rows.protocol.iloc[0], rows, sensitivity(rows), chosen, flops)
+    teachers = {t["teacher_id"]: t for p in rows.protocol for t in p.get("dev_teachers") or []}
+    return TaskTuning(task, rows.protocol.iloc[0], rows, sensitivity(rows), chosen, flops, teachers)
+
+
+def dev_text(protocol: dict) -> str:
+    """Where a sweep's trials ran: ``dev seeds [100, 101] on dev teacher seeds [100]``; a record
+    written before dev teacher seeds (kdbench 0.2) ran them on the test teachers."""
+    if "dev_teacher_seeds" not in protocol:
+        teachers = protocol.get("teacher_seeds")
+        return f"dev seeds {protocol['dev_seeds']}" + (f", teacher seed(s) {teachers}" if teachers != [0] else "")
+    return f"dev seeds {protocol['dev_seeds']} on dev teacher seeds {protocol['dev_teacher_seeds']}"
+
+
+def dev_teachers_text(t: TaskTuning) -> str:
+    """What the dev teachers cost: ``1 trained, 3.7e+11 FLOPs`` (given ones are loaded: no FLOPs)."""
+    entries = list(t.dev_teachers.values())
+    trained = [e for e in entries if not e.get("given") and e.get("flops") is not None]
+    parts = [f"{len(trained)} trained, {sum(float(e['flops']) for e in trained):.3g} FLOPs"]
+    given = sum(bool(e.get("given")) for e in entries)
+    missing = len(entries) - len(trained) - given
+    parts += [f"{given} given (loaded, not trained)"] * bool(given) + [f"{missing} not trained yet"] * bool(missing)
+    return ", ".join(parts)
 
 
 def value_text(v: float, kind: str) -> str:
@@ -71,11 +94,14 @@ def value_text(v: float, kind: str) -> str:
 def protocol_lines(t: TaskTuning, untuned: list[str]) -> list[str]:
     """The lines under a tuned task's leaderboard: the protocol, and each method's chosen settings."""
     p = t.protocol
-    teachers = f", teacher seed(s) {p['teacher_seeds']}" if p.get("teacher_seeds") != [0] else ""
+    dev = "dev_teacher_seeds" in p
+    test = f" (teacher seed(s) {p['teacher_seeds']})" if dev else ""
+    cost = (f" Dev teachers, a cost of the tuning shared by the methods that read them and not in that column: "
+            f"{dev_teachers_text(t)}." if t.dev_teachers else "")
     lines = [f"Tuning protocol: every tuned method had the same budget of {p['trials']} trials "
              f"({SAMPLERS[p['sampler']]} sampler, Optuna, seed {p['seed']}), each scored by its mean {t.objective} "
-             f"over dev seeds {p['dev_seeds']}{teachers}; its best trial's settings were then run on the test seeds "
-             "shown here, on which nothing was chosen. Tuning FLOPs: the student FLOPs of all its trial runs."
+             f"over {dev_text(p)}; its best trial's settings were then run on the test seeds{test} shown here, on "
+             f"which nothing was chosen. Tuning FLOPs: the student FLOPs of all its trial runs.{cost}"
              + (f" Not tuned (run with their given params): {', '.join(untuned)}." if untuned else "")]
     chosen = []
     for method in t.sensitivity.method:

@@ -5,10 +5,13 @@ in two stages. The sweep: one Optuna study per (task, method), stored in a
 file-locked journal in the results folder (``OUT/tuning/optuna.journal``, which
 several processes or Slurm jobs on a shared file system can use). A trial is
 ordinary runs: its settings on top of the method's params, for every dev seed and
-teacher seed of the suite (same run ids, cache, resume and launchers as any run);
-it scores the mean of its runs' objectives (:func:`kdbench.tuning.records.run_objective`).
-Then the test runs: every method on the suite's ``seeds`` with the settings of its
-best trial (ties: the earlier trial); an untuned method with its given params.
+dev teacher seed (``tune.dev_teacher_seeds``; same run ids, cache, resume and launchers
+as any run); it scores the mean of its runs' objectives
+(:func:`kdbench.tuning.records.run_objective`). The dev teachers are trained once each,
+with every checkpoint the space can read (:meth:`Sweep.teacher_checkpoints`). Then the
+test runs: every method on the suite's ``seeds`` x ``teacher_seeds`` with the settings
+of its best trial (ties: the earlier trial); an untuned method with its given params.
+Settings are thus chosen on neither the students nor the teachers that are reported.
 
 Rounds: each study still short of trials is asked ``ceil(jobs / studies left)``
 trials (at least one), the round's runs go to the launcher together, and the
@@ -36,7 +39,7 @@ import optuna
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
-from kdbench.run.store import read_run, run_dir
+from kdbench.run.store import read_json, read_run, run_dir, teacher_dir
 from kdbench.suite.expand import LoadedSuite
 from kdbench.suite.identity import Run, identity, short_hash
 from kdbench.suite.tune import STUDENT, Dimension, apply_settings
@@ -102,7 +105,7 @@ class MethodStudy:
 
     task: str
     method: str
-    templates: dict[int, Run]  # teacher seed -> the method's run as the suite gives it
+    templates: dict[int, Run]  # dev teacher seed -> the method's run as the suite gives it, on that teacher
     dims: dict[str, Dimension]
     study: optuna.Study
     maximize: bool
@@ -164,8 +167,7 @@ class Sweep:
             dims = loaded.tune.spaces.get(run.method_label)
             if dims is None or any((s.task, s.method) == (run.task_label, run.method_label) for s in self.studies):
                 continue
-            templates = {r.teacher_seed: r for r in loaded.runs
-                         if (r.task_label, r.method_label) == (run.task_label, run.method_label)}
+            templates = loaded.tune.dev_templates(run)
             maximize = self.spec.objective != "flops_to_target" and self.facts[run.task_label].higher_is_better
             name = f"{run.task_label}/{run.method_label}/{self._study_key(run, dims)}"
             study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
@@ -175,10 +177,10 @@ class Sweep:
 
     def _study_key(self, run: Run, dims: dict[str, Dimension]) -> str:
         """What makes two sweeps the same: the method's run without its seeds, the space and the
-        protocol (not ``trials``: raising it extends a sweep)."""
+        protocol, dev seeds and dev teacher seeds included (not ``trials``: raising it extends a sweep)."""
         base = {k: v for k, v in identity(run).items() if k not in ("seed", "teacher_seed")}
         protocol = self.spec.model_dump(exclude={"trials", "space"})
-        return short_hash([base, {n: d.spec() for n, d in dims.items()}, protocol, self.loaded.suite.teacher_seeds])
+        return short_hash([base, {n: d.spec() for n, d in dims.items()}, protocol])
 
     # ------------------------------------------------------------ trials
 
@@ -264,7 +266,8 @@ class Sweep:
         total = len(self.studies) * self.spec.trials
         done = sum(len(s.counted()) for s in self.studies)
         self.log(f"tuning: {len(self.studies)} method(s) x {self.spec.trials} trials on dev seeds "
-                 f"{self.spec.dev_seeds} ({self.spec.objective}, {self.spec.sampler}); {done} of {total} trials done")
+                 f"{self.spec.dev_seeds} on dev teacher seeds {self.spec.dev_teacher_seeds} ({self.spec.objective}, "
+                 f"{self.spec.sampler}); {done} of {total} trials done")
         batch = self._resumed() or self._round()
         while batch:
             self._play(batch, launch, on_round)
@@ -296,10 +299,11 @@ class Sweep:
         return list(dict.fromkeys(ids))
 
     def teacher_checkpoints(self) -> dict[str, set[int]]:
-        """Per teacher id, the checkpoints the trials may read: every combination of the method
+        """Per dev teacher id, the checkpoints the trials may read: every combination of the method
         params' finite values (choices, stepped ranges, small int ranges; a float range's ends),
-        so the teacher is trained once with all of them. Best effort: a trial that reads one
-        missing here has its teacher retrained (deterministically) with it."""
+        so each dev teacher is trained once with all of them. Best effort: a trial that reads one
+        missing here has its teacher retrained (deterministically) with it. The test teachers are
+        trained with the test runs, with the checkpoints the chosen settings read."""
         wanted: dict[str, set[int]] = {}
         for study in self.studies:
             if not self.registry.methods[next(iter(study.templates.values())).method].cls.needs_teacher:
@@ -342,9 +346,11 @@ class Sweep:
         record = {
             "task": study.task, "method": study.method, "study": study.study.study_name,
             "protocol": {"trials": spec.trials, "dev_seeds": spec.dev_seeds,
+                         "dev_teacher_seeds": spec.dev_teacher_seeds,
                          "teacher_seeds": list(self.loaded.suite.teacher_seeds), "objective": spec.objective,
                          "sampler": spec.sampler, "seed": spec.seed, "metric": facts.metric,
-                         "maximize": study.maximize, "target": facts.target},
+                         "maximize": study.maximize, "target": facts.target,
+                         "dev_teachers": self._dev_teachers(study)},
             "space": {n: d.spec() for n, d in study.dims.items()}, "trials": trials,
             "chosen": None if best is None else {"trial": best.number, "settings": study.settings(best),
                                                  "objective": best.value},
@@ -353,6 +359,19 @@ class Sweep:
             record["test_run_ids"] = [r.run_id for r in test_runs
                                       if (r.task_label, r.method_label) == (study.task, study.method)]
         return record
+
+    def _dev_teachers(self, study: MethodStudy) -> list[dict]:
+        """The cached dev teachers ``study``'s trials read, as their folders record them (FLOPs None
+        until trained; ``given``: a teacher loaded, not trained); none for a method without a cached teacher."""
+        if not self.registry.methods[next(iter(study.templates.values())).method].cls.needs_teacher:
+            return []
+        teachers = []
+        for seed, template in study.templates.items():
+            summary = read_json(teacher_dir(self.out, template.teacher_id) / "summary.json")
+            summary = summary if isinstance(summary, dict) and summary.get("status") == "finished" else {}
+            teachers.append({"teacher_id": template.teacher_id, "teacher_seed": seed, "flops": summary.get("flops"),
+                             "given": bool(summary.get("given"))})
+        return teachers
 
 
 def _candidates(dim: Dimension) -> list:
