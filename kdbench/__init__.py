@@ -14,6 +14,7 @@ so the CLI starts without pandas)::
     res = kdbench.run_suite("suites/quickstart.yaml", output="results/qs", jobs=2)
     res.leaderboard()                                   # one row per (task, method)
     kdbench.load_results("results/qs").leaderboard(fmt="md")
+    kdbench.check_claims("results/qs").claims          # the suite's claims judged on its runs
 
 Test helpers for plugin authors live in :mod:`kdbench.testing` (a pytest plugin).
 """
@@ -40,10 +41,10 @@ __all__ = [
     "Recipe", "Task", "TaskInstance", "logits", "hookimpl", "UserError", "distillation_loss", "soft_cross_entropy",
     "distill_phase", "final_teacher_phase", "cotrained_teacher", "lockstep_phases", "MLP", "Encoder", "__version__",
     "reverse_kl", "DistillOptions", "BasicDistillOptions", "Plateau", "new_param",
-    "load_results", "Results", "run_suite", "validate_suite", "plan_suite", "suite_status",
+    "load_results", "Results", "run_suite", "validate_suite", "plan_suite", "suite_status", "check_claims",
 ]
 _LAZY = {"load_results": "results", "Results": "results", "run_suite": "commands", "validate_suite": "commands",
-         "plan_suite": "commands", "suite_status": "commands"}
+         "plan_suite": "commands", "suite_status": "commands", "check_claims": "commands"}
 
 
 def __getattr__(name: str):

@@ -24,6 +24,7 @@ import torch
 
 from kdbench import __version__
 from kdbench.errors import UserError
+from kdbench.files import atomic_write_json
 from kdbench.launchers import LaunchContext, choose_launcher, local
 from kdbench.launchers.threads import ThreadChoice, choose_threads, torch_threads
 from kdbench.loggers.selection import choose_loggers
@@ -40,6 +41,7 @@ from kdbench.suite.expand import LoadedSuite
 from kdbench.suite.identity import short_hash
 
 PathLike = Union[str, Path]
+CLAIMS_FILE = "claims.json"  # OUT/claims.json: the suite's claims judged, written with the leaderboard
 
 
 def load(suite: PathLike, plugins: Sequence[PathLike] = (), output: Optional[PathLike] = None
@@ -236,6 +238,7 @@ def write_outputs(out: Path, log: Callable[[str], None] = lambda message: None):
     if not board.boards:
         return None, None
     path = write_leaderboard(board, out)
+    write_claims(out, board.claims)
     try:
         write_figures(results)
     except Exception as exc:  # noqa: BLE001 - `kdbench plot` can retry
@@ -243,6 +246,31 @@ def write_outputs(out: Path, log: Callable[[str], None] = lambda message: None):
     else:
         record_outputs(out, __version__)
     return path, results
+
+
+def write_claims(out: Path, report: Optional[object]) -> Optional[Path]:
+    """Write ``report`` (a :class:`kdbench.results.claims.ClaimsReport`) to ``out/claims.json``
+    atomically and return its path; when the suite states no claims, remove an earlier file."""
+    path = Path(out) / CLAIMS_FILE
+    if report is None or not report.claims:
+        path.unlink(missing_ok=True)
+        return None
+    atomic_write_json(path, report.to_json())
+    return path
+
+
+def check_claims(results: PathLike):
+    """Do what ``kdbench check`` does: the claims of the suite last run into results folder
+    ``results`` judged on its runs, a :class:`kdbench.results.claims.ClaimsReport`; a UserError
+    when the suite states no claims."""
+    # start-up cost: pandas (0.4 s), paid only by the commands that read results
+    from kdbench.results.folder import load_results
+
+    report = load_results(results).claims()
+    if not report.claims:
+        raise UserError(f"{Path(results) / 'suite.yaml'}: claims: the suite states no claims to check; add a "
+                        "claims: block (see docs/suite-format.md) and run it again")
+    return report
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The ``kdbench`` command line: run, validate, plan, status, list, describe, new-method, leaderboard, plot,
+"""The ``kdbench`` command line: run, validate, plan, status, list, describe, new-method, leaderboard, check, plot,
 tune-report, report, export.
 
 Each command is a Typer function with one parameter per option (``run`` has fourteen: its flags);
@@ -16,10 +16,11 @@ from rich.table import Table
 
 from kdbench.cli.catalog import Format, print_descriptions, print_listing
 from kdbench.cli.scaffold import new_method_package
-from kdbench.commands import plan_suite, run_suite, suite_status
+from kdbench.commands import check_claims, plan_suite, run_suite, suite_status
 from kdbench.commands import tune_report as render
 from kdbench.commands import validate_suite
 from kdbench.errors import UserError
+from kdbench.files import atomic_write_json
 from kdbench.launchers.common import failure_lines
 from kdbench.plugins import load_plugins
 from kdbench.progress import LogConsole, Reporter, os_error, show_warnings
@@ -107,6 +108,9 @@ def run(
         typer.echo(done.leaderboard_path.read_text())
     for line in failure_lines(done.failed, done.output):
         err_console.print(line, highlight=False, soft_wrap=True)
+    if done.leaderboard_path is not None:
+        for claim in done.claims().claims:  # the claims table ends the leaderboard; their verdicts, even with -q
+            err_console.print(f"claim {claim.line()}", highlight=False, soft_wrap=True)
     board = done.leaderboard_path or ("not written" if done.leaderboard_error else "none (no run has a result yet)")
     err_console.print(f"{len(done.executed)} runs executed, {done.skipped} skipped, {len(done.failed)} failed, "
                       f"{len(done.diverged)} diverged; leaderboard: {board}")
@@ -314,6 +318,35 @@ def leaderboard(
     if plot:
         for path in _write_figures(res, teacher=teacher_curve):
             err_console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def check(
+    results: Path = typer.Argument(..., help="A results folder written by `kdbench run` of a suite with claims:."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the verdicts as JSON to this file."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when a claim does not hold."),
+):
+    """Judge the claims of RESULTS' suite (claims:) on its runs: per claim and teacher seed the paired
+    difference over student seeds and whether it holds there, then the verdict (holds, does not hold,
+    not enough runs)."""
+    # start-up cost: pandas (0.4 s), paid only by the commands that read results
+    from kdbench.results.claims import HEADERS, claim_rows
+
+    report = check_claims(results)
+    table = Table(title=f"{results}: the claims of suite {report.suite}")
+    for header in HEADERS[:-1]:  # the overall verdicts follow the table, one line each
+        table.add_column(header, overflow="fold")
+    for row in claim_rows(report):
+        table.add_row(*(escape(cell) for cell in row[:-1]))
+    out_console.print(table)
+    for claim in report.claims:
+        out_console.print(claim.line(), highlight=False, soft_wrap=True)
+    if json_file is not None:
+        atomic_write_json(json_file, report.to_json())
+        err_console.print(f"wrote {json_file}", highlight=False)
+    if strict and report.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -8,6 +8,7 @@
     res.curves()        # long form: run_id, step, samples, flops, phase, time, train_loss, every metric
     res.teachers()      # one row per teacher: its summary
     res.unreadable()    # run folders that could not be read, and why
+    res.claims()        # the suite's claims judged on its runs
     print(res.leaderboard(fmt="md"))
 
 Which runs: ``kdbench run`` records the run ids of the suite it runs in
@@ -34,6 +35,7 @@ import pandas as pd
 import yaml
 
 from kdbench.errors import UserError
+from kdbench.results.claims import ClaimsReport, claims_report
 from kdbench.results.leaderboard import FIDELITY, build_leaderboard
 from kdbench.results.render import render
 from kdbench.run.curves import curve_auc, flops_to_target
@@ -274,6 +276,15 @@ class Results:
         order = [e.get("label") or e.get("name") for e in entries if isinstance(e, dict)] \
             if isinstance(entries, list) else []
         return sorted(labels, key=lambda t: order.index(t) if t in order else len(order) + labels.index(t))
+
+    def claims(self) -> ClaimsReport:
+        """The claims of the suite last run into the folder (``claims:`` of OUT/suite.yaml) judged on
+        its runs (:mod:`kdbench.results.claims`): per claim, task and teacher seed the paired
+        differences and whether it holds there, and the verdict; no claims when the suite states none."""
+        runs = self._runs
+        if self.suite is not None and not runs.empty:  # the suite's runs, even when every run was loaded
+            runs = runs[runs.run_id.isin(self.suite["run_ids"])]
+        return claims_report(self._suite_yaml, runs, self.path / "suite.yaml")
 
     def leaderboard(self, fmt: Optional[str] = None, baseline: Optional[str] = None,
                     ci: bool = False) -> Union[pd.DataFrame, str]:

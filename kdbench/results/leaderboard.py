@@ -26,6 +26,7 @@ from typing import Optional
 import pandas as pd
 
 from kdbench.errors import UserError
+from kdbench.results.claims import ClaimsReport
 from kdbench.results.intervals import interval
 from kdbench.suite.identity import SEEDS, config_identity
 from kdbench.tuning.report import TaskTuning, task_tuning
@@ -197,6 +198,7 @@ class Leaderboard:
     unreadable: list[dict] = field(default_factory=list)
     manifest_problem: Optional[str] = None
     tuning_runs: int = 0
+    claims: Optional[ClaimsReport] = None  # the suite's claims judged on its runs
 
     def frame(self) -> pd.DataFrame:
         """One row per (task, method): the task's metric, direction, target and budget, then
@@ -234,6 +236,7 @@ def build_leaderboard(results, baseline: Optional[str] = None, ci: bool = False)
     suite = (results.suite or {}).get("suite")
     board = Leaderboard([], str(results.path), suite, results.all_runs, results.outside, len(results.not_started),
                         results.unreadable().to_dict("records"), results.manifest_problem, results.tuning_runs)
+    board.claims = results.claims()
     if runs.empty:
         return board
     if baseline is not None and baseline not in set(runs.method):

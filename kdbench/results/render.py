@@ -22,6 +22,7 @@ from kdbench import __version__
 from kdbench.errors import UserError
 from kdbench.files import atomic_write_text
 from kdbench.formats import fmt_bytes, fmt_flops, is_missing, latex_escape
+from kdbench.results.claims import CLAIMS_NOTE, HEADERS, ClaimsReport, claim_rows
 from kdbench.results.intervals import T_INTERVAL, TEACHER_MEANS
 from kdbench.results.leaderboard import Board, Leaderboard
 from kdbench.tuning.report import protocol_lines, sensitivity_markdown
@@ -340,7 +341,20 @@ def _markdown(board: Leaderboard) -> str:
             parts += [sensitivity_markdown(b.tuning), ""]
     for line in folder_notes(board):
         parts += [line, ""]
+    if board.claims is not None and board.claims.claims:
+        parts += _claims_markdown(board.claims)
     return "\n".join(parts)
+
+
+def _claims_markdown(report: ClaimsReport) -> list[str]:
+    """The claims table (the leaderboard's last section) as markdown lines, verdicts in bold."""
+    rows = [[_md_escape(cell) for cell in row] for row in claim_rows(report)]
+    for row in rows:
+        if row[-1]:
+            summary, _, verdict = row[-1].rpartition(": ")
+            row[-1] = f"{summary}: **{verdict}**"
+    return ["### Claims\n", tabulate(rows, headers=list(HEADERS), tablefmt="github", disable_numparse=True),
+            "", CLAIMS_NOTE, ""]
 
 
 def _tabular(b: Board) -> str:
@@ -422,6 +436,8 @@ def _json(board: Leaderboard) -> str:
              "tuning_runs": board.tuning_runs,
              "unreadable": board.unreadable, "manifest_problem": board.manifest_problem}
     doc.update({k: v for k, v in extra.items() if v})
+    if board.claims is not None and board.claims.claims:
+        doc["claims"] = board.claims.to_json()["claims"]
     return json.dumps(_clean(doc), indent=1) + "\n"
 
 

@@ -22,6 +22,7 @@ from kdbench.plugins import Registry
 from kdbench.run.budget import measure_phases
 from kdbench.run.runner import budget_flops, build_task, prepare
 from kdbench.run.teachers import ProbeTeacher
+from kdbench.suite.claims import validate_claim_metrics
 from kdbench.suite.expand import LoadedSuite
 from kdbench.suite.identity import Run
 
@@ -52,8 +53,8 @@ MAX_STEPS = 10**9  # more student steps than any run could take: the budget is a
 def check_runs(loaded: LoadedSuite, registry: Registry,
                device: torch.device = torch.device("cpu")) -> dict[str, tuple[str, bool]]:
     """Raise :class:`UserError` (file, field, reason) for the first (task, method) pair of the
-    suite that cannot train; when every pair can, return what the probes learned of each task:
-    ``{task label: (metric, higher_is_better)}``."""
+    suite that cannot train, or a claim naming a metric a task lacks; when every pair can, return
+    what the probes learned of each task: ``{task label: (metric, higher_is_better)}``."""
     suite, path = loaded.suite, loaded.path
     probes: dict[str, tuple[TaskInstance, ProbeTeacher, float]] = {}
     checked: set[tuple[str, str]] = set()
@@ -85,7 +86,9 @@ def check_runs(loaded: LoadedSuite, registry: Registry,
             raise UserError(f"{path}: {field}: {prepared.budget_flops:.3g} FLOPs buy {prepared.job.total_steps:.3g} "
                             f"steps of {run.method_label} on {run.task_label}, more than {MAX_STEPS:.0e}: "
                             "a typo in the exponent?")
-    return {label: (task.metric, bool(task.higher_is_better)) for label, (task, _, _) in probes.items()}
+    metrics = {label: (task.metric, bool(task.higher_is_better)) for label, (task, _, _) in probes.items()}
+    validate_claim_metrics(suite, path, metrics)  # a claim's metric may be the task's, known once it is built
+    return metrics
 
 
 def _probe_task(loaded: LoadedSuite, registry: Registry, run: Run, device: torch.device,

@@ -15,6 +15,7 @@ from kdbench.errors import UserError
 from kdbench.inputs import hash_file, hash_params, resolve_params, resolve_path
 from kdbench.plugins import Registry
 from kdbench.streams import VERSION as STREAMS_VERSION
+from kdbench.suite.claims import validate_claims
 from kdbench.suite.file import excerpt, read_suite_file
 from kdbench.suite.identity import Run, run_identity
 from kdbench.suite.model import Budget, ResolvedBudget, Suite
@@ -207,4 +208,5 @@ def read_suite(path: Path, registry_factory, extra_plugins: tuple = (),
                      suite.launcher.options)
     runs = expand(suite, path, registry, price)
     tune = resolve_tune(suite, path, registry, runs)
+    validate_claims(suite, path)
     return LoadedSuite(suite, path, runs, tuple(extra_plugins) + tuple(plugin_paths), tune), registry

@@ -133,6 +133,22 @@ class Range(BaseModel):
     high: float
     log: bool = False
     step: Optional[float] = Field(None, gt=0)
+
+
+class Claim(_Strict):
+    """A claim the suite tests (``claims:``): method ``better`` beats method ``than`` on ``metric``, paired
+    over student seeds, on at least ``holds_on`` of the suite's teacher seeds (:mod:`kdbench.suite.claims`)."""
+
+    name: str = Field(min_length=1, max_length=NAME_MAX, description="what the claim says, unique in the suite")
+    better: str = Field(description="the method label that should win")
+    than: str = Field(description="the method label it should beat")
+    metric: Optional[str] = Field(None, description="metric (the task's ranking metric, the default), its name, "
+                                  "auc, flops_to_target, agreement or teacher_kl")
+    holds_on: float = Field(1.0, gt=0, le=1, description="the fraction of teacher seeds on which it must hold")
+    task: Optional[str] = Field(None, description="a task label (default: every task of the suite)")
+    min_seeds: int = Field(2, ge=1, description="paired student seeds needed to judge it at a teacher seed")
+
+
 class Suite(_Strict):
     """A benchmark: tasks x methods x seeds under one budget per task."""
 
@@ -151,6 +167,7 @@ class Suite(_Strict):
     launcher: LauncherEntry = LauncherEntry()
     loggers: list[LoggerEntry] = Field([], description="experiment trackers that follow every run (--log)")
     tune: Optional[TuneSpec] = Field(None, description="choose each method's settings on dev seeds first")
+    claims: list[Claim] = Field([], description="claims the results are checked against (kdbench check)")
 
     @field_validator("seeds", "teacher_seeds")
     @classmethod
