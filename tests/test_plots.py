@@ -85,3 +85,23 @@ def test_run_writes_figures_next_to_leaderboard(smoke_results):
     fig = plot_task(results.runs(), results.curves())
     assert len(fig.axes[0].get_lines()) == 2  # labels and one-shot: one phase each, no boundaries
     assert {ln.get_label() for ln in fig.axes[0].get_lines()} == {"labels (n=2)", "one-shot (n=2)"}
+
+
+def test_fidelity_figures_where_runs_measured_it(tmp_path):
+    """Runs with agreement/teacher_kl in their curves get <task>-agreement and <task>-teacher_kl figures
+    (the mean over seeds of each column); a task without them gets none (test_write_figures_png_and_pdf)."""
+    for seed in (0, 1):
+        curve = curve_of([0.5, 0.7, 0.9])
+        for i, point in enumerate(curve):
+            point.update(agreement=0.5 + 0.2 * i + seed / 10, teacher_kl=0.7 - 0.3 * i)
+        make_run(tmp_path, f"o{seed}", "one-shot", seed, 0.9, curve=curve)
+    paths = write_figures(load_results(tmp_path), formats=("png",))
+    names = sorted(p.name for p in paths)
+    assert names == ["parity-mlp-agreement.png", "parity-mlp-teacher_kl.png", "parity-mlp.png"]
+    results = load_results(tmp_path)
+    fig = plot_task(results.runs(), results.curves(), metric="agreement")
+    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == "-"]
+    np.testing.assert_allclose(line.get_ydata(), [0.55, 0.75, 0.95])
+    assert fig.axes[0].get_ylabel() == "agreement (higher is better)"
+    kl = plot_task(results.runs(), results.curves(), metric="teacher_kl")
+    assert kl.axes[0].get_ylabel() == "teacher_kl (lower is better)"

@@ -1,5 +1,6 @@
 """Figures from a results folder: the metric against FLOPs (or student steps), one figure per task
-(and, for a tuned suite, one of its sweeps per task: ``tuning-<task>``).
+(with the fidelity curves, ``<task>-agreement`` and ``<task>-teacher_kl``, where runs measured them;
+and, for a tuned suite, one of its sweeps per task: ``tuning-<task>``).
 
 Each method is a mean line over its finished seeds with a band from the seeds'
 minimum to maximum; its phase boundaries (layer switches, checkpoint switches)
@@ -28,6 +29,7 @@ from kdbench.results.probe_plots import plot_probe
 from kdbench.tuning.report import TaskTuning, dev_text, task_tuning
 
 FORMATS = ("png", "pdf")
+FIDELITY_HIGHER = {"agreement": True, "teacher_kl": False}  # the fidelity curves' columns, and their direction
 
 
 def step_boundaries(phases: list[dict]) -> list[float]:
@@ -37,15 +39,17 @@ def step_boundaries(phases: list[dict]) -> list[float]:
 
 
 def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional[pd.DataFrame] = None,
-              colors: Optional[dict[str, str]] = None, x: str = "flops") -> Figure:
+              colors: Optional[dict[str, str]] = None, x: str = "flops", metric: Optional[str] = None) -> Figure:
     """The figure of one task's runs (rows of :meth:`kdbench.results.Results.runs`) from
     their ``curves`` (long form, :meth:`~kdbench.results.Results.curves`), against ``x``:
-    ``flops`` (measured training FLOPs) or ``steps`` (student steps).
+    ``flops`` (measured training FLOPs) or ``steps`` (student steps); of the task's metric,
+    or of ``metric`` (a fidelity column: ``agreement`` or ``teacher_kl``).
 
     Lines on the axes: one mean line per method with a finished curve, one dashed
     vertical line per distinct phase boundary of each such method, and one line per
     teacher in ``teacher_curves`` (long form, keyed by ``teacher_id``)."""
-    metric, hib = runs.metric.iloc[0], bool(runs.higher_is_better.iloc[0])
+    hib = FIDELITY_HIGHER.get(metric, bool(runs.higher_is_better.iloc[0]))
+    metric = metric or runs.metric.iloc[0]
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -86,7 +90,8 @@ def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional
     ax.legend(handles, labels, fontsize="small")
     ax.set_xlabel(AXES[x])
     ax.set_ylabel(f"{metric} ({'higher' if hib else 'lower'} is better)")
-    ax.set_title(f"{runs.task.iloc[0]}: mean over seeds, band min-max", fontsize="medium")
+    against = " (against the final teacher, evaluation cost)" if metric in FIDELITY_HIGHER else ""
+    ax.set_title(f"{runs.task.iloc[0]}: mean over seeds, band min-max{against}", fontsize="medium")
     ax.grid(alpha=0.3)
     return fig
 
@@ -132,6 +137,7 @@ def write_figures(results: Results, dest: Optional[Path] = None, teacher: bool =
     to the results folder's ``figures/``) against ``x`` (``flops`` or ``steps``; default:
     student steps for a task whose budget is in student steps, else FLOPs), for a task whose
     curves hold the parity probe's columns ``<task>-probe.<format>`` (:mod:`kdbench.results.probe_plots`),
+    where runs measured their fidelity ``<task>-agreement.<format>`` and ``<task>-teacher_kl.<format>``,
     and ``tuning-<task>.<format>`` for a tuned task; return the paths written."""
     if x is not None and x not in AXES:
         raise UserError(f"--x: {x!r} is not an axis; allowed: {', '.join(AXES)}")
@@ -152,6 +158,10 @@ def write_figures(results: Results, dest: Optional[Path] = None, teacher: bool =
         axis = x or ("steps" if by_steps else "flops")
         figures = {task: plot_task(g, curves, used if teacher else None, colors, axis),
                    f"{task}-probe": plot_probe(g, curves, used, axis)}  # None without probe columns
+        measured = curves[curves.run_id.isin(g.run_id)]
+        for column in FIDELITY_HIGHER:
+            if column in measured and measured[column].notna().any():
+                figures[f"{task}-{column}"] = plot_task(g, curves, None, colors, axis, metric=column)
         tuning = task_tuning(trials, task)
         if tuning is not None:
             figures[f"tuning-{task}"] = plot_tuning(tuning, methods, colors)
