@@ -39,8 +39,9 @@ def claim_row(folder: str, suite: str, claim: dict) -> str:
     seeds = claim["teacher_seeds"]
     holds = (f"holds on {claim['held']} of {len(seeds)} teacher seeds (seeds {','.join(map(str, seeds))}; "
              f"{claim['student_seeds']} student seeds each)")
+    by = f" by > {claim['margin']:g}" if claim.get("margin") else ""
     return (f"| [{_cell(suite)}]({folder}/claims.json) | {_cell(claim['name'])}: {_cell(claim['better'])} > "
-            f"{_cell(claim['than'])} | {_cell(claim['task'])} | {_cell(claim['metric'])} | {holds} | "
+            f"{_cell(claim['than'])}{by} | {_cell(claim['task'])} | {_cell(claim['metric'])} | {holds} | "
             f"**{_cell(claim['verdict'])}** |")
 
 

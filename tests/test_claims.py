@@ -191,3 +191,26 @@ def test_editing_the_claims_reruns_nothing_and_rejudges(claimed, tmp_path):
     (tmp_path / "none.yaml").write_text(SUITE.split("claims:")[0])
     cli("run", tmp_path / "none.yaml", "--output", out, "--quiet")
     assert not (out / "claims.json").exists() and "### Claims" not in (out / "leaderboard.md").read_text()
+
+
+def test_a_margin_keeps_chance_level_noise_from_winning():
+    """Two methods at chance differ by noise: without a margin the noise's sign decides the claim; with
+    ``margin: 0.1`` only a difference above 0.1 holds (the mean must exceed it, in the metric's direction)."""
+    suite = Suite.model_validate({
+        "name": "s", "seeds": [0, 1], "teacher_seeds": [0, 1],
+        "tasks": [{"name": "parity-mlp", "label": "t"}], "methods": [{"name": "a"}, {"name": "b"}],
+        "claims": [{"name": "any", "better": "a", "than": "b"},
+                   {"name": "by 0.1", "better": "a", "than": "b", "margin": 0.1}]})
+    values = {(0, 0): (0.502, 0.498), (0, 1): (0.500, 0.497),  # teacher 0: a at chance, 0.0035 above b
+              (1, 0): (1.0, 0.5), (1, 1): (0.95, 0.49)}  # teacher 1: a learned
+    runs = pd.DataFrame([{"task": "t", "method_label": m, "teacher_seed": ts, "seed": s, "status": "finished",
+                          "metric": "accuracy", "higher_is_better": True, "value": v[i], "auc": 0.5,
+                          "to_target": math.nan, "metrics": {}}
+                         for (ts, s), v in values.items() for i, m in enumerate("ab")])
+    plain, margin = evaluate_claims(suite, runs)
+    assert [t.status for t in plain.teachers] == ["holds", "holds"] and plain.verdict == "holds"
+    assert [t.status for t in margin.teachers] == ["does not hold", "holds"] and margin.verdict == "does not hold"
+    assert margin.to_json()["margin"] == 0.1 and plain.to_json()["margin"] == 0.0
+    with pytest.raises(ValueError, match="margin"):
+        Suite.model_validate({**suite.model_dump(), "claims": [{"name": "x", "better": "a", "than": "b",
+                                                               "margin": -1}]})

@@ -3,7 +3,8 @@
 Per claim, task and teacher seed of the suite: the paired differences ``better - than``
 in the claim's metric over the student seeds where both runs finished (and have the
 metric); the claim holds at that teacher seed when there are at least ``min_seeds``
-pairs and their mean is strictly better in the metric's direction, does not hold when
+pairs and their mean is better in the metric's direction by more than ``margin`` (default 0:
+any amount; a margin keeps chance-level noise from counting as a win), does not hold when
 there are and it is not, and there are not enough runs otherwise. Overall it holds on
 X of the suite's Y teacher seeds: **holds** when X/Y >= ``holds_on``, **does not hold**
 when it would fail even if every teacher seed without enough runs held, and **not
@@ -81,6 +82,7 @@ class ClaimVerdict:
     holds_on: float
     min_seeds: int
     teachers: list[TeacherVerdict]
+    margin: float = 0.0
 
     @property
     def held(self) -> int:
@@ -113,7 +115,7 @@ class ClaimVerdict:
         """The claim's verdict as JSON data."""
         return {"name": self.name, "task": self.task, "better": self.better, "than": self.than,
                 "metric": self.metric, "higher_is_better": self.higher_is_better, "holds_on": self.holds_on,
-                "min_seeds": self.min_seeds, "held": self.held, "teacher_seeds": [t.teacher_seed for t in self.teachers],
+                "min_seeds": self.min_seeds, "margin": self.margin, "held": self.held, "teacher_seeds": [t.teacher_seed for t in self.teachers],
                 "student_seeds": self.student_seeds, "summary": self.summary(), "verdict": self.verdict,
                 "teachers": [t.to_json() for t in self.teachers]}
 
@@ -164,7 +166,7 @@ def _teacher(claim: Claim, runs: pd.DataFrame, metric: str, higher: bool, seed: 
     if len(diff) < claim.min_seeds:
         status = SHORT
     else:
-        status = HOLDS if (mean > 0 if higher else mean < 0) else FAILS
+        status = HOLDS if (mean > claim.margin if higher else mean < -claim.margin) else FAILS
     return TeacherVerdict(seed, [int(s) for s in pairs.index], [float(d) for d in diff], mean, std, status)
 
 
@@ -185,7 +187,7 @@ def evaluate_claims(suite: Suite, runs: pd.DataFrame) -> list[ClaimVerdict]:
             teachers = [_teacher(claim, g, metric, higher, seed) if not g.empty
                         else TeacherVerdict(seed, [], [], math.nan, math.nan, SHORT) for seed in suite.teacher_seeds]
             out.append(ClaimVerdict(claim.name, task, claim.better, claim.than, metric, higher, claim.holds_on,
-                                    claim.min_seeds, teachers))
+                                    claim.min_seeds, teachers, claim.margin))
     return out
 
 
@@ -229,6 +231,7 @@ def claim_rows(report: ClaimsReport) -> list[list[str]]:
 # what the claims table's columns mean
 CLAIMS_NOTE = ("Claims: Δ is the mean ± std over student seeds of the paired difference (better − than) where both "
                "finished, per teacher seed; Pairs: paired seeds / the claim's min_seeds; a claim holds at a teacher "
-               "seed with enough pairs and a mean strictly better in the metric's direction (↑ higher, ↓ lower; "
+               "seed with enough pairs and a mean better by more than the claim's margin in the metric's direction "
+               "(↑ higher, ↓ lower; "
                "flops_to_target counts a run that never reached the target as infinitely many FLOPs), and overall "
                "when it holds on at least its holds_on fraction of the suite's teacher seeds.")

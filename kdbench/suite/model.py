@@ -147,6 +147,8 @@ class Claim(_Strict):
     holds_on: float = Field(1.0, gt=0, le=1, description="the fraction of teacher seeds on which it must hold")
     task: Optional[str] = Field(None, description="a task label (default: every task of the suite)")
     min_seeds: int = Field(2, ge=1, description="paired student seeds needed to judge it at a teacher seed")
+    margin: float = Field(0.0, ge=0, description="how much better the mean paired difference must be at a teacher "
+                                                 "seed (in the metric's units; default 0: any amount)")
 
 
 class Suite(_Strict):
