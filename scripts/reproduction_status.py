@@ -37,7 +37,11 @@ def claim_row(folder: str, suite: str, claim: dict) -> str:
     """One table row: the suite (linked to its claims.json), the claim, its task and metric, on how many
     teacher seeds it holds (which, and the paired student seeds at each), and the verdict."""
     seeds = claim["teacher_seeds"]
-    holds = (f"holds on {claim['held']} of {len(seeds)} teacher seeds (seeds {','.join(map(str, seeds))}; "
+    by_status: dict[str, list[str]] = {}
+    for t in claim["teachers"]:
+        by_status.setdefault(t["status"], []).append(str(t["teacher_seed"]))
+    named = "; ".join(f"{status}: {', '.join(found)}" for status, found in by_status.items())
+    holds = (f"holds on {claim['held']} of {len(seeds)} teacher seeds ({named}; "
              f"{claim['student_seeds']} student seeds each)")
     by = f" by > {claim['margin']:g}" if claim.get("margin") else ""
     return (f"| [{_cell(suite)}]({folder}/claims.json) | {_cell(claim['name'])}: {_cell(claim['better'])} > "

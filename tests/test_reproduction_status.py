@@ -26,10 +26,12 @@ CLAIMS = {"kdbench_version": "0.2.0", "suite": "tiny-claims", "claims": [
     {"name": "labels learns sooner", "task": "parity-mlp", "better": "labels", "than": "one-shot", "metric": "auc",
      "higher_is_better": True, "holds_on": 0.5, "min_seeds": 2, "held": 1, "teacher_seeds": [0, 1, 2],
      "student_seeds": "3", "summary": "holds on 1 of 3 teacher seeds (3 student seeds each)", "verdict": "holds",
-     "teachers": []},
+     "teachers": [{"teacher_seed": 0, "status": "does not hold"}, {"teacher_seed": 1, "status": "holds"},
+                  {"teacher_seed": 2, "status": "does not hold"}]},
     {"name": "a | b", "task": "parity-mlp", "better": "one-shot", "than": "labels", "metric": "accuracy",
      "higher_is_better": True, "holds_on": 1.0, "min_seeds": 2, "held": 0, "teacher_seeds": [0],
-     "student_seeds": "1-3", "summary": "", "verdict": "not enough runs", "teachers": []}]}
+     "student_seeds": "1-3", "summary": "", "verdict": "not enough runs", "margin": 0.1,
+     "teachers": [{"teacher_seed": 0, "status": "not enough runs"}]}]}
 
 
 def test_readme_agrees_with_the_committed_results(capsys):
@@ -53,9 +55,9 @@ def test_the_table_has_a_row_per_claim(repo, capsys):
         "| suite | claim | task | metric | teacher seeds | verdict |",
         "|---|---|---|---|---|---|",
         "| [tiny-claims](results/tiny/claims.json) | labels learns sooner: labels > one-shot | parity-mlp | auc | "
-        "holds on 1 of 3 teacher seeds (seeds 0,1,2; 3 student seeds each) | **holds** |",
-        "| [tiny-claims](results/tiny/claims.json) | a \\| b: one-shot > labels | parity-mlp | accuracy | "
-        "holds on 0 of 1 teacher seeds (seeds 0; 1-3 student seeds each) | **not enough runs** |"]) + "\n\n")
+        "holds on 1 of 3 teacher seeds (does not hold: 0, 2; holds: 1; 3 student seeds each) | **holds** |",
+        "| [tiny-claims](results/tiny/claims.json) | a \\| b: one-shot > labels by > 0.1 | parity-mlp | accuracy | "
+        "holds on 0 of 1 teacher seeds (not enough runs: 0; 1-3 student seeds each) | **not enough runs** |"]) + "\n\n")
     assert status.main(["--check", "--root", str(repo)]) == 0  # rewritten: up to date
 
 
