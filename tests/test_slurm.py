@@ -117,6 +117,12 @@ class Releaser:
         self.thread.join()
 
 
+def run_dir_of(out: Path, method: str) -> Path:
+    """The run folder of ``method``'s (only) run in results folder ``out``."""
+    return next(d for d in (out / "runs").iterdir()
+                if json.loads((d / "config.json").read_text())["method"] == method)
+
+
 def test_slurm_runs_match_local_runs(write_suite, tmp_path):
     suite = slurm_suite(write_suite, methods="  - name: labels\n  - name: one-shot")
     result = kdbench("run", suite, "-o", tmp_path / "slurm")
@@ -128,7 +134,10 @@ def test_slurm_runs_match_local_runs(write_suite, tmp_path):
     (teacher,) = jobs["teachers"].values()
     by_method = {e["method"]: e for e in jobs["runs"].values()}
     assert by_method["one-shot"]["teacher_job"] == teacher["job"]  # distillation depends on the teacher job
-    assert by_method["labels"]["teacher_job"] is None
+    # labels waits for it too (afterany: it measures its fidelity against the teacher, never fails with it)
+    assert by_method["labels"]["teacher_job"] == teacher["job"]
+    assert all("agreement" in p for p in json.loads((run_dir_of(tmp_path / "slurm", "labels") / "curve.json")
+                                                    .read_text()))
     assert list((tmp_path / "slurm" / "slurm").glob("*/*_log.out"))  # submitit's logs in the results folder
     for run in (tmp_path / "slurm" / "runs").iterdir():
         assert not (run / "progress.json").exists()
