@@ -28,14 +28,16 @@ import pandas as pd
 from kdbench.errors import UserError
 from kdbench.results.claims import ClaimsReport
 from kdbench.results.intervals import interval
+from kdbench.run.fidelity import METRICS
 from kdbench.suite.identity import SEEDS, config_identity
 from kdbench.tuning.report import TaskTuning, task_tuning
 
 DEFAULT_BASELINE = "one-shot"
 # per-run numbers averaged over a method's finished seeds
 RUN_MEANS = ("flops", "total_flops", "steps", "wall_time", "auc")
-# fidelity to the final teacher (summary metrics of runs that measured it): mean and std over finished runs
-FIDELITY = ("agreement", "teacher_kl")
+# fidelity to the final teacher (summary metrics of runs that measured it): mean and std over finished runs;
+# name -> higher is better
+FIDELITY = METRICS
 
 
 def _mean_std(values: pd.Series) -> tuple[float, float]:

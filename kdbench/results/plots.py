@@ -25,11 +25,11 @@ from kdbench.errors import UserError
 from kdbench.files import atomic_write
 from kdbench.results.bands import AXES, COLUMN, seed_band
 from kdbench.results.folder import Results
+from kdbench.results.leaderboard import FIDELITY
 from kdbench.results.probe_plots import plot_probe
 from kdbench.tuning.report import TaskTuning, dev_text, task_tuning
 
 FORMATS = ("png", "pdf")
-FIDELITY_HIGHER = {"agreement": True, "teacher_kl": False}  # the fidelity curves' columns, and their direction
 
 
 def step_boundaries(phases: list[dict]) -> list[float]:
@@ -48,7 +48,7 @@ def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional
     Lines on the axes: one mean line per method with a finished curve, one dashed
     vertical line per distinct phase boundary of each such method, and one line per
     teacher in ``teacher_curves`` (long form, keyed by ``teacher_id``)."""
-    hib = FIDELITY_HIGHER.get(metric, bool(runs.higher_is_better.iloc[0]))
+    hib = FIDELITY.get(metric, bool(runs.higher_is_better.iloc[0]))
     metric = metric or runs.metric.iloc[0]
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     FigureCanvasAgg(fig)
@@ -90,7 +90,7 @@ def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional
     ax.legend(handles, labels, fontsize="small")
     ax.set_xlabel(AXES[x])
     ax.set_ylabel(f"{metric} ({'higher' if hib else 'lower'} is better)")
-    against = " (against the final teacher, evaluation cost)" if metric in FIDELITY_HIGHER else ""
+    against = " (against the final teacher, evaluation cost)" if metric in FIDELITY else ""
     ax.set_title(f"{runs.task.iloc[0]}: mean over seeds, band min-max{against}", fontsize="medium")
     ax.grid(alpha=0.3)
     return fig
@@ -159,7 +159,7 @@ def write_figures(results: Results, dest: Optional[Path] = None, teacher: bool =
         figures = {task: plot_task(g, curves, used if teacher else None, colors, axis),
                    f"{task}-probe": plot_probe(g, curves, used, axis)}  # None without probe columns
         measured = curves[curves.run_id.isin(g.run_id)]
-        for column in FIDELITY_HIGHER:
+        for column in FIDELITY:
             if column in measured and measured[column].notna().any():
                 figures[f"{task}-{column}"] = plot_task(g, curves, None, colors, axis, metric=column)
         tuning = task_tuning(trials, task)

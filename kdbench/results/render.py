@@ -24,7 +24,7 @@ from kdbench.files import atomic_write_text
 from kdbench.formats import fmt_bytes, fmt_flops, is_missing, latex_escape
 from kdbench.results.claims import CLAIMS_NOTE, HEADERS, ClaimsReport, claim_rows
 from kdbench.results.intervals import T_INTERVAL, TEACHER_MEANS
-from kdbench.results.leaderboard import Board, Leaderboard
+from kdbench.results.leaderboard import FIDELITY, Board, Leaderboard
 from kdbench.tuning.report import protocol_lines, sensitivity_markdown
 
 FLOP_CONVENTION = ("FLOPs are measured with torch.utils.flop_counter.FlopCounterMode on one real step per phase: "
@@ -127,7 +127,7 @@ def columns(board: Board) -> list[Column]:
         Column(lambda b: "AUC", lambda r, b: "-" if is_missing(r["auc"]) else f"{r['auc']:.4f}", key="auc",
                better="metric"),
         *[Column(lambda b, k=k: FIDELITY_HEADERS[k], lambda r, b, k=k: _pm(r[k], r[f"{k}_std"]), key=k,
-                 better="higher" if k == "agreement" else "lower") for k in board.fidelity],
+                 better="higher" if FIDELITY[k] else "lower") for k in board.fidelity],
         Column(lambda b: "Steps", lambda r, b: "-" if is_missing(r["steps"]) else f"{r['steps']:.0f}"),
         Column(lambda b: "Student FLOPs", lambda r, b: fmt_flops(r["flops"])),
         Column(lambda b: "Total FLOPs", lambda r, b: fmt_flops(r["total_flops"])),

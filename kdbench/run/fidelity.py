@@ -25,7 +25,7 @@ from torch import nn
 from kdbench.api import TaskInstance
 
 CACHE_ELEMENTS = 1 << 24  # keep the teacher's log-probabilities up to 64 MB of fp32
-METRICS = ("agreement", "teacher_kl")  # what a curve point gains
+METRICS = {"agreement": True, "teacher_kl": False}  # what a curve point gains -> is higher better
 
 
 class Fidelity:
