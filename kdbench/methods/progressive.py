@@ -145,9 +145,9 @@ class Progressive(Method):
         return checkpoint_schedule(params, recipe)
 
     def phases(self, ctx, params):
-        schedule = [(step, {}) for step in checkpoint_schedule(params, ctx.teacher_recipe)]
-        if params.checkpoints == "levels":
-            schedule = level_checkpoints(ctx, [step for step, _ in schedule], params.levels)
+        steps = checkpoint_schedule(params, ctx.teacher_recipe)
+        schedule = (level_checkpoints(ctx, steps, params.levels) if params.checkpoints == "levels"
+                    else [(step, {}) for step in steps])
         student, teacher = ctx.student, ctx.teacher
         phases, previous_end = [], 0
         for step, chosen in schedule:
