@@ -3,7 +3,7 @@
 ::
 
     import kdbench
-    res = kdbench.load_results("results/quickstart")
+    res = kdbench.load_results("out/quickstart")
     res.runs()          # one row per run folder: identity, status, numbers, per-run curve metrics
     res.curves()        # long form: run_id, step, samples, flops, phase, time, train_loss, every metric
     res.teachers()      # one row per teacher: its summary

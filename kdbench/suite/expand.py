@@ -35,7 +35,7 @@ class LoadedSuite:
 
     @property
     def output(self) -> Path:
-        return Path(self.suite.output or f"results/{self.suite.name}")
+        return Path(self.suite.output or f"out/{self.suite.name}")
 
 
 def parse_suite(path: Path) -> Suite:
