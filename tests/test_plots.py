@@ -37,21 +37,49 @@ def test_seed_band_mean_min_max():
     np.testing.assert_allclose(hi, [0.0, 1.0, 1.0])
 
 
-def test_figure_has_a_mean_line_per_method_and_a_line_per_phase_boundary(tmp_path):
+def mean_lines(ax) -> list:
+    return [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+
+
+def test_figure_has_a_mean_line_per_method_and_ticks_at_phase_boundaries(tmp_path):
     two_methods(tmp_path)
     results = load_results(tmp_path)
     fig = plot_task(results.runs(), results.curves())
     ax = fig.axes[0]
-    solid = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]
-    dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
-    assert len(ax.get_lines()) == 2 + 2  # two mean lines, progressive's two boundaries
-    assert len(solid) == 2 and sorted(ln.get_xdata()[0] for ln in dashed) == [100, 200]
-    progressive = next(ln for ln in solid if ln.get_label().startswith("progressive"))
+    means = mean_lines(ax)
+    (ticks,) = [ln for ln in ax.get_lines() if ln.get_label() == "_boundaries"]  # progressive's only
+    assert len(ax.get_lines()) == 2 + 1 and len(means) == 2
+    assert list(ticks.get_xdata()) == [100, 200] and ticks.get_marker() == "|"
+    assert ticks.get_transform() == ax.get_xaxis_transform()  # at the top edge, not across the data
+    progressive = next(ln for ln in means if ln.get_label().startswith("progressive"))
     np.testing.assert_allclose(progressive.get_ydata(), [0.5, 0.7, 0.8, 0.85])  # mean over the finished seeds
     assert progressive.get_label() == "progressive (n=2, 1 diverged)"
     assert len(ax.collections) == 3  # two seed bands and the diverged run's marker
-    with_teacher = plot_task(results.runs(), results.curves(), teacher_curves=results.teacher_curves())
-    assert len(with_teacher.axes[0].get_lines()) == 5
+    assert "phase boundaries (ticks at the top)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len({(ln.get_linestyle(), ln.get_marker()) for ln in means}) == 2
+
+
+def test_coinciding_curves_stay_distinguishable_and_are_named(tmp_path):
+    for seed in (0, 1):
+        for method in ("labels", "one-shot", "online"):
+            make_run(tmp_path, f"{method}{seed}", method, seed, 0.5, curve=curve_of([0.5, 0.5, 0.5]))
+    results = load_results(tmp_path)
+    means = mean_lines(plot_task(results.runs(), results.curves()).axes[0])
+    assert len({(ln.get_linestyle(), ln.get_marker()) for ln in means}) == 3
+    assert [ln.get_label() for ln in means] == ["labels (n=2)", "one-shot (n=2), same curve as labels",
+                                                "online (n=2), same curve as labels"]
+
+
+def test_teacher_curve_gets_its_own_panel(tmp_path):
+    """The teacher trains for far more FLOPs than a student: on a second panel, the students' x axis keeps
+    their own range."""
+    two_methods(tmp_path)
+    results = load_results(tmp_path)
+    fig = plot_task(results.runs(), results.curves(), teacher_curves=results.teacher_curves())
+    students, teacher = fig.axes
+    assert len(mean_lines(students)) == 2 and students.get_xlim()[1] < 500
+    (line,) = teacher.get_lines()
+    assert list(line.get_xdata()) == [0, 1000, 2000] and teacher.get_xlabel().startswith("teacher's")
 
 
 def test_write_figures_png_and_pdf(tmp_path):
@@ -84,7 +112,8 @@ def test_run_writes_figures_next_to_leaderboard(smoke_results):
     results = load_results(out)
     fig = plot_task(results.runs(), results.curves())
     assert len(fig.axes[0].get_lines()) == 2  # labels and one-shot: one phase each, no boundaries
-    assert {ln.get_label() for ln in fig.axes[0].get_lines()} == {"labels (n=2)", "one-shot (n=2)"}
+    assert {ln.get_label().split(", same")[0] for ln in fig.axes[0].get_lines()} == {"labels (n=2)",
+                                                                                     "one-shot (n=2)"}
 
 
 def test_fidelity_figures_where_runs_measured_it(tmp_path):
@@ -100,7 +129,7 @@ def test_fidelity_figures_where_runs_measured_it(tmp_path):
     assert names == ["parity-mlp-agreement.png", "parity-mlp-teacher_kl.png", "parity-mlp.png"]
     results = load_results(tmp_path)
     fig = plot_task(results.runs(), results.curves(), metric="agreement")
-    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == "-"]
+    (line,) = mean_lines(fig.axes[0])
     np.testing.assert_allclose(line.get_ydata(), [0.55, 0.75, 0.95])
     assert fig.axes[0].get_ylabel() == "agreement (higher is better)"
     kl = plot_task(results.runs(), results.curves(), metric="teacher_kl")

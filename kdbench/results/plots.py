@@ -2,10 +2,11 @@
 (with the fidelity curves, ``<task>-agreement`` and ``<task>-teacher_kl``, where runs measured them;
 and, for a tuned suite, one of its sweeps per task: ``tuning-<task>``).
 
-Each method is a mean line over its finished seeds with a band from the seeds'
-minimum to maximum; its phase boundaries (layer switches, checkpoint switches)
-are dashed vertical lines in its colour; a diverged run is an ``x`` at its last
-evaluation; the teacher's own training curve is optional. Figures are drawn
+Each method is a mean line over its finished seeds (its own colour, dash pattern and marker, so
+coinciding curves stay visible and are named in the legend) with a band from the seeds' minimum to
+maximum; its phase boundaries (layer switches, checkpoint switches) are short ticks in its colour
+along the top edge; a diverged run is an ``x`` at its last evaluation; the teacher's own training
+curve is optional, on a second panel. Figures are drawn
 with matplotlib's Agg canvas (no display, no pyplot state) from a
 :class:`kdbench.results.Results` (the run folders alone), and written as PNG and PDF.
 """
@@ -38,6 +39,47 @@ def step_boundaries(phases: list[dict]) -> list[float]:
     return sorted({float(e) for e in ends[:-1] if 0 < e < ends[-1]}) if len(ends) else []
 
 
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _style(k: int, n_points: int) -> dict:
+    """Method k's line: its own dash pattern and marker, markers offset per method, so methods whose
+    curves coincide stay distinguishable (the later line is drawn over the earlier, both visible)."""
+    every = max(1, n_points // 6)
+    return {"linestyle": LINESTYLES[k % len(LINESTYLES)], "marker": MARKERS[k % len(MARKERS)],
+            "markevery": (k % every, every), "markersize": 4}
+
+
+def _same_as(xs, mean, drawn: dict) -> Optional[str]:
+    """The method drawn earlier whose mean curve this one coincides with, if any."""
+    for method, (xs0, mean0) in drawn.items():
+        if len(xs0) == len(xs) and np.allclose(xs0, xs) and np.allclose(mean0, mean, equal_nan=True):
+            return method
+    return None
+
+
+def _boundary_ticks(ax, bounds: list[float], k: int, color: str) -> None:
+    """Phase boundaries as short ticks along the top edge, one row per method: a dozen of them stay legible."""
+    if bounds:
+        ax.plot(bounds, [1 - 0.03 * k] * len(bounds), transform=ax.get_xaxis_transform(), linestyle="",
+                marker="|", markersize=8, color=color, clip_on=False, label="_boundaries")
+
+
+def _teacher_panel(fig: Figure, ax, teacher_curves: pd.DataFrame, metric: str, x: str) -> None:
+    """The teachers' own training on a panel of its own (its x axis would dwarf the students')."""
+    panel = fig.add_subplot(1, 2, 2, sharey=ax)
+    for tid, curve in teacher_curves.groupby("teacher_id", sort=False):
+        xs, mean, _, _ = seed_band(curve, metric, x)
+        if len(xs):
+            panel.plot(xs, mean, color="0.4", linestyle=":", label=f"teacher {tid}")
+    panel.set_xlabel(f"teacher's {AXES[x]}")
+    panel.set_title("the teacher's own training", fontsize="medium")
+    panel.grid(alpha=0.3)
+    if panel.get_lines():
+        panel.legend(fontsize="small")
+
+
 def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional[pd.DataFrame] = None,
               colors: Optional[dict[str, str]] = None, x: str = "flops", metric: Optional[str] = None) -> Figure:
     """The figure of one task's runs (rows of :meth:`kdbench.results.Results.runs`) from
@@ -45,17 +87,20 @@ def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional
     ``flops`` (measured training FLOPs) or ``steps`` (student steps); of the task's metric,
     or of ``metric`` (a fidelity column: ``agreement`` or ``teacher_kl``).
 
-    Lines on the axes: one mean line per method with a finished curve, one dashed
-    vertical line per distinct phase boundary of each such method, and one line per
-    teacher in ``teacher_curves`` (long form, keyed by ``teacher_id``)."""
+    The first axes hold one mean line per method with a finished curve (each with its own dash
+    pattern and marker; a curve identical to an earlier method's says so in its label), and per
+    method with phases one row of short ticks along the top edge at its phase boundaries. With
+    ``teacher_curves`` (long form, keyed by ``teacher_id``) a second panel, sharing the y axis,
+    shows the teachers' own training, so the students' x axis is not stretched by it."""
     hib = FIDELITY.get(metric, bool(runs.higher_is_better.iloc[0]))
     metric = metric or runs.metric.iloc[0]
-    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    fig = Figure(figsize=(6.4 if teacher_curves is None else 9.6, 4.0), layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    ax = fig.add_subplot(1, 1 if teacher_curves is None else 2, 1)
     palette = [f"C{i}" for i in range(10)]
     colors = colors or {}
     extra: list = []
+    drawn: dict = {}
     for k, (method, g) in enumerate(runs.groupby("method", sort=False)):
         color = colors.get(method, palette[k % len(palette)])
         done = g[g.status == "finished"]
@@ -63,11 +108,14 @@ def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional
         problems = g.status[g.status != "finished"].value_counts()
         label = f"{method} (n={len(done)}" + "".join(f", {n} {st}" for st, n in problems.items()) + ")"
         if len(xs):
-            ax.plot(xs, mean, color=color, label=label)
+            same = _same_as(xs, mean, drawn)
+            ax.plot(xs, mean, color=color, label=label + (f", same curve as {same}" if same else ""),
+                    **_style(k, len(xs)))
+            drawn[method] = (xs, mean)
             if len(done) > 1:
                 ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0)
-            for b in done.boundaries.iloc[0] if x == "flops" else step_boundaries(done.phases.iloc[0]):
-                ax.axvline(b, color=color, linestyle="--", linewidth=0.8, alpha=0.6)
+            _boundary_ticks(ax, list(done.boundaries.iloc[0]) if x == "flops" else step_boundaries(
+                done.phases.iloc[0]), k, color)
         else:  # no finished seed: the method still gets a legend entry, not a line
             extra.append((Line2D([], [], color=color, linestyle=""), label))
         for run_id in g.run_id[g.status == "diverged"]:
@@ -76,23 +124,20 @@ def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional
             if len(points):
                 ax.scatter([float(points[COLUMN[x]].iloc[-1])], [float(points[metric].iloc[-1])], marker="x",
                            color=color, zorder=3)
-    if teacher_curves is not None:
-        for tid, curve in teacher_curves.groupby("teacher_id", sort=False):
-            xs, mean, _, _ = seed_band(curve, metric, x)
-            if len(xs):
-                ax.plot(xs, mean, color="0.4", linestyle=":", label=f"teacher {tid} (its own training)")
     handles, labels = ax.get_legend_handles_labels()
     handles += [h for h, _ in extra]
     labels += [lab for _, lab in extra]
-    if any(ln.get_linestyle() == "--" for ln in ax.get_lines()):
-        handles.append(Line2D([], [], color="0.5", linestyle="--", linewidth=0.8))
-        labels.append("phase boundary")
+    if any(ln.get_label() == "_boundaries" for ln in ax.get_lines()):
+        handles.append(Line2D([], [], color="0.5", linestyle="", marker="|", markersize=8))
+        labels.append("phase boundaries (ticks at the top)")
     ax.legend(handles, labels, fontsize="small")
     ax.set_xlabel(AXES[x])
     ax.set_ylabel(f"{metric} ({'higher' if hib else 'lower'} is better)")
     against = " (against the final teacher, evaluation cost)" if metric in FIDELITY else ""
     ax.set_title(f"{runs.task.iloc[0]}: mean over seeds, band min-max{against}", fontsize="medium")
     ax.grid(alpha=0.3)
+    if teacher_curves is not None:
+        _teacher_panel(fig, ax, teacher_curves, metric, x)
     return fig
 
 
