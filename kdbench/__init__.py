@@ -15,6 +15,7 @@ so the CLI starts without pandas)::
     res.leaderboard()                                   # one row per (task, method)
     kdbench.load_results("results/qs").leaderboard(fmt="md")
     kdbench.check_claims("results/qs").claims          # the suite's claims judged on its runs
+    kdbench.compare_results(["results/a", "results/b"]).frame   # the same rows across folders
 
 Test helpers for plugin authors live in :mod:`kdbench.testing` (a pytest plugin).
 """
@@ -42,9 +43,11 @@ __all__ = [
     "distill_phase", "final_teacher_phase", "cotrained_teacher", "lockstep_phases", "MLP", "Encoder", "__version__",
     "reverse_kl", "DistillOptions", "BasicDistillOptions", "Plateau", "new_param",
     "load_results", "Results", "run_suite", "validate_suite", "plan_suite", "suite_status", "check_claims",
+    "compare_results",
 ]
 _LAZY = {"load_results": "results", "Results": "results", "run_suite": "commands", "validate_suite": "commands",
-         "plan_suite": "commands", "suite_status": "commands", "check_claims": "commands"}
+         "plan_suite": "commands", "suite_status": "commands", "check_claims": "commands",
+         "compare_results": "results.compare"}
 
 
 def __getattr__(name: str):

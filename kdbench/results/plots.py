@@ -170,7 +170,8 @@ def plot_tuning(t: TaskTuning, methods: list[str], colors: Optional[dict[str, st
     return fig
 
 
-def _save(fig: Figure, path: Path) -> None:
+def save_figure(fig: Figure, path: Path) -> None:
+    """Write ``fig`` to ``path`` (atomically) in the format its suffix names."""
     # no timestamps in the files, so the same run folders give the same figures
     metadata = {"CreationDate": None} if path.suffix == ".pdf" else {"Software": None}
     atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:], dpi=150, metadata=metadata))
@@ -213,6 +214,6 @@ def write_figures(results: Results, dest: Optional[Path] = None, teacher: bool =
         for name, fig in figures.items():
             for fmt in formats if fig is not None else ():
                 path = dest / f"{name}.{fmt}"
-                _save(fig, path)
+                save_figure(fig, path)
                 paths.append(path)
     return paths

@@ -43,7 +43,8 @@ LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "↑": r"$\uparrow$", "↓":
 FIDELITY_HEADERS = {"agreement": "Agreement ↑", "teacher_kl": "KL(T‖S) ↓"}
 
 
-def _pm(mean: float, std: float, fmt: str = ".4f", sign: str = "") -> str:
+def plus_minus(mean: float, std: float, fmt: str = ".4f", sign: str = "") -> str:
+    """``mean ± std`` as a cell (``-`` without a mean, the mean alone without a std)."""
     if is_missing(mean):
         return "-"
     return f"{mean:{sign}{fmt}}" + ("" if is_missing(std) else f" ± {std:{fmt}}")
@@ -67,7 +68,8 @@ class Column:
     better: Optional[str] = None
 
 
-def _interval(low, high) -> str:
+def interval_text(low, high) -> str:
+    """An interval as a cell: ``[low, high]``, ``-`` without one."""
     return "-" if is_missing(low) else f"[{low:.4f}, {high:.4f}]"
 
 
@@ -91,10 +93,10 @@ def _baseline_columns(board: Board) -> list[Column]:
     if board.baseline is None:
         return []
     cols = [Column(lambda b: f"Δ vs {b.baseline}", lambda r, b: "baseline" if r["method"] == b.baseline
-                   else _pm(r.get("delta"), r.get("delta_std"), sign="+"))]
+                   else plus_minus(r.get("delta"), r.get("delta_std"), sign="+"))]
     if board.ci and many_teachers(board):
         cols.append(Column(lambda b: "Δ 95% CI", lambda r, b: "-" if r["method"] == b.baseline
-                           else _interval(r.get("delta_ci_low"), r.get("delta_ci_high"))))
+                           else interval_text(r.get("delta_ci_low"), r.get("delta_ci_high"))))
     cols.append(Column(lambda b: "Better in",
                        lambda r, b: "-" if r["method"] == b.baseline or is_missing(r.get("pairs")) or not r.get("pairs")
                        else f"{r['better']}/{r['pairs']}" + (f" ({r['tied']} tied)" if r["tied"] else "")))
@@ -110,13 +112,13 @@ def columns(board: Board) -> list[Column]:
     cols = [
         Column(lambda b: "Method", lambda r, b: r["method"]),
         Column(lambda b: "Version", lambda r, b: r["version"]),
-        Column(lambda b: f"{b.metric} {'↑' if b.higher_is_better else '↓'}", lambda r, b: _pm(r["mean"], r["std"]),
-               key="mean", better="metric"),
+        Column(lambda b: f"{b.metric} {'↑' if b.higher_is_better else '↓'}",
+               lambda r, b: plus_minus(r["mean"], r["std"]), key="mean", better="metric"),
         Column(lambda b: "Seeds", lambda r, b: _seeds(r)),
         *_teacher_columns(board),
     ]
     if board.ci:
-        cols.append(Column(lambda b: "95% CI", lambda r, b: _interval(r["ci_low"], r["ci_high"])))
+        cols.append(Column(lambda b: "95% CI", lambda r, b: interval_text(r["ci_low"], r["ci_high"])))
     if board.target is not None:
         cols += [
             Column(lambda b: f"FLOPs to {b.target:g}", lambda r, b: fmt_flops(r["to_target"]),
@@ -126,7 +128,7 @@ def columns(board: Board) -> list[Column]:
     cols += [
         Column(lambda b: "AUC", lambda r, b: "-" if is_missing(r["auc"]) else f"{r['auc']:.4f}", key="auc",
                better="metric"),
-        *[Column(lambda b, k=k: FIDELITY_HEADERS[k], lambda r, b, k=k: _pm(r[k], r[f"{k}_std"]), key=k,
+        *[Column(lambda b, k=k: FIDELITY_HEADERS[k], lambda r, b, k=k: plus_minus(r[k], r[f"{k}_std"]), key=k,
                  better="higher" if FIDELITY[k] else "lower") for k in board.fidelity],
         Column(lambda b: "Steps", lambda r, b: "-" if is_missing(r["steps"]) else f"{r['steps']:.0f}"),
         Column(lambda b: "Student FLOPs", lambda r, b: fmt_flops(r["flops"])),
@@ -288,19 +290,21 @@ def folder_notes(board: Leaderboard) -> list[str]:
 # ---------------------------------------------------------------- formats
 
 
-def _latex_symbols(text: str) -> str:
+def latex_symbols(text: str) -> str:
     """Escaped text with the plain-text symbols as math."""
     for symbol, math_ in LATEX_SYMBOLS.items():
         text = text.replace(symbol, math_)
     return text
 
 
-def _latex_prose(text: str) -> str:
-    text = _latex_symbols(latex_escape(text.replace("`", "")))
+def latex_prose(text: str) -> str:
+    """Prose (notes, captions) for LaTeX: escaped, code marks dropped, symbols as math."""
+    text = latex_symbols(latex_escape(text.replace("`", "")))
     return text.replace(r"\textgreater{}=", r"$\geq$").replace(r"\textless{}=", r"$\leq$")
 
 
-def _md_escape(text: str) -> str:
+def md_escape(text: str) -> str:
+    """``text`` for a markdown table cell (``|`` escaped)."""
     return str(text).replace("|", "\\|")
 
 
@@ -308,7 +312,7 @@ def teacher_table(board: Board) -> pd.DataFrame:
     """``board``'s final metric per method (rows, best first) and teacher seed (columns
     ``teacher seed T``): mean ± std over that teacher's finished student seeds, and their count."""
     frame = board.per_teacher
-    cells = {(r.method, r.teacher_seed): "-" if not r.n else f"{_pm(r.mean, r.std)} ({r.n})"
+    cells = {(r.method, r.teacher_seed): "-" if not r.n else f"{plus_minus(r.mean, r.std)} ({r.n})"
              for r in frame.itertuples()}
     return pd.DataFrame([[cells.get((m, t), "-") for t in board.teacher_seeds] for m in board.methods.method],
                         index=pd.Index(list(board.methods.method), name="Method"),
@@ -317,7 +321,7 @@ def teacher_table(board: Board) -> pd.DataFrame:
 
 def _markdown_teachers(board: Board) -> list[str]:
     cells = teacher_table(board)
-    text = tabulate([[_md_escape(m), *map(_md_escape, row)] for m, row in zip(cells.index, cells.values.tolist())],
+    text = tabulate([[md_escape(m), *map(md_escape, row)] for m, row in zip(cells.index, cells.values.tolist())],
                     headers=["Method", *cells.columns], tablefmt="github", disable_numparse=True,
                     colalign=("left",) + ("right",) * len(cells.columns))
     return [f"Per teacher seed: {board.metric}, mean ± std over its finished student seeds (their number).", "",
@@ -328,10 +332,10 @@ def _markdown(board: Leaderboard) -> str:
     parts = []
     for b in board.boards:
         cells, best = table(b)
-        rows = [[f"**{_md_escape(v)}**" if bold else _md_escape(v) for v, bold in zip(row, marks)]
+        rows = [[f"**{md_escape(v)}**" if bold else md_escape(v) for v, bold in zip(row, marks)]
                 for row, marks in zip(cells.values.tolist(), best.values.tolist())]
         align = ("left", "left") + ("right",) * (len(cells.columns) - 2)  # method and version left, numbers right
-        parts += [f"### {b.task}\n", tabulate(rows, headers=[_md_escape(h) for h in cells.columns], tablefmt="github",
+        parts += [f"### {b.task}\n", tabulate(rows, headers=[md_escape(h) for h in cells.columns], tablefmt="github",
                                                disable_numparse=True, colalign=align), ""]
         if many_teachers(b) and b.per_teacher is not None:
             parts += _markdown_teachers(b)
@@ -348,7 +352,7 @@ def _markdown(board: Leaderboard) -> str:
 
 def _claims_markdown(report: ClaimsReport) -> list[str]:
     """The claims table (the leaderboard's last section) as markdown lines, verdicts in bold."""
-    rows = [[_md_escape(cell) for cell in row] for row in claim_rows(report)]
+    rows = [[md_escape(cell) for cell in row] for row in claim_rows(report)]
     for row in rows:
         if row[-1]:
             summary, _, verdict = row[-1].rpartition(": ")
@@ -359,8 +363,8 @@ def _claims_markdown(report: ClaimsReport) -> list[str]:
 
 def _tabular(b: Board) -> str:
     cells, best = table(b)
-    styler = cells.style.hide(axis="index").format(escape="latex", formatter=_latex_symbols) \
-        .format_index(escape="latex", formatter=_latex_symbols, axis=1) \
+    styler = cells.style.hide(axis="index").format(escape="latex", formatter=latex_symbols) \
+        .format_index(escape="latex", formatter=latex_symbols, axis=1) \
         .apply(lambda _: best.replace({True: "textbf: --rwrap;", False: ""}), axis=None)
     return styler.to_latex(hrules=True, column_format="ll" + "r" * (len(cells.columns) - 2)).rstrip("\n")
 
@@ -369,7 +373,7 @@ def _latex(board: Leaderboard) -> str:
     parts = ["% kdbench leaderboard; needs \\usepackage{booktabs,graphicx}"]
     for i, b in enumerate(board.boards):
         lines = notes(b) + (folder_notes(board) if i == len(board.boards) - 1 else [])
-        text = " ".join(_latex_prose(n) for n in lines)
+        text = " ".join(latex_prose(n) for n in lines)
         parts += ["\\begin{table}[t]", "\\centering", f"\\caption{{{latex_escape(b.task)}: final "
                   f"{latex_escape(b.metric)} at equal student FLOPs.}}", f"\\label{{tab:{b.task}}}",
                   # shrink to the line width only when wider
@@ -398,15 +402,16 @@ def _records(board: Leaderboard) -> list[dict]:
     return out
 
 
-def _clean(obj):
+def json_ready(obj):
+    """``obj`` for json.dumps: NaN, infinities and pandas NA as None, numpy scalars as Python numbers."""
     if obj is pd.NA or (isinstance(obj, float) and not math.isfinite(obj)):
         return None
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: json_ready(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_clean(v) for v in obj]
+        return [json_ready(v) for v in obj]
     if hasattr(obj, "item"):  # numpy scalars
-        return _clean(obj.item())
+        return json_ready(obj.item())
     return obj
 
 
@@ -438,7 +443,7 @@ def _json(board: Leaderboard) -> str:
     doc.update({k: v for k, v in extra.items() if v})
     if board.claims is not None and board.claims.claims:
         doc["claims"] = board.claims.to_json()["claims"]
-    return json.dumps(_clean(doc), indent=1) + "\n"
+    return json.dumps(json_ready(doc), indent=1) + "\n"
 
 
 def render(board: Leaderboard, fmt: str = "md") -> str:
