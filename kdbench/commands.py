@@ -3,10 +3,10 @@
 ::
 
     import kdbench
-    res = kdbench.run_suite("suites/quickstart.yaml", output="results/qs", jobs=2)
+    res = kdbench.run_suite("suites/quickstart.yaml", output="out/qs", jobs=2)
     res.leaderboard()        # a DataFrame: one row per (task, method)
-    res.curves()             # long form: run_id, step, flops, phase, metrics...
-    kdbench.load_results("results/qs").leaderboard(fmt="md")
+    res.curves()             # long form: run_id, task, method, seed, teacher_seed, step, flops, phase, metrics
+    kdbench.load_results("out/qs").leaderboard(fmt="md")
 
 Every error a user can cause raises :class:`kdbench.UserError` with the message the
 CLI prints (it then exits with code 2).
@@ -15,7 +15,9 @@ CLI prints (it then exits with code 2).
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -65,6 +67,46 @@ def validate_suite(suite: PathLike, plugins: Sequence[PathLike] = ()) -> LoadedS
     return loaded
 
 
+class SkippedRuns(list):
+    """The run ids a :func:`run_suite` call found finished and skipped. Until kdbench 0.3 ``skipped``
+    was their count: compared with (or added to) an int it still acts as the count, with a
+    DeprecationWarning (removed in 0.4)."""
+
+    def _as_count(self, other, op):
+        warnings.warn("SuiteRun.skipped is a list of run ids since kdbench 0.3; use len(skipped) for the count",
+                      DeprecationWarning, stacklevel=3)
+        return op(len(self), other)
+
+    def __eq__(self, other):
+        return self._as_count(other, operator.eq) if isinstance(other, int) else list.__eq__(self, other)
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __lt__(self, other):
+        return self._as_count(other, operator.lt) if isinstance(other, int) else list.__lt__(self, other)
+
+    def __gt__(self, other):
+        return self._as_count(other, operator.gt) if isinstance(other, int) else list.__gt__(self, other)
+
+    def __le__(self, other):
+        return self < other or self == other
+
+    def __ge__(self, other):
+        return self > other or self == other
+
+    def __add__(self, other):
+        return self._as_count(other, operator.add) if isinstance(other, int) else SkippedRuns(list.__add__(self, other))
+
+    def __radd__(self, other):
+        return self._as_count(other, lambda n, o: o + n)
+
+    def __int__(self):
+        return self._as_count(0, operator.add)
+
+    __hash__ = None
+
+
 @dataclass
 class SuiteRun:
     """What :func:`run_suite` did, with the results it left: ``leaderboard()``, ``curves()``,
@@ -73,7 +115,7 @@ class SuiteRun:
     output: Path
     total: int  # runs in the suite
     executed: list[dict] = field(default_factory=list)  # summaries of the runs executed now
-    skipped: int = 0  # runs already finished (by an earlier command or another process)
+    skipped: SkippedRuns = field(default_factory=SkippedRuns)  # run ids already finished (earlier, or elsewhere)
     detached: bool = False  # submitted to a scheduler, not waited for
     leaderboard_path: Optional[Path] = None
     leaderboard_error: Optional[str] = None  # why the leaderboard could not be written (a full disk)
@@ -148,11 +190,11 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     def launch(runs: list) -> list[dict]:
         """Launch the unfinished ``runs``; count what ran and what was found done."""
         todo = [r for r in runs if not run_is_done(out, r.run_id)]
-        result.skipped += len(runs) - len(todo)
+        result.skipped.extend(r.run_id for r in runs if r.run_id not in {t.run_id for t in todo})
         launched.extend(todo)
         summaries = launcher_cls().launch(todo, ctx) if todo else []
         # a run another process finished while this one waited for its lock comes back "skipped"
-        result.skipped += sum(1 for s in summaries if s.get("status") == "skipped")
+        result.skipped.extend(s["run_id"] for s in summaries if s.get("status") == "skipped")
         result.executed += [s for s in summaries if s.get("status") != "skipped"]
         return summaries
 

@@ -221,6 +221,28 @@ def test_latex_compiles(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:]
 
 
+def test_columns_choose_the_table(tmp_path):
+    """LaTeX defaults to a paper's columns; --columns picks columns and their order; all shows every one."""
+    for seed, (a, b) in enumerate([(0.5, 0.6), (0.7, 0.9)]):
+        make_run(tmp_path, f"o{seed}", "one-shot", seed, a, target=0.4, curve=curve_of([0.3, a]))
+        make_run(tmp_path, f"p{seed}", "progressive", seed, b, target=0.4, curve=curve_of([0.3, b]))
+    res = load_results(tmp_path)
+
+    def headers(tex):
+        return [h.strip() for h in tex[tex.index(r"\toprule") + 8:tex.index(r"\midrule")].strip().rstrip("\\").split("&")]
+
+    assert headers(res.leaderboard(fmt="latex")) == ["Method", r"accuracy $\uparrow$", "Seeds", "FLOPs to 0.4", "AUC",
+                                                     "Student FLOPs", r"$\Delta$ vs one-shot"]
+    assert "Version" in headers(res.leaderboard(fmt="latex", columns=["all"]))
+    md = res.leaderboard(fmt="md", columns=["auc", "method", "ci"])  # ci without --ci: left out
+    assert [h.strip() for h in md.splitlines()[2].strip("|").split("|")] == ["AUC", "Method"]
+    result = kdbench("leaderboard", tmp_path, "-f", "latex", "--columns", "method,metric,delta")
+    assert headers(result.output) == ["Method", r"accuracy $\uparrow$", r"$\Delta$ vs one-shot"]
+    assert r"\begin{tabular}{lrr}" in (tmp_path / "leaderboard.tex").read_text()
+    bad = kdbench("leaderboard", tmp_path, "--columns", "method,speed", expect=2).output
+    assert "--columns: speed: not a leaderboard column; allowed: all, method, version" in bad
+
+
 def test_csv_and_json_carry_the_numbers(tmp_path):
     make_run(tmp_path, "a", "one-shot", 0, 0.5, curve=curve_of([0.4, 0.5]))
     make_run(tmp_path, "b", "one-shot", 1, 0.7, curve=curve_of([0.4, 0.7]))

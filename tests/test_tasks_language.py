@@ -347,6 +347,19 @@ def test_cli_missing_corpus_exits_2_naming_the_path(write_suite, tmp_path):
     assert "no-corpus" in result.output and "no such file or folder" in result.output
 
 
+def test_cpu_wikipedia_suite_in_a_clone_without_shared_says_how_to_give_a_corpus(tmp_path, monkeypatch):
+    """A user's clone has no ../shared beside it: the suite's default corpus is missing, and the error says
+    how to point it at one (the environment variable, or the excerpt shipped in the repository)."""
+    clone = tmp_path / "kdbench"
+    (clone / "suites" / "cpu").mkdir(parents=True)
+    (clone / "suites" / "cpu" / "wikipedia-bert.yaml").write_text((SUITES / "cpu" / "wikipedia-bert.yaml").read_text())
+    monkeypatch.delenv("KDBENCH_WIKI_CORPUS", raising=False)
+    result = kdbench("validate", clone / "suites" / "cpu" / "wikipedia-bert.yaml", expect=2)
+    message = " ".join(result.output.split())
+    assert "tasks[0].params.corpus" in message and "no such file or folder" in message
+    assert "KDBENCH_WIKI_CORPUS" in message and "data/wikitext-2-excerpt" in message
+
+
 @pytest.mark.parametrize("suite", ["language-smoke.yaml", "paper/parity-transformer.yaml",
                                    "paper/pcfg-bert.yaml", "paper/wikipedia-bert.yaml"])
 def test_shipped_language_suites_validate(suite, monkeypatch, tmp_path):

@@ -112,7 +112,7 @@ def run(
         for claim in done.claims().claims:  # the claims table ends the leaderboard; their verdicts, even with -q
             err_console.print(f"claim {claim.line()}", highlight=False, soft_wrap=True)
     board = done.leaderboard_path or ("not written" if done.leaderboard_error else "none (no run has a result yet)")
-    err_console.print(f"{len(done.executed)} runs executed, {done.skipped} skipped, {len(done.failed)} failed, "
+    err_console.print(f"{len(done.executed)} runs executed, {len(done.skipped)} skipped, {len(done.failed)} failed, "
                       f"{len(done.diverged)} diverged; leaderboard: {board}")
     if done.failed or done.leaderboard_error:
         raise typer.Exit(1)
@@ -298,6 +298,10 @@ def leaderboard(
     plot: bool = typer.Option(False, "--plot", help="Also write RESULTS/figures/<task>.png and .pdf."),
     teacher_curve: bool = TeacherOpt,
     all_runs: bool = AllOpt,
+    columns: Optional[str] = typer.Option(None, "--columns", help="The md/LaTeX table's columns, comma-separated, "
+                                          "in order (e.g. method,metric,auc,delta), or all. Default: every column in "
+                                          "md, a paper's in LaTeX (method, metric, seeds, ci, to_target, auc, "
+                                          "agreement, student_flops, delta, delta_ci, teachers_better)."),
 ):
     """Print RESULTS' leaderboard in FORMAT; write RESULTS/leaderboard.md (and leaderboard.<format>).
     With no run to show, write nothing and exit 2."""
@@ -308,13 +312,14 @@ def leaderboard(
 
     res = load_results(results, all_runs)
     board = build_leaderboard(res, baseline, ci)
-    text = render(board, fmt)
+    chosen = columns.split(",") if columns is not None else None
+    text = render(board, fmt, chosen)
     if not board.boards:
         raise UserError(" ".join([f"{results}: no runs to show; nothing written.", *folder_notes(board)]))
     typer.echo(text)  # shown even if the folder turns out to be read-only
     write_leaderboard(board, results)
     if FORMATS[fmt] != "md":
-        write_leaderboard(board, results, fmt)
+        write_leaderboard(board, results, fmt, chosen)
     if plot:
         for path in _write_figures(res, teacher=teacher_curve):
             err_console.print(f"wrote {path}", highlight=False)

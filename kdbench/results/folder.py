@@ -5,7 +5,7 @@
     import kdbench
     res = kdbench.load_results("out/quickstart")
     res.runs()          # one row per run folder: identity, status, numbers, per-run curve metrics
-    res.curves()        # long form: run_id, step, samples, flops, phase, time, train_loss, every metric
+    res.curves()        # long form: run_id, task, method, seed, teacher_seed, step, flops, phase, metrics
     res.teachers()      # one row per teacher: its summary
     res.unreadable()    # run folders that could not be read, and why
     res.claims()        # the suite's claims judged on its runs
@@ -43,6 +43,7 @@ from kdbench.run.store import FINAL_STATUSES, MANIFEST, RunFolder, read_json, re
 from kdbench.suite.identity import SEEDS, config_identity
 from kdbench.tuning.records import read_trials
 
+IDENTITY = ("task", "method", "seed", "teacher_seed")  # the run's, beside each curve point in curves()
 CURVE_COLUMNS = ("step", "samples", "flops", "phase", "time", "train_loss")
 # summary.json numbers carried into runs() as they are
 SUMMARY_NUMBERS = ("flops", "total_flops", "steps", "wall_time")
@@ -241,9 +242,14 @@ class Results:
         return self._runs.copy()
 
     def curves(self) -> pd.DataFrame:
-        """Every finished or diverged run's curve in long form: ``run_id``, ``step``, ``samples``,
-        ``flops``, ``phase``, ``time``, ``train_loss`` and a column per metric."""
-        return self._curves.copy()
+        """Every finished or diverged run's curve in long form: ``run_id``, ``task``, ``method``,
+        ``seed``, ``teacher_seed`` (its run's, as in :meth:`runs`), ``step``, ``samples``, ``flops``,
+        ``phase``, ``time``, ``train_loss`` and a column per metric."""
+        if self._curves.empty or self._runs.empty:
+            return self._curves.copy()
+        ids = self._runs[["run_id", *IDENTITY]]
+        curves = self._curves.merge(ids, on="run_id", how="left", validate="many_to_one")
+        return curves[["run_id", *IDENTITY, *(c for c in self._curves.columns if c != "run_id")]]
 
     def teachers(self) -> pd.DataFrame:
         """One row per teacher folder with a summary: ``teacher_id``, ``status``, ``metrics``,
@@ -287,14 +293,15 @@ class Results:
         return claims_report(self._suite_yaml, runs, self.path / "suite.yaml")
 
     def leaderboard(self, fmt: Optional[str] = None, baseline: Optional[str] = None,
-                    ci: bool = False) -> Union[pd.DataFrame, str]:
+                    ci: bool = False, columns: Optional[list[str]] = None) -> Union[pd.DataFrame, str]:
         """The leaderboard: a DataFrame with one row per (task, method) when ``fmt`` is None,
         else its text as ``md``, ``latex``, ``csv`` or ``json``. ``baseline`` (default
         one-shot) is the method the others are compared with over matching seeds; ``ci``
         adds 95% intervals to the text (Student-t over seeds with one teacher seed, over the
-        per-teacher means with several; the DataFrame always has them)."""
+        per-teacher means with several; the DataFrame always has them). ``columns`` chooses the md
+        and LaTeX columns (:func:`kdbench.results.render.render`)."""
         board = build_leaderboard(self, baseline, ci)
-        return board.frame() if fmt is None else render(board, fmt)
+        return board.frame() if fmt is None else render(board, fmt, columns)
 
 
 def _suite_yaml(path: Path) -> Optional[dict]:

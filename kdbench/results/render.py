@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import pandas as pd
 from tabulate import tabulate
@@ -57,10 +57,11 @@ def _seeds(r: dict) -> str:
 
 @dataclass(frozen=True)
 class Column:
-    """A leaderboard column: its header and cells as plain text, and (for best marking)
-    the numeric key, its display (ties are judged on what is shown) and which way is
-    better: ``"metric"`` (the task's direction), ``"higher"``, ``"lower"`` or ``None`` (not marked)."""
+    """A leaderboard column: its name (what ``--columns`` selects it by), its header and cells as plain
+    text, and (for best marking) the numeric key, its display (ties are judged on what is shown) and
+    which way is better: ``"metric"`` (the task's direction), ``"higher"``, ``"lower"`` or ``None`` (not marked)."""
 
+    name: str
     header: Callable[[Board], str]
     cell: Callable[[dict, Board], str]
     key: Optional[str] = None
@@ -82,8 +83,8 @@ def _teacher_columns(board: Board) -> list[Column]:
     """With several teacher seeds: how many have a finished run, and the spread of their means."""
     if not many_teachers(board):
         return []
-    return [Column(lambda b: "Teachers", lambda r, b: f"{r['teachers']}"),
-            Column(lambda b: "Between teachers", lambda r, b: "-" if is_missing(r["teacher_std"])
+    return [Column("teachers", lambda b: "Teachers", lambda r, b: f"{r['teachers']}"),
+            Column("between_teachers", lambda b: "Between teachers", lambda r, b: "-" if is_missing(r["teacher_std"])
                    else f"{r['teacher_std']:.4f}")]
 
 
@@ -92,16 +93,16 @@ def _baseline_columns(board: Board) -> list[Column]:
     teacher seeds), pairs better, and with several teacher seeds the teachers better."""
     if board.baseline is None:
         return []
-    cols = [Column(lambda b: f"Δ vs {b.baseline}", lambda r, b: "baseline" if r["method"] == b.baseline
+    cols = [Column("delta", lambda b: f"Δ vs {b.baseline}", lambda r, b: "baseline" if r["method"] == b.baseline
                    else plus_minus(r.get("delta"), r.get("delta_std"), sign="+"))]
     if board.ci and many_teachers(board):
-        cols.append(Column(lambda b: "Δ 95% CI", lambda r, b: "-" if r["method"] == b.baseline
+        cols.append(Column("delta_ci", lambda b: "Δ 95% CI", lambda r, b: "-" if r["method"] == b.baseline
                            else interval_text(r.get("delta_ci_low"), r.get("delta_ci_high"))))
-    cols.append(Column(lambda b: "Better in",
+    cols.append(Column("better_in", lambda b: "Better in",
                        lambda r, b: "-" if r["method"] == b.baseline or is_missing(r.get("pairs")) or not r.get("pairs")
                        else f"{r['better']}/{r['pairs']}" + (f" ({r['tied']} tied)" if r["tied"] else "")))
     if many_teachers(board):
-        cols.append(Column(lambda b: "Teachers better",
+        cols.append(Column("teachers_better", lambda b: "Teachers better",
                            lambda r, b: "-" if r["method"] == b.baseline or is_missing(r.get("teachers_paired"))
                            or not r.get("teachers_paired") else f"{r['teachers_better']}/{r['teachers_paired']}"))
     return cols
@@ -110,37 +111,60 @@ def _baseline_columns(board: Board) -> list[Column]:
 def columns(board: Board) -> list[Column]:
     """The columns of ``board``'s table, in order."""
     cols = [
-        Column(lambda b: "Method", lambda r, b: r["method"]),
-        Column(lambda b: "Version", lambda r, b: r["version"]),
-        Column(lambda b: f"{b.metric} {'↑' if b.higher_is_better else '↓'}",
+        Column("method", lambda b: "Method", lambda r, b: r["method"]),
+        Column("version", lambda b: "Version", lambda r, b: r["version"]),
+        Column("metric", lambda b: f"{b.metric} {'↑' if b.higher_is_better else '↓'}",
                lambda r, b: plus_minus(r["mean"], r["std"]), key="mean", better="metric"),
-        Column(lambda b: "Seeds", lambda r, b: _seeds(r)),
+        Column("seeds", lambda b: "Seeds", lambda r, b: _seeds(r)),
         *_teacher_columns(board),
     ]
     if board.ci:
-        cols.append(Column(lambda b: "95% CI", lambda r, b: interval_text(r["ci_low"], r["ci_high"])))
+        cols.append(Column("ci", lambda b: "95% CI", lambda r, b: interval_text(r["ci_low"], r["ci_high"])))
     if board.target is not None:
         cols += [
-            Column(lambda b: f"FLOPs to {b.target:g}", lambda r, b: fmt_flops(r["to_target"]),
+            Column("to_target", lambda b: f"FLOPs to {b.target:g}", lambda r, b: fmt_flops(r["to_target"]),
                    key="to_target", show=fmt_flops, better="lower"),
-            Column(lambda b: "Reached", lambda r, b: f"{r['reached']}/{r['runs']}"),
+            Column("reached", lambda b: "Reached", lambda r, b: f"{r['reached']}/{r['runs']}"),
         ]
     cols += [
-        Column(lambda b: "AUC", lambda r, b: "-" if is_missing(r["auc"]) else f"{r['auc']:.4f}", key="auc",
+        Column("auc", lambda b: "AUC", lambda r, b: "-" if is_missing(r["auc"]) else f"{r['auc']:.4f}", key="auc",
                better="metric"),
-        *[Column(lambda b, k=k: FIDELITY_HEADERS[k], lambda r, b, k=k: plus_minus(r[k], r[f"{k}_std"]), key=k,
+        *[Column(k, lambda b, k=k: FIDELITY_HEADERS[k], lambda r, b, k=k: plus_minus(r[k], r[f"{k}_std"]), key=k,
                  better="higher" if FIDELITY[k] else "lower") for k in board.fidelity],
-        Column(lambda b: "Steps", lambda r, b: "-" if is_missing(r["steps"]) else f"{r['steps']:.0f}"),
-        Column(lambda b: "Student FLOPs", lambda r, b: fmt_flops(r["flops"])),
-        Column(lambda b: "Total FLOPs", lambda r, b: fmt_flops(r["total_flops"])),
-        *([Column(lambda b: "Tuning FLOPs", lambda r, b: fmt_flops(r["tuning_flops"]) if r["tuned"] else "not tuned")]
+        Column("steps", lambda b: "Steps", lambda r, b: "-" if is_missing(r["steps"]) else f"{r['steps']:.0f}"),
+        Column("student_flops", lambda b: "Student FLOPs", lambda r, b: fmt_flops(r["flops"])),
+        Column("total_flops", lambda b: "Total FLOPs", lambda r, b: fmt_flops(r["total_flops"])),
+        *([Column("tuning_flops", lambda b: "Tuning FLOPs", lambda r, b: fmt_flops(r["tuning_flops"]) if r["tuned"] else "not tuned")]
           if board.tuning is not None else []),
-        Column(lambda b: "Ckpts stored", lambda r, b: f"{r['checkpoints']:.0f} ({fmt_bytes(r['checkpoint_bytes'])})"
+        Column("checkpoints", lambda b: "Ckpts stored", lambda r, b: f"{r['checkpoints']:.0f} ({fmt_bytes(r['checkpoint_bytes'])})"
                if r["checkpoints"] > 0 else "0"),
-        Column(lambda b: "Wall (s)", lambda r, b: "-" if is_missing(r["wall_time"]) else f"{r['wall_time']:.1f}",
+        Column("wall", lambda b: "Wall (s)", lambda r, b: "-" if is_missing(r["wall_time"]) else f"{r['wall_time']:.1f}",
                key="wall_time", show=lambda v: f"{v:.1f}", better="lower"),
     ]
     return cols + _baseline_columns(board)
+
+
+COLUMN_NAMES = ("method", "version", "metric", "seeds", "teachers", "between_teachers", "ci", "to_target", "reached",
+                "auc", *FIDELITY, "steps", "student_flops", "total_flops", "tuning_flops", "checkpoints", "wall",
+                "delta", "delta_ci", "better_in", "teachers_better")
+# LaTeX's default: what a paper's table shows (the rest stays in the markdown, CSV and JSON)
+PAPER_COLUMNS = ("method", "metric", "seeds", "ci", "to_target", "auc", "agreement", "student_flops", "delta",
+                 "delta_ci", "teachers_better")
+
+
+def check_columns(names: Optional[Sequence[str]]) -> Optional[tuple[str, ...]]:
+    """``--columns`` as a tuple of column names (None: the format's default; ``all``: every column);
+    an unknown name is a UserError listing the allowed ones."""
+    if names is None:
+        return None
+    names = tuple(n.strip() for n in names if n.strip())
+    if names == ("all",):
+        return COLUMN_NAMES
+    unknown = [n for n in names if n not in COLUMN_NAMES]
+    if unknown or not names:
+        raise UserError(f"--columns: {', '.join(unknown) or 'none given'}: not a leaderboard column; allowed: "
+                        f"all, {', '.join(COLUMN_NAMES)} (a column the table lacks, e.g. ci without --ci, is left out)")
+    return names
 
 
 def best_rows(board: Board, col: Column) -> set[int]:
@@ -157,10 +181,13 @@ def best_rows(board: Board, col: Column) -> set[int]:
     return {i for i in shown if shown[i] == col.show(best)}
 
 
-def table(board: Board) -> tuple[pd.DataFrame, pd.DataFrame]:
+def table(board: Board, only: Optional[Sequence[str]] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``board``'s table as plain-text cells (headers as columns) and a same-shaped
-    boolean frame marking the best cells."""
+    boolean frame marking the best cells; ``only``: these columns, in this order."""
     cols = columns(board)
+    if only is not None:
+        by_name = {c.name: c for c in cols}
+        cols = [by_name[n] for n in only if n in by_name]
     records = board.methods.to_dict("records")
     headers = [c.header(board) for c in cols]
     cells = pd.DataFrame([[c.cell(r, board) for c in cols] for r in records], columns=headers)
@@ -328,13 +355,18 @@ def _markdown_teachers(board: Board) -> list[str]:
             text, ""]
 
 
-def _markdown(board: Leaderboard) -> str:
+def _align(headers) -> list[str]:
+    """Method and version left, numbers right."""
+    return ["left" if h in ("Method", "Version") else "right" for h in headers]
+
+
+def _markdown(board: Leaderboard, only: Optional[Sequence[str]] = None) -> str:
     parts = []
     for b in board.boards:
-        cells, best = table(b)
+        cells, best = table(b, only)
         rows = [[f"**{md_escape(v)}**" if bold else md_escape(v) for v, bold in zip(row, marks)]
                 for row, marks in zip(cells.values.tolist(), best.values.tolist())]
-        align = ("left", "left") + ("right",) * (len(cells.columns) - 2)  # method and version left, numbers right
+        align = _align(cells.columns)
         parts += [f"### {b.task}\n", tabulate(rows, headers=[md_escape(h) for h in cells.columns], tablefmt="github",
                                                disable_numparse=True, colalign=align), ""]
         if many_teachers(b) and b.per_teacher is not None:
@@ -361,15 +393,16 @@ def _claims_markdown(report: ClaimsReport) -> list[str]:
             "", CLAIMS_NOTE, ""]
 
 
-def _tabular(b: Board) -> str:
-    cells, best = table(b)
+def _tabular(b: Board, only: Sequence[str]) -> str:
+    cells, best = table(b, only)
     styler = cells.style.hide(axis="index").format(escape="latex", formatter=latex_symbols) \
         .format_index(escape="latex", formatter=latex_symbols, axis=1) \
         .apply(lambda _: best.replace({True: "textbf: --rwrap;", False: ""}), axis=None)
-    return styler.to_latex(hrules=True, column_format="ll" + "r" * (len(cells.columns) - 2)).rstrip("\n")
+    column_format = "".join(a[0] for a in _align(cells.columns))
+    return styler.to_latex(hrules=True, column_format=column_format).rstrip("\n")
 
 
-def _latex(board: Leaderboard) -> str:
+def _latex(board: Leaderboard, only: Sequence[str] = PAPER_COLUMNS) -> str:
     parts = ["% kdbench leaderboard; needs \\usepackage{booktabs,graphicx}"]
     for i, b in enumerate(board.boards):
         lines = notes(b) + (folder_notes(board) if i == len(board.boards) - 1 else [])
@@ -377,7 +410,7 @@ def _latex(board: Leaderboard) -> str:
         parts += ["\\begin{table}[t]", "\\centering", f"\\caption{{{latex_escape(b.task)}: final "
                   f"{latex_escape(b.metric)} at equal student FLOPs.}}", f"\\label{{tab:{b.task}}}",
                   # shrink to the line width only when wider
-                  "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%", _tabular(b) + "}",
+                  "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%", _tabular(b, only) + "}",
                   "\\par\\smallskip", f"\\begin{{minipage}}{{\\linewidth}}\\footnotesize\\raggedright {text}\\par",
                   "\\end{minipage}", "\\end{table}", ""]
     return "\n".join(parts)
@@ -446,17 +479,21 @@ def _json(board: Leaderboard) -> str:
     return json.dumps(json_ready(doc), indent=1) + "\n"
 
 
-def render(board: Leaderboard, fmt: str = "md") -> str:
-    """``board`` as ``md``, ``latex``, ``csv`` or ``json`` text."""
+def render(board: Leaderboard, fmt: str = "md", columns: Optional[Sequence[str]] = None) -> str:
+    """``board`` as ``md``, ``latex``, ``csv`` or ``json`` text. ``columns`` (names from
+    :data:`COLUMN_NAMES`, or ``["all"]``) chooses the columns of the md and LaTeX tables and their
+    order; by default markdown shows every column and LaTeX a paper's (:data:`PAPER_COLUMNS`). CSV and
+    JSON always carry every number."""
+    only = check_columns(columns)
     kind = FORMATS.get(fmt)
     if kind is None:
         raise UserError(f"--format: unknown format {fmt!r}; allowed: md, latex, csv, json")
     if not board.boards and kind in ("md", "tex"):
         return "\n\n".join([f"No runs in {board.path}.", *folder_notes(board)]) + "\n"
     if kind == "md":
-        return _markdown(board)
+        return _markdown(board, only)
     if kind == "tex":
-        return _latex(board)
+        return _latex(board, only or PAPER_COLUMNS)
     if kind == "csv":
         frame = pd.DataFrame(_records(board))
         counts = [c for c in ("runs", "n", "reached", "pairs", "better", "tied", "checkpoints", "students",
@@ -466,9 +503,9 @@ def render(board: Leaderboard, fmt: str = "md") -> str:
     return _json(board)
 
 
-def write_leaderboard(board: Leaderboard, out: Path, fmt: str = "md") -> Path:
-    """Write ``out/leaderboard.<ext>`` for ``fmt`` atomically; return its path. Callers
-    write nothing for a leaderboard without boards (see ``kdbench leaderboard``)."""
+def write_leaderboard(board: Leaderboard, out: Path, fmt: str = "md", columns: Optional[Sequence[str]] = None) -> Path:
+    """Write ``out/leaderboard.<ext>`` for ``fmt`` (with ``columns``, see :func:`render`) atomically; return its
+    path. Callers write nothing for a leaderboard without boards (see ``kdbench leaderboard``)."""
     path = Path(out) / f"leaderboard.{FORMATS.get(fmt, fmt)}"
-    atomic_write_text(path, render(board, fmt))
+    atomic_write_text(path, render(board, fmt, columns))
     return path

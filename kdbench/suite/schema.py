@@ -163,7 +163,7 @@ def format_validation_error(path: Path, err: ValidationError, prefix: str = "", 
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field" + allowed_fields(model_at(model, tuple(e["loc"])[:-1]), str(e["loc"][-1]))
-        msg = msg if len(msg) <= 300 else msg[:300] + "..."
+        msg = msg if len(msg) <= 500 else msg[:500] + "..."  # a library's message may hold pages of frames
         if "input" in e and e["type"] not in ("missing", "extra_forbidden") and not isinstance(e["input"], dict):
             msg += f" (got {excerpt(e['input'])})"
         lines.append(f"{path}: {where}: {msg}")

@@ -125,7 +125,9 @@ def corpus_files(spec: str) -> list[Path]:
         if not files:
             raise UserError(f"corpus {spec!r}: folder {path.resolve()} has no {'/'.join(SUFFIXES)} files")
         return files
-    raise UserError(f"corpus {spec!r}: no such file or folder ({path.resolve()})")
+    where = "" if str(path.resolve()) == spec else f" ({path.resolve()})"
+    raise UserError(f"corpus {spec!r}: no such file or folder{where}; give `corpus:` a text file or folder (the "
+                    "bundled suites read KDBENCH_WIKI_CORPUS), or kdbench's data/wikitext-2-excerpt for a small test")
 
 
 def read_corpus(spec: str) -> list[str]:
