@@ -199,12 +199,13 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
         return summaries
 
     try:
-        runs, tuning_ids = loaded.runs, []
+        runs, trials = loaded.runs, []
         if loaded.tune is not None:
             with ctx.reporter:
-                runs, tuning_ids = _tune(loaded, registry, tasks, params, launcher_cls, ctx, launch, Path(suite))
-            result.total += len(tuning_ids)
-        write_manifest(out, loaded.suite.name, Path(suite), [r.run_id for r in runs], tuning_ids)
+                runs, trials = _tune(loaded, registry, tasks, params, launcher_cls, ctx, launch, Path(suite))
+            result.total += len(trials)
+        write_manifest(out, loaded.suite.name, Path(suite), [r.run_id for r in runs], [r.run_id for r in trials],
+                       [*runs, *trials])
         done = sum(run_is_done(out, r.run_id) for r in runs)
         if done:
             log(f"{done} of {len(runs)} runs already finished in {out}: skipped.")
@@ -243,7 +244,7 @@ def _results_folder(out: Path, suite: Path) -> Path:
 
 
 def _tune(loaded, registry, tasks, params, launcher_cls, ctx, launch, suite: Path):
-    """The sweep of a tuned suite (:mod:`kdbench.tuning`): (its test runs, the trial run ids). Eight
+    """The sweep of a tuned suite (:mod:`kdbench.tuning`): (its test runs, the trial runs). Eight
     arguments: the suite, its plugins and tasks, the launcher (class, params, context, launch) and the file."""
     # start-up cost: the sweep imports optuna and pandas (0.5 s together), paid only by a tuned suite
     from kdbench.tuning.sweep import Sweep
@@ -251,10 +252,14 @@ def _tune(loaded, registry, tasks, params, launcher_cls, ctx, launch, suite: Pat
     jobs = (getattr(params, launcher_cls.jobs_option, 1) if launcher_cls.jobs_option else 1) or 1
     sweep = Sweep(loaded, registry, ctx.out, tasks, jobs, ctx.reporter.log)
     ctx.teacher_checkpoints = sweep.teacher_checkpoints()
-    untuned = [r.run_id for r in loaded.runs if r.method_label not in loaded.tune.spaces]
-    # before each round: its trial runs are the suite's, not "other runs", should it be interrupted
-    runs = sweep.run(launch, on_round=lambda ids: write_manifest(ctx.out, loaded.suite.name, suite, untuned, ids))
-    return runs, sweep.trial_run_ids()
+    untuned = [r for r in loaded.runs if r.method_label not in loaded.tune.spaces]
+
+    def on_round(trials: list) -> None:
+        """Before each round: its trial runs are the suite's, not "other runs", should it be interrupted."""
+        write_manifest(ctx.out, loaded.suite.name, suite, [r.run_id for r in untuned], [r.run_id for r in trials],
+                       [*untuned, *trials])
+
+    return sweep.run(launch, on_round=on_round), sweep.trial_runs()
 
 
 def write_outputs(out: Path, log: Callable[[str], None] = lambda message: None):

@@ -87,7 +87,7 @@ def test_export_refuses_what_it_cannot_write(smoke_results, tmp_path):
     assert {p.name for p in busy.iterdir()} == {"mine.txt", "config.json", "model.safetensors"}
     assert "no such run" in kdbench("export", "nope", tmp_path / "x", "--results", out, expect=2).output
     assert "--results" in kdbench("export", run_id, tmp_path / "x", expect=2).output
-    assert "no finished teacher" in kdbench("export", "--teacher", "nope", tmp_path / "x", "--results", out,
+    assert "no such teacher" in kdbench("export", "--teacher", "nope", tmp_path / "x", "--results", out,
                                             expect=2).output
     assert not (tmp_path / "x").exists()
 

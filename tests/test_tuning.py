@@ -201,6 +201,9 @@ def test_an_interrupted_sweep_resumes_without_redoing_a_trial(tmp_path, monkeypa
               if (d / "summary.json").is_file()}
     assert len(before) == 5  # 3 labels trials, 2 interrupts trials
     assert any(t.state == optuna.trial.TrialState.RUNNING for trials in studies(out).values() for t in trials)
+    status = json.loads(kdbench("status", out, "--format", "json").stdout)  # every run named, folder or not
+    assert {(r["task"], r["method"], r["trial"]) for r in status["runs"]} == {
+        ("parity-mlp", "labels", True), ("parity-mlp", "interrupts", True)}  # both tuned: no test run yet
     kdbench("run", suite, "-o", out, "-q")
     for name, trials in studies(out).items():  # exactly `trials` trials, none asked twice
         assert [t.number for t in trials] == [0, 1, 2, 3], name

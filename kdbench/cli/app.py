@@ -14,8 +14,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from kdbench.cli.catalog import Format, print_descriptions, print_listing
+from kdbench.cli.catalog import Format, print_descriptions, print_listing, to_json
 from kdbench.cli.scaffold import new_method_package
+from kdbench.cli.views import plan_document, print_plan_table, print_status
 from kdbench.commands import check_claims, plan_suite, run_suite, suite_status
 from kdbench.commands import tune_report as render
 from kdbench.commands import validate_suite
@@ -145,6 +146,10 @@ def _trials_text(tune) -> str:
             f"{len(spec.dev_teacher_seeds)} dev teacher seed(s) {spec.dev_teacher_seeds}")
 
 
+FormatOpt = typer.Option(Format.text, "--format", "-f", help="text (a table on a terminal, aligned columns "
+                         "elsewhere) or json.")
+
+
 @app.command()
 @user_errors
 def plan(
@@ -156,26 +161,17 @@ def plan(
                                     "(0: no estimate)."),
     precision: str = typer.Option("fp32", help="Precision the estimate assumes (fp32, bf16)."),
     compile: bool = typer.Option(False, "--compile", help="Estimate with torch.compile (as `run --compile`)."),
+    fmt: Format = FormatOpt,
 ):
     """List SUITE's runs: ids, measured FLOPs per step, steps, budget, which are done, and an
     estimate of each run's time on this device from a few timed engine steps."""
     plan = plan_suite(suite, output, device=device, probe_steps=probe_steps, precision=precision, compile=compile,
                       plugins=plugin or ())
+    if fmt == Format.json:
+        out_console.out(to_json(plan_document(plan)), highlight=False)
+        return
+    print_plan_table(out_console, plan)
     loaded, dev = plan.suite, plan.device
-    table = Table(title=f"{loaded.suite.name}: {len(loaded.runs)} runs -> {loaded.output}")
-    for col in ("run id", "task", "method", "seed", "budget FLOPs", "phases (steps x FLOPs/step)", "done"):
-        table.add_column(col)
-    if probe_steps:
-        table.add_column(f"est. time ({dev.type})")
-    for row in plan.runs:
-        r = row.run
-        phases = ", ".join(f"{name} {steps}x{flops:.3g}" for name, steps, flops in row.phases)
-        cells = [r.run_id, r.task_label, r.method_label, str(r.seed), f"{row.budget_flops:.3g}", phases,
-                 "yes" if row.done else "no"]
-        spread = (f"{format_seconds(row.seconds)} ({format_seconds(row.estimate.low)}-"
-                  f"{format_seconds(row.estimate.high)})" if row.estimate is not None else "")
-        table.add_row(*cells, *([spread] if probe_steps else []))
-    out_console.print(table)
     if plan.tuning_runs:
         teachers = len(plan.dev_teachers)
         out_console.print(f"tune: the sweep adds {plan.tuning_runs} trial runs ({_trials_text(loaded.tune)} per "
@@ -188,7 +184,8 @@ def plan(
                           "the settings they run with", highlight=False)
     if probe_steps:
         for tid, seconds in plan.teachers.items():
-            out_console.print(f"teacher {tid}: est. {format_seconds(seconds)} (trained once, if not cached)")
+            out_console.print(f"teacher {tid}: est. {format_seconds(seconds)} (trained once, if not cached)",
+                              highlight=False, soft_wrap=True)
         low, high = plan.spread_left
         out_console.print(f"estimated time of the unfinished runs, one after another on {dev} ({plan.precision}"
                           f"{', compiled' if compile else ''}, {plan.threads} thread(s)): "
@@ -209,27 +206,12 @@ def status(
     target: Path = typer.Argument(..., help="A results folder, or a suite file (then its output folder)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results folder of the suite."),
     plugin: Optional[List[Path]] = PluginOpt,
+    fmt: Format = FormatOpt,
 ):
-    """Where every run stands: finished, running (step), pending in Slurm, failed, lost, not started."""
+    """Where every run stands: finished, running (step), pending in Slurm, failed, lost, interrupted
+    (step saved), not started; and every teacher: finished, training, interrupted, not trained."""
     out, rows, teachers = suite_status(target, output, plugin or ())
-    table = Table(title=f"{out}: {len(rows)} runs")
-    for col in ("run id", "task", "method", "seed", "state", "job", "detail"):
-        table.add_column(col, overflow="fold")
-    for r in teachers + rows:
-        seed = "" if r.seed is None else f"{r.seed} (trial)" if r.trial else str(r.seed)
-        table.add_row(r.run_id, r.task, r.method, seed, r.state, r.job, r.detail)
-    out_console.print(table)
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.state] = counts.get(r.state, 0) + 1
-    trials, dev = sum(r.trial for r in rows), sum(t.method == "dev teacher" for t in teachers)
-    out_console.print((", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no runs")
-                      + (f"; {trials} of these runs are tuning trials (dev seeds on {dev} dev teacher(s))" if trials
-                         else ""), highlight=False)
-
-
-FormatOpt = typer.Option(Format.text, "--format", "-f", help="text (a table on a terminal, aligned columns "
-                         "elsewhere) or json.")
+    print_status(out_console, out, rows, teachers, fmt)
 
 
 @app.command(name="list")

@@ -99,14 +99,15 @@ def aligned_text(columns: tuple[str, ...], rows: list[list[str]]) -> str:
 
 
 def print_table(console: Console, title: str, columns: tuple[str, ...], rows: list[list[str]],
-                keep: tuple[str, ...]) -> None:
+                keep: tuple[str, ...], folded_min: int = FOLDED_MIN_WIDTH) -> None:
     """A rich table on a terminal, never narrower than the ``keep`` columns need (they are not
-    wrapped or cut; the others fold); plain aligned text when the output is not a terminal."""
+    wrapped or cut; the others fold, down to ``folded_min`` characters); plain aligned text when
+    the output is not a terminal."""
     if not console.is_terminal:
         console.out(aligned_text(columns, rows), highlight=False)  # as is: no markup, wrapping or emoji
         return
     widths = [max(len(cell) for cell in cells) for cells in zip(columns, *rows)]
-    widths = [w if col in keep else min(w, FOLDED_MIN_WIDTH) for col, w in zip(columns, widths)]
+    widths = [w if col in keep else min(w, folded_min) for col, w in zip(columns, widths)]
     table = Table(title=title)
     for col, width in zip(columns, widths):
         table.add_column(col, no_wrap=col in keep, overflow="fold", min_width=width)

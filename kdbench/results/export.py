@@ -16,29 +16,29 @@ from typing import Optional, Union
 
 from kdbench.errors import UserError
 from kdbench.models.saving import write_exported
-from kdbench.run.store import read_json, read_run, run_dir, teacher_dir
+from kdbench.run.store import read_json, read_run, resolve_run_id, resolve_teacher_id, run_dir, teacher_dir
 from kdbench.run.students import STUDENT_RECORD, TEACHER_RECORD, load_kept
 
 PathLike = Union[str, Path]
 
 
 def run_folder(source: PathLike, results: Optional[PathLike]) -> Path:
-    """The run folder ``source`` names: a run folder, or a run id in ``results``."""
+    """The run folder ``source`` names: a run folder, or a run id or unique id prefix in ``results``
+    (:func:`kdbench.run.store.resolve_run_id`)."""
     path = Path(source)
     if (path / "config.json").is_file():
         return path
     if results is None:
         raise UserError(f"{source}: not a run folder; give a run folder, or a run id with --results RESULTS")
-    folder = run_dir(Path(results), str(source))
-    if not folder.is_dir():
-        raise UserError(f"{source}: no such run in {results} (no folder {folder})")
-    return folder
+    return run_dir(Path(results), resolve_run_id(Path(results), str(source)))
 
 
 def teacher_folder(teacher_id: str, results: Optional[PathLike]) -> Path:
-    """The folder of teacher ``teacher_id`` in ``results``, which must hold a finished teacher."""
+    """The folder of teacher ``teacher_id`` (or a unique prefix of it) in ``results``, which must hold
+    a finished teacher."""
     if results is None:
         raise UserError("--teacher: give the results folder holding the teacher with --results RESULTS")
+    teacher_id = resolve_teacher_id(Path(results), teacher_id)
     folder = teacher_dir(Path(results), teacher_id)
     summary = read_json(folder / "summary.json")
     if not isinstance(summary, dict) or summary.get("status") != "finished":

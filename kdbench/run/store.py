@@ -36,7 +36,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+from filelock import FileLock, Timeout
 
+from kdbench.errors import UserError
 from kdbench.files import atomic_write_json, atomic_write_text
 
 FINAL_STATUSES = ("finished", "diverged")
@@ -125,6 +127,45 @@ def run_dir(out: Path, run_id: str) -> Path:
 def teacher_dir(out: Path, teacher_id: str) -> Path:
     """The folder of teacher ``teacher_id`` in results folder ``out``."""
     return Path(out) / "teachers" / teacher_id
+
+
+def resolve_run_id(out: Path, text: str) -> str:
+    """The run id ``text`` names in results folder ``out``: the id itself, or the one id of
+    ``OUT/runs/`` it begins (a unique prefix). A UserError naming the folder and a few ids there
+    when none matches, listing the matches when several do."""
+    return _resolve(Path(out) / "runs", str(text), "run")
+
+
+def resolve_teacher_id(out: Path, text: str) -> str:
+    """:func:`resolve_run_id` for the teachers of ``OUT/teachers/``."""
+    return _resolve(Path(out) / "teachers", str(text), "teacher")
+
+
+ID_LIST_LIMIT = 20  # ids an error lists at most: enough to pick from, short enough to read
+
+
+def _resolve(folder: Path, text: str, what: str) -> str:
+    """The name of the subfolder of ``folder`` that ``text`` is, or is the only one to begin."""
+    try:
+        ids = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    except OSError:
+        ids = []
+    if text in ids:
+        return text
+    matches = [i for i in ids if text and i.startswith(text)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise UserError(f"{text}: {len(matches)} {what}s in {folder} begin with it: {_some(matches)}; "
+                        "give more of the id")
+    there = f"{what}s there: {_some(ids, 5)}" if ids else f"no {what}s there"
+    raise UserError(f"{text}: no such {what} in {folder} (no {what} id is or begins with it); {there}")
+
+
+def _some(ids: list[str], limit: int = ID_LIST_LIMIT) -> str:
+    """``a, b, c and 4 more``."""
+    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+    return ", ".join(ids[:limit]) + more
 
 
 @dataclass(frozen=True)
@@ -236,6 +277,35 @@ def read_progress(folder: Path) -> Optional[dict]:
     return progress if ok else None
 
 
+def saved_step(folder: Path) -> Optional[tuple[int, int]]:
+    """(step, total steps) of the state saved in ``folder/state.pt`` (a run or a teacher stopped
+    before its end), or None when there is none or it does not load. Tensors are memory-mapped:
+    only the counters are read."""
+    try:
+        state = torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=True, mmap=True)
+        return int(state["step"]), int(sum(state.get("phase_steps") or [0]))
+    except Exception:  # noqa: BLE001 - missing, half-written or of another version: no step to show
+        return None
+
+
+def is_locked(folder: Path) -> bool:
+    """Whether a process holds ``folder/.lock`` now (a run or a teacher training there: the lock
+    is the operating system's, so a process that died holds none). Takes and drops the lock
+    when it is free; False when there is no lock file or it cannot be opened."""
+    path = Path(folder) / ".lock"
+    if not path.is_file():
+        return False
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    except OSError:  # a read-only folder: the lock cannot be taken to find out
+        return False
+    lock.release()
+    return False
+
+
 OUTPUTS_STAMP = ".outputs-stamp"
 
 
@@ -269,18 +339,31 @@ def record_outputs(out: Path, version: str) -> None:
     atomic_write_text(Path(out) / OUTPUTS_STAMP, outputs_stamp(out, version))
 
 
+def run_labels(run) -> dict:
+    """What ``kdbench status`` names a run by before its folder exists (a :class:`kdbench.suite.Run`'s
+    task and method labels, seeds and teacher id): the manifest's ``labels`` of one run."""
+    return {"task": run.task_label, "method": run.method_label, "seed": run.seed, "teacher_seed": run.teacher_seed,
+            "teacher_id": run.teacher_id}
+
+
 def write_manifest(out: Path, suite_name: str, suite_file: Path, run_ids: list[str],
-                   tuning_run_ids: list[str] = ()) -> Path:
+                   tuning_run_ids: list[str] = (), runs: list = ()) -> Path:
     """Record in ``OUT/suite.json`` which runs the suite being run consists of (its name,
     the sha256 of ``suite_file``, its run ids, and when that was first recorded); the
     results layer shows only those by default. A tuned suite's trial runs (on dev seeds)
-    are listed apart, as ``tuning_run_ids``. A rerun of the same suite leaves the file
-    as it is. Return its path."""
+    are listed apart, as ``tuning_run_ids``. ``runs`` (:class:`kdbench.suite.Run`) give
+    the ``labels`` of those ids (:func:`run_labels`), so that ``kdbench status`` names a run
+    whose folder is not written yet. A rerun of the same suite leaves the file as it is.
+    Return its path."""
     path = Path(out) / MANIFEST
     manifest = {"suite": suite_name, "sha256": hashlib.sha256(Path(suite_file).read_bytes()).hexdigest(),
                 "run_ids": list(run_ids)}
     if tuning_run_ids:
         manifest["tuning_run_ids"] = list(tuning_run_ids)
+    listed = {*run_ids, *tuning_run_ids}
+    labels = {r.run_id: run_labels(r) for r in runs if r.run_id in listed}
+    if labels:
+        manifest["labels"] = labels
     old = read_json(path)
     if not (isinstance(old, dict) and {k: v for k, v in old.items() if k != "time"} == manifest):
         atomic_write_json(path, {**manifest, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})

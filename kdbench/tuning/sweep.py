@@ -151,7 +151,7 @@ class Pending:
 
 class Sweep:
     """The tuning stage of a suite (see the module docstring). ``launch(runs)`` executes runs
-    through the suite's launcher; ``on_round(trial run ids)`` is called before every round."""
+    through the suite's launcher; ``on_round(trial runs)`` is called before every round."""
 
     def __init__(self, loaded: LoadedSuite, registry, out: Path, tasks: dict[str, tuple[str, bool]], jobs: int,
                  log: Callable[[str], None] = lambda message: None):
@@ -249,19 +249,19 @@ class Sweep:
             self.log(f"{where}: failed ({error}); it counts as one of the {self.spec.trials} trials")
 
     def _play(self, batch: list[Pending], launch: Callable[[list[Run]], list],
-              on_round: Callable[[list[str]], None]) -> None:
+              on_round: Callable[[list[Run]], None]) -> None:
         runs = list({r.run_id: r for p in batch for r in p.runs}.values())
-        on_round(self.trial_run_ids())
+        on_round(self.trial_runs())
         if runs:
             launch(runs)
         for p in batch:
             self._tell(p)
         self.write_records()
 
-    def run(self, launch: Callable[[list[Run]], list], on_round: Callable[[list[str]], None] = lambda ids: None
+    def run(self, launch: Callable[[list[Run]], list], on_round: Callable[[list[Run]], None] = lambda runs: None
             ) -> list[Run]:
         """Run the sweep to ``trials`` counted trials per study (resuming an interrupted one); return
-        the suite's test runs with the chosen settings. ``on_round`` gets the trial run ids (those
+        the suite's test runs with the chosen settings. ``on_round`` gets the trial runs (those
         about to run included) before each round."""
         total = len(self.studies) * self.spec.trials
         done = sum(len(s.counted()) for s in self.studies)
@@ -290,13 +290,17 @@ class Sweep:
             out.append(run if settings is None else apply_settings(run, settings, run.seed, self.registry))
         return out
 
-    def trial_run_ids(self) -> list[str]:
-        """The run ids of every trial asked so far (the manifest's ``tuning_run_ids``)."""
-        ids = []
+    def trial_runs(self) -> list[Run]:
+        """The runs of every trial asked so far, each once (the manifest's ``tuning_run_ids``)."""
+        runs = {}
         for study in self.studies:
             for trial in study.shown():
-                ids += [r.run_id for r in self._pending(study, trial.number, study.settings(trial)).runs]
-        return list(dict.fromkeys(ids))
+                runs.update((r.run_id, r) for r in self._pending(study, trial.number, study.settings(trial)).runs)
+        return list(runs.values())
+
+    def trial_run_ids(self) -> list[str]:
+        """The run ids of :meth:`trial_runs`."""
+        return [r.run_id for r in self.trial_runs()]
 
     def teacher_checkpoints(self) -> dict[str, set[int]]:
         """Per dev teacher id, the checkpoints the trials may read: every combination of the method
