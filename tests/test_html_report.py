@@ -14,6 +14,7 @@ import pytest
 from conftest import kdbench
 
 from kdbench import load_results
+from kdbench.commands import write_outputs
 from kdbench.results.leaderboard import build_leaderboard
 from kdbench.results.render import table
 
@@ -249,3 +250,22 @@ def test_every_curve_is_drawn_and_the_axes_switch(demo, browser):
     assert ytitle.startswith("Agreement")
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not severe, severe
+
+
+def test_an_html_problem_is_reported_never_fatal(demo, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(demo, out)
+    (out / "report.html").unlink()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("kdbench.results.plots.write_figures", lambda *args, **kwargs: [])  # not under test: slow
+    monkeypatch.setattr("kdbench.results.html.write_html_report", broken)
+    messages = []
+    path, _ = write_outputs(out, messages.append)
+    assert path == out / "leaderboard.md" and messages == ["report.html not written: RuntimeError: boom"]
+    monkeypatch.undo()
+    monkeypatch.setattr("kdbench.results.plots.write_figures", lambda *args, **kwargs: [])
+    write_outputs(out, messages.append)  # not stamped up to date: the next run writes it
+    assert page_data((out / "report.html").read_text())["title"] == "html-demo" and len(messages) == 1

@@ -95,25 +95,26 @@ SCRIPT = r"""
   }
 
   function methodTraces(task, m, k, x, y) {
-    var s = (m.series[x] || {})[y], out = [];
-    if (!s) { return out; }
-    if (m.n > 1) {
+    var s = (m.series[x] || {})[y], d = (m.diverged[x] || {})[y], out = [];
+    if (s && m.n > 1) {
       out.push({type: "scatter", mode: "lines", x: s.x.concat(s.x.slice().reverse()),
                 y: s.hi.concat(s.lo.slice().reverse()), fill: "toself", fillcolor: rgba(m.color, 0.18),
                 line: {width: 0}, hoverinfo: "skip", legendgroup: m.method, showlegend: false,
                 name: esc(m.method), meta: "band", uid: "band-" + k});
     }
-    out.push({type: "scatter", mode: "lines+markers", x: s.x, y: s.mean, name: esc(m.label), legendgroup: m.method,
-              line: {color: m.color, width: 2}, marker: {size: 4}, meta: "mean", uid: "mean-" + k,
-              customdata: s.x.map(function (_, i) { return [s.lo[i], s.hi[i]]; }),
-              hovertemplate: "<b>" + esc(m.method) + "</b><br>" + esc(task.x[x]) + ": %{x:.4g}<br>" +
-                             esc(y) + " mean: %{y:.4f}<br>min-max: %{customdata[0]:.4f} to %{customdata[1]:.4f}" +
-                             "<extra></extra>"});
-    var d = (m.diverged[x] || {})[y];
-    if (d && d.x.length) {
-      out.push({type: "scatter", mode: "markers", x: d.x, y: d.y, name: esc(m.method) + " diverged",
-                legendgroup: m.method, showlegend: false, meta: "diverged", uid: "diverged-" + k,
-                marker: {symbol: "x", size: 10, color: m.color}});
+    if (s) {
+      out.push({type: "scatter", mode: "lines+markers", x: s.x, y: s.mean, name: esc(m.label), legendgroup: m.method,
+                line: {color: m.color, width: 2}, marker: {size: 4}, meta: "mean", uid: "mean-" + k,
+                customdata: s.x.map(function (_, i) { return [s.lo[i], s.hi[i]]; }),
+                hovertemplate: "<b>" + esc(m.method) + "</b><br>" + esc(task.x[x]) + ": %{x:.4g}<br>" +
+                               esc(y) + " mean: %{y:.4f}<br>min-max: %{customdata[0]:.4f} to %{customdata[1]:.4f}" +
+                               "<extra></extra>"});
+    }
+    if (d && d.x.length) {  // a method with only diverged runs still gets its legend entry here
+      out.push({type: "scatter", mode: "markers", x: d.x, y: d.y, name: esc(s ? m.method + " diverged" : m.label),
+                legendgroup: m.method, showlegend: !s, meta: "diverged", uid: "diverged-" + k,
+                marker: {symbol: "x", size: 10, color: m.color},
+                hovertemplate: "<b>" + esc(m.method) + "</b>: diverged<br>%{x:.4g}, %{y:.4f}<extra></extra>"});
     }
     return out;
   }
@@ -154,7 +155,10 @@ SCRIPT = r"""
       Plotly.react(figure, traces(task, st.x, st.y), layout(task, st), CONFIG);
     }
     box.querySelectorAll("button").forEach(function (b) {
-      b.addEventListener("click", function () { st[b.getAttribute("data-axis")] = b.getAttribute("data-value"); draw(); });
+      b.addEventListener("click", function () {
+        st[b.getAttribute("data-axis")] = b.getAttribute("data-value");
+        draw();
+      });
     });
     draw();
   });
