@@ -93,6 +93,7 @@ class Tables(HTMLParser):
 
 
 def page_data(text: str) -> dict:
+    """The report's data: the JSON element the page's script reads."""
     return json.loads(re.search(r'<script type="application/json" id="kd-data">(.*?)</script>', text, re.S).group(1))
 
 
@@ -191,32 +192,33 @@ def open_report(driver, path: Path, plots: int):
         "return document.querySelectorAll('.js-plotly-plot .main-svg').length >= arguments[0]", plots))
 
 
-def column(driver, index: int, attribute: str = None) -> list:
+def column(driver, index: int, numbers: bool = False) -> list:
+    """The first table's column ``index`` in its shown order: the cells' text, or their ``data-v`` numbers."""
     cells = driver.execute_script(
         "return Array.from(document.querySelector('table.kd-sortable').tBodies[0].rows)"
         ".map(r => [r.cells[arguments[0]].textContent, r.cells[arguments[0]].getAttribute('data-v')])", index)
-    return [float(v) for _, v in cells] if attribute else [t for t, _ in cells]
+    return [float(v) for _, v in cells] if numbers else [t for t, _ in cells]
 
 
-def test_the_tables_sort_in_the_browser(demo, browser):
+def test_the_tables_sort_in_the_browser(browser, demo):  # browser first: a skip runs no suite
     open_report(browser, demo / "report.html", 2)
     headers = browser.find_elements("css selector", "table.kd-sortable")[0].find_elements("css selector", "th")
     names = [h.text.rstrip(" ↕▲▼") for h in headers]
     auc = names.index("AUC")
     headers[auc].click()
-    up = column(browser, auc, "data-v")
+    up = column(browser, auc, numbers=True)
     assert up == sorted(up) and len(set(up)) == 3
     assert headers[auc].get_attribute("aria-sort") == "ascending"
     methods_up = column(browser, 0)
     headers[auc].click()
-    assert column(browser, auc, "data-v") == up[::-1] and column(browser, 0) == methods_up[::-1]
+    assert column(browser, auc, numbers=True) == up[::-1] and column(browser, 0) == methods_up[::-1]
     headers[0].click()
     assert column(browser, 0) == ["labels", "one-shot", "progressive"]
     headers[0].click()
     assert column(browser, 0) == ["progressive", "one-shot", "labels"]
 
 
-def test_every_curve_is_drawn_and_the_axes_switch(demo, browser):
+def test_every_curve_is_drawn_and_the_axes_switch(browser, demo):
     open_report(browser, demo / "report.html", 2)
     if os.environ.get("KDBENCH_SCREENSHOT"):  # the whole page, for a reader to look at
         height = browser.execute_script("return document.documentElement.scrollHeight")

@@ -33,7 +33,7 @@ from kdbench.results.claims import CLAIMS_NOTE, HEADERS, claim_rows
 from kdbench.results.folder import Results
 from kdbench.results.html_assets import SCRIPT, STYLE
 from kdbench.results.leaderboard import FIDELITY, Board, Leaderboard, build_leaderboard
-from kdbench.results.provenance import versions
+from kdbench.results.provenance import LIBRARIES, versions
 from kdbench.results.render import FIDELITY_HEADERS, columns, folder_notes, many_teachers, notes, table, teacher_table
 from kdbench.tuning.report import protocol_lines, sensitivity_cells, trial_cells, tuned_tasks
 
@@ -191,8 +191,7 @@ def _provenance_section(results: Results, info: dict) -> str:
     used = info.get("used_by_runs") or {}
     rows = [("kdbench", info.get("kdbench")), ("git commit", commit), ("python", info.get("python")),
             ("platform", info.get("platform")), ("torch", info.get("torch")), ("CUDA", info.get("cuda") or "none"),
-            *[(k, info[k]) for k in ("numpy", "pandas", "matplotlib", "plotly", "tabulate", "jinja2", "pydantic")
-              if k in info],
+            *[(k, info[k]) for k in LIBRARIES if k in info],
             ("suite", f"{manifest.get('suite', '-')} (sha256 {manifest.get('sha256', '-')}, first run "
                       f"{manifest.get('time', '-')})" if manifest else "no suite.json"),
             *[(f"runs used: {k}", ", ".join(v) or "-") for k, v in used.items()],
