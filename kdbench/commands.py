@@ -44,6 +44,7 @@ from kdbench.suite.identity import short_hash
 
 PathLike = Union[str, Path]
 CLAIMS_FILE = "claims.json"  # OUT/claims.json: the suite's claims judged, written with the leaderboard
+HTML_REPORT = "report.html"  # OUT/report.html: the self-contained HTML report, written with the leaderboard
 
 
 def load(suite: PathLike, plugins: Sequence[PathLike] = (), output: Optional[PathLike] = None
@@ -263,21 +264,21 @@ def _tune(loaded, registry, tasks, params, launcher_cls, ctx, launch, suite: Pat
 
 
 def write_outputs(out: Path, log: Callable[[str], None] = lambda message: None):
-    """Write ``out``'s leaderboard and figures; return (leaderboard path, results), each None when
-    there is nothing to show. A problem with the figures is logged, never raised: the runs are saved.
+    """Write ``out``'s leaderboard, figures and ``report.html``; return (leaderboard path, results), each
+    None when there is nothing to show. A problem with the figures or the HTML is logged, never raised:
+    the runs are saved.
     When no file of ``out`` changed since they were last written
     (:func:`kdbench.run.store.outputs_up_to_date`), they are left as they are and results is None
     (:class:`SuiteRun` reads them when asked)."""
     if not (out / "runs").is_dir():
         return None, None
     leaderboard = out / "leaderboard.md"
-    if leaderboard.is_file() and outputs_up_to_date(out, __version__):
+    if leaderboard.is_file() and (out / HTML_REPORT).is_file() and outputs_up_to_date(out, __version__):
         return leaderboard, None
 
     # start-up cost: pandas (0.4 s) and matplotlib (0.5 s), not paid when nothing changed
     from kdbench.results.folder import load_results
     from kdbench.results.leaderboard import build_leaderboard
-    from kdbench.results.plots import write_figures
     from kdbench.results.render import write_leaderboard
 
     results = load_results(out)
@@ -286,13 +287,27 @@ def write_outputs(out: Path, log: Callable[[str], None] = lambda message: None):
         return None, None
     path = write_leaderboard(board, out)
     write_claims(out, board.claims)
-    try:
-        write_figures(results)
-    except Exception as exc:  # noqa: BLE001 - `kdbench plot` can retry
-        log(f"figures not written: {type(exc).__name__}: {exc}")
-    else:
+    if _write_views(results, out, log):
         record_outputs(out, __version__)
     return path, results
+
+
+def _write_views(results, out: Path, log: Callable[[str], None]) -> bool:
+    """Write ``out``'s figures and ``out/report.html``; a problem with either is logged, never
+    raised (the runs are saved; ``kdbench plot`` and ``kdbench html`` can retry). Whether both were written."""
+    # start-up cost: matplotlib (0.5 s) and plotly's bundle, not paid when nothing changed
+    from kdbench.results.html import write_html_report
+    from kdbench.results.plots import write_figures
+
+    written = True
+    for what, write in (("figures", lambda: write_figures(results)),
+                        (HTML_REPORT, lambda: write_html_report(results, out / HTML_REPORT))):
+        try:
+            write()
+        except Exception as exc:  # noqa: BLE001 - a view of the results, never fatal to the runs
+            log(f"{what} not written: {type(exc).__name__}: {exc}")
+            written = False
+    return written
 
 
 def write_claims(out: Path, report: Optional[object]) -> Optional[Path]:

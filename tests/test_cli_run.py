@@ -46,7 +46,8 @@ def test_rerun_leaves_up_to_date_outputs_and_redraws_what_changed(smoke_results,
     a figure deleted or a run changed: they are written again."""
     out = tmp_path / "smoke"
     shutil.copytree(smoke_results[0], out)
-    outputs = [out / "leaderboard.md", out / "figures" / "parity-mlp.png", out / "figures" / "parity-mlp.pdf"]
+    outputs = [out / "leaderboard.md", out / "figures" / "parity-mlp.png", out / "figures" / "parity-mlp.pdf",
+               out / "report.html"]
     kdbench("run", SUITES / "smoke.yaml", "--output", out, "--quiet")
     drawn = {p: p.stat().st_mtime_ns for p in outputs}
     result = kdbench("run", SUITES / "smoke.yaml", "--output", out)

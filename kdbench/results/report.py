@@ -4,6 +4,8 @@ suite, the versions that made it, and how to reproduce it.
 Layout of ``kdbench report RESULTS OUT``::
 
     OUT/README.md                   what is here, how to reproduce it, how to cite it
+    OUT/report.html                 the same in one self-contained page (kdbench.results.html): sortable
+                                    tables, interactive curves, tuning, provenance
     OUT/tables/leaderboard.{md,tex,csv,json}
     OUT/tables/tuning.{md,tex,csv,json}   a tuned suite's sweeps (kdbench.tuning.report)
     OUT/figures/<task>.{png,pdf}
@@ -21,23 +23,20 @@ and ``figures/`` are replaced), unless forced.
 from __future__ import annotations
 
 import hashlib
-import platform
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Optional
 
-import torch
 import yaml
 
 from kdbench import __version__
 from kdbench.errors import UserError
 from kdbench.files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from kdbench.plugins import load_plugins
-from kdbench.results.folder import Results, load_results
+from kdbench.results.folder import load_results
+from kdbench.results.html import write_html_report
 from kdbench.results.leaderboard import build_leaderboard
 from kdbench.results.plots import write_figures
+from kdbench.results.provenance import versions
 from kdbench.results.render import render
 from kdbench.run.store import MANIFEST
 from kdbench.tuning.records import TUNING
@@ -48,54 +47,7 @@ RUN_FILES = ("config.json", "summary.json", "curve.json", "traceback.txt")
 TEACHER_FILES = ("summary.json", "curve.json")
 MARKER = ".kdbench-report"
 GENERATED = ("results", "tables", "figures")  # what a rewrite of a report replaces
-
-
-def git_commit(path: Path = Path(__file__).resolve().parents[2]) -> Optional[dict]:
-    """The commit of the kdbench source tree at ``path`` (and whether it has uncommitted
-    changes), or None when kdbench is not running from a git checkout."""
-    if not (path / ".git").exists():
-        return None
-    try:
-        head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": head, "dirty": bool(dirty)}
-
-
-def _module_version(name: str) -> Optional[str]:
-    try:
-        module = __import__(name)
-    except ImportError:
-        return None
-    return getattr(module, "__version__", None)
-
-
-def versions(results: Results) -> dict:
-    """What made this report (kdbench, python, libraries, installed plugins, git commit)
-    and what the runs recorded (kdbench versions, task and method versions, devices)."""
-    registry = load_plugins(())
-    plugins = [{"kind": kind, "name": info.name, "version": str(info.version), "from": info.source}
-               for kind in ("task", "method", "launcher") for info in getattr(registry, kind + "s").values()]
-    runs = results.runs()
-    used = {"kdbench": [], "tasks": [], "methods": [], "devices": []}
-    if not runs.empty:
-        used = {
-            "kdbench": sorted({str(v) for v in runs.kdbench_version.dropna()}),
-            "tasks": sorted({f"{t} {v}" for t, v in zip(runs.task_name, runs.task_version)}),
-            "methods": sorted({f"{m} {v}" for m, v in zip(runs.method_name, runs.version)}),
-            "devices": sorted({str(d) for d in runs.device.dropna()}),
-        }
-
-    return {
-        "kdbench": __version__, "git": git_commit(), "python": sys.version.split()[0],
-        "platform": platform.platform(), "torch": torch.__version__, "cuda": torch.version.cuda,
-        **{name: _module_version(name) for name in ("numpy", "pandas", "matplotlib", "tabulate", "jinja2",
-                                                    "pydantic")},
-        "plugins": plugins, "plugin_failures": dict(registry.failures), "used_by_runs": used,
-    }
+HTML = "report.html"
 
 
 def copy_results(results: Path, dest: Path) -> int:
@@ -186,6 +138,8 @@ def _readme(dest: Path, boards: list, info: dict, suite_sha: str, missing: list[
         f"Made by kdbench {info['kdbench']} (git {commit}), torch {info['torch']}, python {info['python']}, "
         f"from {runs} run folders ({tasks}).", "",
         "| file | what |", "|---|---|",
+        f"| `{HTML}` | all of it in one page to open in a browser: sortable tables, interactive curves, tuning, "
+        "provenance (self-contained, nothing fetched) |",
         "| `tables/leaderboard.md` | the leaderboard, GitHub markdown |",
         "| `tables/leaderboard.tex` | the same as LaTeX tables (needs `booktabs`, `graphicx`) |",
         "| `tables/leaderboard.csv`, `.json` | the same numbers, machine-readable (unrounded) |",
@@ -241,6 +195,7 @@ def write_report(results: Path, dest: Path, baseline: Optional[str] = None, ci: 
     figures = write_figures(res, dest / "figures", teacher=teacher)
     info = versions(res)
     atomic_write_json(dest / "versions.json", {**info, "suite_sha256": suite_sha})
+    write_html_report(res, dest / HTML, baseline, ci, info)
     atomic_write_text(dest / "README.md", _readme(dest, board.boards, info, suite_sha, missing, figures, runs,
                                                   bool(tuning)))
     return dest
