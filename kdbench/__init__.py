@@ -15,6 +15,7 @@ so the CLI starts without pandas)::
     res.leaderboard()                                   # one row per (task, method)
     kdbench.load_results("results/qs").leaderboard(fmt="md")
     kdbench.check_claims("results/qs").claims          # the suite's claims judged on its runs
+    kdbench.run_suite("suites/quickstart.yaml", progress=print)  # a kdbench.ProgressEvent per start, step, end
 
 Test helpers for plugin authors live in :mod:`kdbench.testing` (a pytest plugin).
 """
@@ -42,9 +43,10 @@ __all__ = [
     "distill_phase", "final_teacher_phase", "cotrained_teacher", "lockstep_phases", "MLP", "Encoder", "__version__",
     "reverse_kl", "DistillOptions", "BasicDistillOptions", "Plateau", "new_param",
     "load_results", "Results", "run_suite", "validate_suite", "plan_suite", "suite_status", "check_claims",
+    "ProgressEvent",
 ]
 _LAZY = {"load_results": "results", "Results": "results", "run_suite": "commands", "validate_suite": "commands",
-         "plan_suite": "commands", "suite_status": "commands", "check_claims": "commands"}
+         "plan_suite": "commands", "suite_status": "commands", "check_claims": "commands", "ProgressEvent": "progress"}
 
 
 def __getattr__(name: str):
