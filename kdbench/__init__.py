@@ -16,6 +16,7 @@ so the CLI starts without pandas)::
     kdbench.load_results("results/qs").leaderboard(fmt="md")
     kdbench.check_claims("results/qs").claims          # the suite's claims judged on its runs
     kdbench.compare_results(["results/a", "results/b"]).frame   # the same rows across folders
+    kdbench.run_suite("suites/quickstart.yaml", progress=print)  # a kdbench.ProgressEvent per start, step, end
 
 Test helpers for plugin authors live in :mod:`kdbench.testing` (a pytest plugin).
 """
@@ -44,10 +45,11 @@ __all__ = [
     "reverse_kl", "DistillOptions", "BasicDistillOptions", "Plateau", "new_param",
     "load_results", "Results", "run_suite", "validate_suite", "plan_suite", "suite_status", "check_claims",
     "compare_results",
+    "ProgressEvent",
 ]
 _LAZY = {"load_results": "results", "Results": "results", "run_suite": "commands", "validate_suite": "commands",
          "plan_suite": "commands", "suite_status": "commands", "check_claims": "commands",
-         "compare_results": "results.compare"}
+         "compare_results": "results.compare", "ProgressEvent": "progress"}
 
 
 def __getattr__(name: str):

@@ -317,12 +317,17 @@ class Task:
     ``build(params, seed, device)`` returns a :class:`TaskInstance`. ``seed`` fixes
     the data that must be shared by teacher and students (the evaluation set, a
     tokenizer); model initialisation is seeded by the engine.
+
+    ``presets`` are named sizes beside the defaults: ``{name: {"params": {...}, "teacher": {...},
+    "student": {...}}}`` (each part optional). A suite's ``preset: NAME`` in a task's params
+    applies one; the entry's own params and ``teacher:``/``student:`` overrides win over it.
     """
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
     Params: ClassVar[type[Params]] = Params
     description: ClassVar[str] = ""
+    presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
 
     def build(self, params: Params, seed: int, device: torch.device, cache_dir: Any = None) -> TaskInstance:
         raise NotImplementedError

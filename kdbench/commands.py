@@ -31,7 +31,7 @@ from kdbench.launchers import LaunchContext, choose_launcher, local
 from kdbench.launchers.threads import ThreadChoice, choose_threads, torch_threads
 from kdbench.loggers.selection import choose_loggers
 from kdbench.plugins import Registry, load_plugins
-from kdbench.progress import Reporter, os_error
+from kdbench.progress import ProgressEvent, Reporter, os_error
 from kdbench.run.options import RunOptions, check_device_spec
 from kdbench.run.pricing import load_suite
 from kdbench.run.probe import estimate_job
@@ -153,7 +153,8 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
               sbatch: Sequence[str] = (), detach: bool = False, precision: str = "fp32", compile: bool = False,
               plugins: Sequence[PathLike] = (), loggers: Sequence[Union[str, dict]] = (),
               reporter: Optional[Reporter] = None, log: Callable[[str], None] = lambda message: None,
-              keep_students: Optional[bool] = None) -> SuiteRun:
+              keep_students: Optional[bool] = None,
+              progress: Optional[Callable[[ProgressEvent], None]] = None) -> SuiteRun:
     """Do what ``kdbench run`` does: validate, train the teachers and every unfinished run, write
     the leaderboard and figures; return a :class:`SuiteRun`. A KeyboardInterrupt (Ctrl-C) saves
     the runs in progress, writes the leaderboard of what finished and propagates (SIGTERM too, as
@@ -164,7 +165,10 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     ``launcher_options`` are ``KEY=VALUE`` strings (``-L``); ``loggers`` are ``--log`` strings
     (``"mlflow:tracking_uri=..."``) or ``{"name", "options"}`` dicts, on top of the suite's
     ``loggers:``; ``log`` receives the messages the CLI prints on stderr; ``reporter`` shows
-    progress (default: none); ``keep_students``, if given, overrides the suite's ``keep_students``.
+    progress (default: none); ``keep_students``, if given, overrides the suite's ``keep_students``;
+    ``progress`` receives a :class:`kdbench.progress.ProgressEvent` as each run and teacher starts,
+    steps, evaluates and ends (a job estimated over an hour is warned about through ``log``, or the
+    reporter's console).
     It takes the command's flags one for one (the Python twin of ``kdbench run``), hence their number;
     device, precision and compile become one :class:`kdbench.run.options.RunOptions` here."""
     loaded, registry = load(suite, plugins, output)
@@ -183,7 +187,11 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
         log(f"--precision {precision}: bf16 autocast runs on CUDA only; training in fp32 on {options.device}.")
     out = _results_folder(loaded.output, Path(suite))
     result = SuiteRun(output=out, total=len(loaded.runs))
-    ctx = LaunchContext(out=out, registry=registry, run_options=options, reporter=reporter or Reporter(quiet=True),
+    reporter = reporter or Reporter(quiet=True, warn=log)
+    if progress is not None:
+        reporter.listeners.append(progress)
+    reporter.device, reporter.suite = str(options.device or device), str(suite)
+    ctx = LaunchContext(out=out, registry=registry, run_options=options, reporter=reporter,
                         plugin_paths=loaded.plugin_paths, options=params.model_dump(), params=params, detach=detach,
                         loggers=chosen_loggers)
     launched = []
@@ -257,6 +265,7 @@ def _tune(loaded, registry, tasks, params, launcher_cls, ctx, launch, suite: Pat
 
     def on_round(trials: list) -> None:
         """Before each round: its trial runs are the suite's, not "other runs", should it be interrupted."""
+        ctx.reporter.trial_ids.update(r.run_id for r in trials)  # their progress reads "trial", not "run"
         write_manifest(ctx.out, loaded.suite.name, suite, [r.run_id for r in untuned], [r.run_id for r in trials],
                        [*untuned, *trials])
 

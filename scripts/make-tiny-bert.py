@@ -14,6 +14,7 @@ import sys
 import torch
 
 from kdbench.errors import UserError
+from kdbench.progress import ProgressEvent, Reporter
 from kdbench.testing.tiny_bert import make_tiny_bert
 
 
@@ -26,8 +27,13 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    # a bar on a terminal, a line every tenth of the steps (and every minute) when piped
+    start = ProgressEvent("teacher_start", "teacher", args.folder, "tiny-bert MLM pretraining", None, args.seed,
+                          steps=args.steps)
     try:
-        folder = make_tiny_bert(args.folder, steps=args.steps, seed=args.seed, log=print)
+        with Reporter() as reporter, reporter.job(start, "pretraining", args.steps or None) as progress:
+            folder = make_tiny_bert(args.folder, steps=args.steps, seed=args.seed, log=reporter.log,
+                                    progress=progress)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

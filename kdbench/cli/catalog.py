@@ -83,6 +83,7 @@ def description(info: PluginInfo) -> dict[str, Any]:
         out["needs_teacher"] = bool(getattr(cls, "needs_teacher", True))
     elif info.kind == "task":
         out.update(_recipes(info))
+        out["presets"] = dict(getattr(cls, "presets", {}) or {})
     elif info.kind == "logger":
         out["install"] = str(getattr(cls, "install", "") or "")
     elif getattr(cls, "jobs_option", None):
@@ -155,6 +156,10 @@ def print_description(console: Console, info: dict[str, Any]) -> None:
         if f"{who}_recipe" in info:
             recipe = ", ".join(f"{k} {v}" for k, v in info[f"{who}_recipe"].items())
             lines.append(f"  {who} recipe (a suite's tasks[i].{who} overrides any field): {recipe}")
+    for name, preset in info.get("presets", {}).items():
+        parts = "; ".join(f"{part}: " + ", ".join(f"{k} {v}" for k, v in values.items())
+                          for part, values in preset.items())
+        lines.append(f"  preset {name} (tasks[i].params.preset: {name}; given params win): {parts}")
     if info.get("jobs_option"):
         lines.append(f"  --jobs sets {info['jobs_option']}")
     if info.get("install"):

@@ -98,9 +98,14 @@ def train_teachers(runs, ctx: LaunchContext) -> dict[str, str]:
     failed = {}
     for tid, group in teacher_groups(runs, ctx.registry, ctx.teacher_checkpoints).items():
         try:
-            with ctx.reporter.bar(f"teacher {tid}", group["run"].teacher_recipe.steps) as update:
-                summary = train_teacher(group["run"], group["checkpoints"], ctx.registry, ctx.out, ctx.run_options,
-                                        update)
+            with ctx.reporter.teacher(group["run"], group["run"].teacher_recipe.steps) as update:
+                try:
+                    summary = train_teacher(group["run"], group["checkpoints"], ctx.registry, ctx.out,
+                                            ctx.run_options, update)
+                except TeacherFailed:
+                    update.status = "failed"
+                    raise
+                update.status = "finished"
         except TeacherFailed as exc:
             failed[tid] = str(exc)
             ctx.reporter.log(f"  {exc}")
@@ -151,9 +156,10 @@ class LocalLauncher(Launcher):
                 if ctx.registry.methods[run.method].cls.needs_teacher and run.teacher_id in failed:
                     summary = fail_without_running(run, ctx.out, failed[run.teacher_id])
                 else:
-                    with ctx.reporter.bar(f"{run.task_label} {run.method_label} seed {run.seed}") as update:
+                    with ctx.reporter.run(run) as update:
                         summary = execute_run(run, ctx.registry, ctx.out, ctx.run_options, progress=update,
                                               loggers=ctx.loggers).summary
+                        update.status = summary.get("status")
                 summaries.append(summary)
                 ctx.reporter.log(describe(run, summary))
         return summaries
@@ -162,27 +168,36 @@ class LocalLauncher(Launcher):
 # ---- worker processes -------------------------------------------------------------------------
 
 class _Bars:
-    """Progress bars of the jobs running in workers, opened on their first report."""
+    """The progress of the jobs running in workers (:meth:`Reporter.run`, :meth:`Reporter.teacher`),
+    opened on their first report."""
 
     def __init__(self, reporter):
-        self.reporter, self.open, self.names = reporter, {}, {}
+        self.reporter, self.open, self.jobs = reporter, {}, {}
 
-    def name(self, key: str, description: str) -> None:
-        self.names[key] = description
+    def name(self, key: str, kind: str, run) -> None:
+        self.jobs[key] = (kind, run)
 
-    def update(self, key: str, done: int, total: int) -> None:
+    def update(self, key: str, done, total) -> None:
         if key not in self.open:
+            kind, run = self.jobs[key]
             stack = contextlib.ExitStack()
-            self.open[key] = (stack, stack.enter_context(self.reporter.bar(self.names.get(key, key), total)))
-        self.open[key][1](done, total)
+            teacher = kind == "teacher"
+            opened = self.reporter.teacher(run, run.teacher_recipe.steps) if teacher else self.reporter.run(run)
+            self.open[key] = (stack, stack.enter_context(opened))
+        if done == "record":  # a curve point: (point, metric)
+            self.open[key][1].record(*total)
+        else:
+            self.open[key][1](done, total)
 
-    def close(self, key: str) -> None:
+    def close(self, key: str, status: Optional[str] = None) -> None:
         if key in self.open:
-            self.open.pop(key)[0].close()
+            stack, job = self.open.pop(key)
+            job.status = status
+            stack.close()
 
     def close_all(self) -> None:
         for key in list(self.open):
-            self.close(key)
+            self.close(key, "interrupted")
 
 
 class _Pool:
@@ -235,7 +250,7 @@ def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]
         pool = _Pool(jobs, initargs)
 
         def start_run(run):
-            bars.name(run.run_id, f"{run.task_label} {run.method_label} seed {run.seed}")
+            bars.name(run.run_id, "run", run)
             pool.submit(run.run_id, "run", run, worker_run, run, ctx.out)
 
         def fail_teacher(tid: str, message: str) -> None:
@@ -249,7 +264,7 @@ def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]
         ready = lambda tid, g: teacher_is_ready(teacher_dir(ctx.out, tid), g["checkpoints"])  # noqa: E731
         waiting = {tid: g for tid, g in groups.items() if not ready(tid, g)}
         for tid, group in waiting.items():  # teachers first: they are on the critical path
-            bars.name(f"teacher {tid}", f"teacher {tid}")
+            bars.name(f"teacher {tid}", "teacher", group["run"])
             pool.submit(f"teacher {tid}", "teacher", tid, worker_teacher, group["run"], group["checkpoints"], ctx.out)
         for run in runs:
             if run.teacher_id not in waiting:  # the others start when their teacher is ready (or failed)
@@ -263,7 +278,7 @@ def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]
                     _drain(progress_queue, bars, pool.started)
                     broken = [pool.pending.pop(f) for f in done if isinstance(f.exception(), BrokenProcessPool)]
                     for key, kind, item, _, _ in pool.restart(broken):
-                        bars.close(key)
+                        bars.close(key, "failed")
                         if kind == "teacher":
                             fail_teacher(item, f"teacher {item} failed: {WORKER_DIED}")
                         else:
@@ -272,7 +287,7 @@ def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]
                     done = [f for f in done if f in pool.pending]
                 for future in done:
                     key, kind, item, _, _ = pool.pending.pop(future)
-                    bars.close(key)
+                    bars.close(key, _status(future))
                     if kind == "teacher":
                         error = _worker_error(future)
                         if error is None:
@@ -295,13 +310,21 @@ def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]
 def _drain(progress_queue, bars: _Bars, started: set) -> None:
     while True:
         try:
-            key, done, total = progress_queue.get_nowait()
+            key, done, total = progress_queue.get_nowait()  # done "record": total is (curve point, metric)
         except queue_module.Empty:
             return
         if key == "started":
             started.add(done)
         else:
             bars.update(key, done, total)
+
+
+def _status(future: Future) -> str:
+    """A finished job's status for its progress events."""
+    error = future.exception()
+    if error is None:
+        return future.result().get("status", "finished")
+    return "interrupted" if isinstance(error, StopRequested) else "failed"
 
 
 def _worker_error(future: Future):

@@ -86,9 +86,22 @@ def _job(key: str):
         _worker["busy"] = False
 
 
-def _reporter_for(key: str):
-    q = _worker["queue"]
-    return lambda done, total: q.put((key, done, total))
+class _QueueProgress:
+    """A job's progress sent to the parent's queue: ``(key, done, total)`` after steps,
+    ``(key, "record", (curve point, metric))`` after evaluations."""
+
+    def __init__(self, key: str):
+        self.key, self.queue = key, _worker["queue"]
+
+    def __call__(self, done: int, total: int) -> None:
+        self.queue.put((self.key, done, total))
+
+    def record(self, point: dict, metric: str) -> None:
+        self.queue.put((self.key, "record", (point, metric)))
+
+
+def _reporter_for(key: str) -> _QueueProgress:
+    return _QueueProgress(key)
 
 
 def worker_teacher(run, checkpoints, out) -> dict:

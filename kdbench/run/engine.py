@@ -113,14 +113,42 @@ def end_phase_early(plan: list[PlannedPhase], i: int, done: int) -> None:
     plan[-1].steps += spare
 
 
-def progress_every(progress: Optional[Callable[[int, int], None]], every: int = 64) -> Callable[[Clock], None]:
-    """An engine ``on_step`` that reports ``(steps done, total)`` every ``every`` steps and at the end."""
+def progress_every(progress: Optional[Callable[[int, int], None]], every: int = 64,
+                   every_s: float = 5.0) -> Callable[[Clock], None]:
+    """An engine ``on_step`` that reports ``(steps done, total)`` every hundredth of the steps (at most
+    every ``every`` steps), when ``every_s`` seconds passed since the last report, and at the end: often
+    enough for a line every tenth of a job and every minute (:class:`kdbench.progress.Reporter`)."""
+    last = [time.monotonic()]
 
     def on_step(clock: Clock) -> None:
-        if progress is not None and (clock.step % every == 0 or clock.step == clock.total_steps):
-            progress(clock.step, clock.total_steps)
+        if progress is None:
+            return
+        now, step, total = time.monotonic(), clock.step, clock.total_steps
+        if step % max(1, min(every, total // 100)) == 0 or step == total or now - last[0] >= every_s:
+            last[0] = now
+            progress(step, total)
 
     return on_step
+
+
+def progress_recorder(progress, metric: Optional[str]) -> Optional[Callable[[CurvePoint], None]]:
+    """An engine ``on_record`` passing each curve point and the task's ``metric`` to ``progress.record``
+    (a :class:`kdbench.progress.JobProgress`); None for a progress callback without one."""
+    record = getattr(progress, "record", None)
+    return None if record is None else (lambda point: record(point, metric))
+
+
+def chain(*hooks: Optional[Callable]) -> Optional[Callable]:
+    """One hook calling each of ``hooks`` that is not None, in order (None if none is)."""
+    hooks = [h for h in hooks if h is not None]
+    if len(hooks) < 2:
+        return hooks[0] if hooks else None
+
+    def chained(*args) -> None:
+        for hook in hooks:
+            hook(*args)
+
+    return chained
 
 
 @dataclass

@@ -28,7 +28,7 @@ from kdbench.loggers.runlog import RunLog
 from kdbench.loggers.selection import LoggerSpec
 from kdbench.plugins import Registry
 from kdbench.run.budget import allot_steps, eval_steps, measure_phases
-from kdbench.run.engine import PlannedPhase, TrainJob, progress_every, train
+from kdbench.run.engine import PlannedPhase, TrainJob, chain, progress_every, progress_recorder, train
 from kdbench.run.fidelity import fidelity_for
 from kdbench.run.options import RunOptions
 from kdbench.run.stop import stop_requested
@@ -38,7 +38,9 @@ from kdbench.run.teachers import (CachedTeacher, ProbeTeacher, TeacherFailed, ch
                                   new_teacher, record_teacher_failure, teacher_is_ready, teacher_phase)
 from kdbench.suite.identity import Run
 
-Progress = Optional[Callable[[int, int], None]]  # (steps done, total steps)
+# (steps done, total steps); one with a ``record(point, metric)`` method (kdbench.progress.JobProgress)
+# also gets every curve point
+Progress = Optional[Callable[[int, int], None]]
 # measure(phases, model, task, batch_size, device) -> FLOPs of one step of each phase
 Measure = Callable[[list[Phase], torch.nn.Module, TaskInstance, int, torch.device], list[int]]
 
@@ -302,7 +304,7 @@ def _execute(run: Run, registry: Registry, out: Path, options: RunOptions, progr
         teacher_summary = ensure_teacher(out, run, task, list(run.checkpoints), teacher_progress, options)
         teacher = CachedTeacher(teacher_dir(out, run.teacher_id), task, run.teacher_seed)
     prepared = prepare(run, registry, task, teacher, options, folder / "state.pt", progress)
-    prepared.job.on_record = on_record
+    prepared.job.on_record = chain(on_record, progress_recorder(progress, task.metric))
     prepared.job.fidelity = fidelity_for(task, fidelity_teacher(run, out, task, teacher))
     if options.compile and isinstance(teacher, CachedTeacher):
         teacher.compile()  # after prepare: FLOPs are counted on the eager models

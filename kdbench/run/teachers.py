@@ -33,7 +33,7 @@ from kdbench.api import Clock, Phase, Recipe, TaskInstance, logits
 from kdbench.errors import FAILURES, UserError
 from kdbench.files import atomic_torch_save, atomic_write_json
 from kdbench.run.budget import eval_steps, measure_phases
-from kdbench.run.engine import PlannedPhase, TrainJob, progress_every, train
+from kdbench.run.engine import PlannedPhase, TrainJob, progress_every, progress_recorder, train
 from kdbench.run.options import RunOptions, effective_precision
 from kdbench.run.stop import stop_requested
 from kdbench.run.store import discard_unreadable, read_json, teacher_dir, write_failure
@@ -176,6 +176,7 @@ def _train_teacher(folder: Path, run: Run, task: TaskInstance, checkpoints, prog
 
     job = teacher_job(task, run.teacher_seed, recipe, run.eval.points, state_path=folder / "state.pt",
                       save_every_s=run.save_every_s, on_step=on_step, options=options)
+    job.on_record = progress_recorder(progress, task.metric)
     model, cost = job.model, job.plan[0].step_flops
     result = train(job)
     if result.status != "finished":

@@ -58,6 +58,24 @@ def _recipe(path: Path, where: str, default: Recipe, overrides: dict) -> Recipe:
     return _validate_params(path, where, Recipe, {**default.model_dump(), **overrides})
 
 
+def apply_preset(path: Path, i: int, cls, entry) -> tuple[dict, dict, dict]:
+    """Task entry ``i``'s params, teacher and student overrides with its ``preset:`` (a name of the
+    task's ``presets``) applied under them; the ``preset`` key itself is gone, so a preset spelled
+    out param by param gives the same runs and run ids. A UserError names an unknown preset."""
+    params = dict(entry.params)
+    name = params.pop("preset", None)
+    if name is None:
+        return params, entry.teacher, entry.student
+    presets = cls.presets
+    if not isinstance(name, str) or name not in presets:
+        allowed = ", ".join(presets) if presets else f"none: task {entry.name} has no presets"
+        raise UserError(f"{path}: tasks[{i}].params.preset: unknown preset {name!r} of task {entry.name} "
+                        f"(allowed: {allowed})")
+    preset = presets[name]
+    return ({**preset.get("params", {}), **params}, {**preset.get("teacher", {}), **entry.teacher},
+            {**preset.get("student", {}), **entry.student})
+
+
 def check_state_dict(path: Path, where: str, file: Path) -> Path:
     """``file`` resolved, if it holds a PyTorch state dict (loaded with weights_only=True)."""
     if not file.is_file():
@@ -84,12 +102,13 @@ def expand(suite: Suite, path: Path, registry: Registry,
                                registry.failure_lines())
         cls = registry.tasks[entry.name].cls
         where = f"tasks[{i}].params"
-        raw = resolve_params(entry.params, cls.Params, path.parent, f"{path}: {where}")
+        given, teacher_given, student_given = apply_preset(path, i, cls, entry)
+        raw = resolve_params(given, cls.Params, path.parent, f"{path}: {where}")
         params = _validate_params(path, where, cls.Params, raw)
         inputs = hash_params(params, f"{path}: {where}")
         task = cls()
-        teacher = _recipe(path, f"tasks[{i}].teacher", task.teacher_recipe(params), entry.teacher)
-        student = _recipe(path, f"tasks[{i}].student", task.student_recipe(params), entry.student)
+        teacher = _recipe(path, f"tasks[{i}].teacher", task.teacher_recipe(params), teacher_given)
+        student = _recipe(path, f"tasks[{i}].student", task.student_recipe(params), student_given)
         budget = entry.budget or suite.budget
         if budget is None:
             raise UserError(f"{path}: budget: missing (give it for the suite or for tasks[{i}])")

@@ -34,7 +34,7 @@ class TinyTask:
     params: dict = field(default_factory=lambda: {"n": 10, "k": 2, "teacher_width": 64, "student_width": 16,
                                                   "eval_size": 256})
     teacher: dict = field(default_factory=lambda: {"optimizer": "adam", "lr": 0.01, "batch_size": 32,
-                                                   "steps": 300})
+                                                   "steps": 300, "checkpoint_every": 100_000})
     student: dict = field(default_factory=lambda: {"optimizer": "adam", "lr": 0.01, "batch_size": 16})
 
 

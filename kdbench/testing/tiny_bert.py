@@ -24,7 +24,7 @@ from tokenizers import Tokenizer, models, processors
 
 from kdbench.api import Recipe
 from kdbench.models.hf import import_transformers, quiet_progress
-from kdbench.run.engine import train
+from kdbench.run.engine import progress_every, progress_recorder, train
 from kdbench.run.teachers import teacher_job
 from kdbench.streams import derive_seed
 from kdbench.tasks.wikipedia import (SPECIAL_TOKENS, SPECIALS, WikipediaInstance, WikipediaParams, read_corpus,
@@ -59,10 +59,13 @@ def bert_style_tokenizer(lines: list[str], vocab_size: int):
 
 def make_tiny_bert(folder: str | Path, corpus: str | Path = CORPUS, *, vocab_size: int = 1000, width: int = 64,
                    layers: int = 4, heads: int = 4, steps: int = 0, seed: int = 0,
-                   log: Optional[Callable[[str], None]] = None) -> Path:
+                   log: Optional[Callable[[str], None]] = None,
+                   progress: Optional[Callable[[int, int], None]] = None) -> Path:
     """Write a tiny BERT (model and tokenizer, ``save_pretrained``) into ``folder``; with ``steps``,
-    train it that many MLM steps on ``corpus`` first. Return the folder. (The keyword arguments are the
-    model's sizes and its pretraining, each with a default, hence their number.)"""
+    train it that many MLM steps on ``corpus`` first, reporting ``(steps done, steps)`` to ``progress``
+    (and each evaluation to its ``record``, as a :class:`kdbench.progress.JobProgress` takes them).
+    Return the folder. (The keyword arguments are the model's sizes, its pretraining and its reporting,
+    each with a default, hence their number.)"""
     transformers = import_transformers()
     folder = Path(folder)
     tokenizer = bert_style_tokenizer(read_corpus(str(corpus)), vocab_size)
@@ -80,7 +83,9 @@ def make_tiny_bert(folder: str | Path, corpus: str | Path = CORPUS, *, vocab_siz
     if steps > 0:
         task = WikipediaInstance(WikipediaParams(corpus=str(corpus), teacher_hf=str(folder), seq_len=SEQ_LEN),
                                  derive_seed("task", seed), torch.device("cpu"))
-        job = teacher_job(task, seed, PRETRAIN.model_copy(update={"steps": steps}), eval_points=2)
+        job = teacher_job(task, seed, PRETRAIN.model_copy(update={"steps": steps}), eval_points=2,
+                          on_step=progress_every(progress))
+        job.on_record = progress_recorder(progress, task.metric)
         result = train(job)
         if log is not None:
             start, end = result.curve[0]["masked_accuracy"], result.curve[-1]["masked_accuracy"]

@@ -298,10 +298,6 @@ class Sweep:
                 runs.update((r.run_id, r) for r in self._pending(study, trial.number, study.settings(trial)).runs)
         return list(runs.values())
 
-    def trial_run_ids(self) -> list[str]:
-        """The run ids of :meth:`trial_runs`."""
-        return [r.run_id for r in self.trial_runs()]
-
     def teacher_checkpoints(self) -> dict[str, set[int]]:
         """Per dev teacher id, the checkpoints the trials may read: every combination of the method
         params' finite values (choices, stepped ranges, small int ranges; a float range's ends),

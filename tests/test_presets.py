@@ -1,0 +1,61 @@
+"""Task presets: a task named with no params gets a laptop size; ``preset: paper`` gives the
+papers' size, the entry's own params and recipes winning over it, and leaves no trace in run ids."""
+
+from kdbench.plugins import load_plugins
+from kdbench.suite.expand import read_suite
+from tests.conftest import kdbench
+
+SUITE = """
+name: presets
+seeds: [0]
+budget: {{flops: 1e9}}
+tasks:
+  - name: parity-mlp
+    params: {params}
+{extra}methods:
+  - name: one-shot
+"""
+
+
+def runs_of(write_suite, params: str, extra: str = "", name: str = "suite.yaml"):
+    path = write_suite(SUITE.format(params=params, extra=extra), name)
+    return read_suite(path, load_plugins)[0].runs
+
+
+def test_parity_mlp_defaults_are_the_quickstart_size(write_suite):
+    (run,) = runs_of(write_suite, "{}")
+    p = run.task_params
+    assert (p.n, p.k, p.teacher_width, p.student_width) == (100, 4, 1000, 100)
+    t = run.teacher_recipe
+    assert (t.optimizer, t.lr, t.batch_size, t.steps, t.checkpoint_every) == ("adam", 0.002, 64, 14_000, 250)
+
+
+def test_paper_preset_is_the_papers_size_and_spelled_out_gives_the_same_run(write_suite):
+    (preset,) = runs_of(write_suite, "{preset: paper}", name="a.yaml")
+    p, t, s = preset.task_params, preset.teacher_recipe, preset.student_recipe
+    assert (p.n, p.k, p.teacher_width, p.student_width) == (100, 6, 50_000, 100)
+    assert (t.optimizer, t.lr, t.batch_size, t.steps, t.checkpoint_every) == ("sgd", 0.01, 1, 10_000_000, 100_000)
+    assert (s.optimizer, s.batch_size) == ("sgd", 1)
+    spelled = ("    teacher: {optimizer: sgd, lr: 0.01, batch_size: 1, steps: 10000000, checkpoint_every: 100000}\n"
+               "    student: {optimizer: sgd, lr: 0.01, batch_size: 1}\n")
+    (same,) = runs_of(write_suite, "{n: 100, k: 6, teacher_width: 50000, student_width: 100}", spelled, "b.yaml")
+    assert same.run_id == preset.run_id and same.teacher_id == preset.teacher_id
+
+
+def test_given_params_and_recipes_win_over_the_preset(write_suite):
+    (run,) = runs_of(write_suite, "{preset: paper, teacher_width: 2000}", "    teacher: {steps: 500}\n")
+    assert (run.task_params.k, run.task_params.teacher_width) == (6, 2000)
+    assert (run.teacher_recipe.optimizer, run.teacher_recipe.steps) == ("sgd", 500)
+
+
+def test_an_unknown_preset_names_the_allowed_ones(write_suite):
+    path = write_suite(SUITE.format(params="{preset: huge}", extra=""))
+    result = kdbench("validate", path, expect=2)
+    assert "tasks[0].params.preset: unknown preset 'huge' of task parity-mlp (allowed: paper)" in result.output
+    assert str(path) in result.output
+
+
+def test_describe_lists_the_presets():
+    output = kdbench("describe", "parity-mlp").output
+    assert "preset paper (tasks[i].params.preset: paper; given params win): params: n 100, k 6, teacher_width " \
+           "50000" in output.replace("\n", " ")
