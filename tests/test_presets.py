@@ -1,9 +1,11 @@
 """Task presets: a task named with no params gets a laptop size; ``preset: paper`` gives the
 papers' size, the entry's own params and recipes winning over it, and leaves no trace in run ids."""
 
+import pytest
+
 from kdbench.plugins import load_plugins
 from kdbench.suite.expand import read_suite
-from tests.conftest import kdbench
+from tests.conftest import DATA, kdbench
 
 SUITE = """
 name: presets
@@ -59,3 +61,24 @@ def test_describe_lists_the_presets():
     output = kdbench("describe", "parity-mlp").output
     assert "preset paper (tasks[i].params.preset: paper; given params win): params: n 100, k 6, teacher_width " \
            "50000" in output.replace("\n", " ")
+
+
+# (task, a default that is a CPU size and the same field under preset: paper, the same for the teacher's steps)
+TRANSFORMER_TASKS = [
+    ("parity-transformer", ("teacher_width", 128, 256), (4000, 250_000)),
+    ("pcfg-bert", ("teacher_width", 64, 256), (2000, 8000)),
+    ("wikipedia-bert", ("teacher_width", 128, 768), (3000, 1_000_000)),
+]
+
+
+@pytest.mark.parametrize("task, param, steps", TRANSFORMER_TASKS, ids=[t[0] for t in TRANSFORMER_TASKS])
+def test_transformer_tasks_default_to_the_cpu_suites_sizes_and_the_preset_is_the_papers(write_suite, task, param,
+                                                                                          steps):
+    """With no params a task is suites/cpu/'s size (minutes on a CPU); preset: paper is the papers'."""
+    corpus = f"corpus: {DATA / 'wikitext-2-excerpt'}, " if task == "wikipedia-bert" else ""
+    small, paper = (read_suite(write_suite(SUITE.format(params="{" + corpus + preset + "}", extra="")
+                                           .replace("parity-mlp", task), f"{i}.yaml"), load_plugins)[0].runs[0]
+                    for i, preset in enumerate(["", "preset: paper"]))
+    name, cpu, papers = param
+    assert getattr(small.task_params, name) == cpu and getattr(paper.task_params, name) == papers
+    assert (small.teacher_recipe.steps, paper.teacher_recipe.steps) == steps

@@ -105,7 +105,7 @@ def test_grammar_file_format_weights_comments_and_recursion(tmp_path):
         assert earley_accepts(g, words(g, row, n))
     # a recursive grammar has no longest string: the task needs seq_len
     with pytest.raises(UserError, match="seq_len"):
-        PCFGBert().build(PCFGParams(grammar=str(path), **TINY), 0, CPU)
+        PCFGBert().build(PCFGParams(grammar=str(path), seq_len=None, **TINY), 0, CPU)
     task = PCFGBert().build(PCFGParams(grammar=str(path), seq_len=8, eval_size=4, **TINY), 0, CPU)
     assert task.train_batch(torch.Generator().manual_seed(0), 3).inputs.shape == (3, 8)
 
@@ -190,7 +190,7 @@ def test_parity_transformer_tokens_labels_and_models():
 
 
 def test_pcfg_sequences_cls_padding_truncation_and_masking():
-    task = PCFGBert().build(PCFGParams(eval_size=16, **TINY), 0, CPU)
+    task = PCFGBert().build(PCFGParams(eval_size=16, seq_len=None, **TINY), 0, CPU)  # null: the longest + 1
     assert task.seq_len == 433 and task.vocab_size == 6 and (task.cls_id, task.mask_id) == (4, 5)
     tokens = task.sequences(torch.Generator().manual_seed(0), 8)
     assert (tokens[:, 0] == task.cls_id).all()

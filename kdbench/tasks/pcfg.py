@@ -43,17 +43,18 @@ from kdbench.tasks.mlm import Masker, MLMInstance, MLMParams
 class PCFGParams(EncoderSizes, MLMParams):
     grammar: Annotated[str, PathParam(when=lambda spec: spec not in NAMED_GRAMMARS)] = Field(
         "cfg3b", description="cfg3b, cfg3b-pd, or a grammar file (in a suite: relative to the suite's folder)")
-    seq_len: Optional[int] = Field(None, ge=2, description="tokens per sequence ([CLS] included); "
-                                                           "default: the longest string + 1")
+    # the defaults are suites/cpu/pcfg-bert.yaml's CPU size; the papers' is the preset "paper"
+    seq_len: Optional[int] = Field(64, ge=2, description="tokens per sequence ([CLS] included; longer strings are "
+                                                         "cut); null: the longest string + 1")
     mask_rate: float = Field(0.3, gt=0, le=1, description="fraction of positions chosen for prediction")
     teacher_layers: int = Field(4, ge=1, description="teacher transformer blocks")
-    teacher_heads: int = Field(32, ge=1, description="teacher attention heads")
-    teacher_width: int = Field(256, ge=1, description="teacher model width (heads x head dimension)")
+    teacher_heads: int = Field(4, ge=1, description="teacher attention heads")
+    teacher_width: int = Field(64, ge=1, description="teacher model width (heads x head dimension)")
     student_layers: int = Field(4, ge=1, description="student transformer blocks")
-    student_heads: int = Field(8, ge=1, description="student attention heads")
-    student_width: int = Field(64, ge=1, description="student model width (heads x head dimension)")
+    student_heads: int = Field(2, ge=1, description="student attention heads")
+    student_width: int = Field(32, ge=1, description="student model width (heads x head dimension)")
     mlp_ratio: int = Field(4, ge=1, description="MLP hidden width / model width")
-    eval_size: int = Field(1024, ge=1, description="evaluation strings (the public code used 4096)")
+    eval_size: int = Field(256, ge=1, description="evaluation strings (the public code used 4096)")
     eval_batch_size: int = Field(128, ge=1, description="evaluation chunk (memory only, not results)")
 
 
@@ -113,12 +114,19 @@ class PCFGBert(Task):
     def build(self, params, seed, device, cache_dir=None):
         return PCFGInstance(params, seed, device)
 
+    # the papers' size: whole strings, a 32-head 256-d teacher trained 8k steps at batch 512 (the public code's
+    # teacher checkpoints are read at 1k..8k steps), its AdamW 5e-3
+    presets = {"paper": {
+        "params": {"seq_len": None, "teacher_heads": 32, "teacher_width": 256, "student_heads": 8,
+                   "student_width": 64, "eval_size": 1024},
+        "teacher": {"lr": 5e-3, "batch_size": 512, "steps": 8000, "checkpoint_every": 1000},
+        "student": {"lr": 5e-3, "batch_size": 512}}}
+
     def teacher_recipe(self, params):
-        # the public code's teacher checkpoints are read at 1k..8k steps
-        return mlm_recipe(steps=8000, checkpoint_every=1000)
+        return mlm_recipe(steps=2000, checkpoint_every=200).model_copy(update={"lr": 3e-3, "batch_size": 32})
 
     def student_recipe(self, params):
-        return mlm_recipe()
+        return mlm_recipe().model_copy(update={"lr": 3e-3, "batch_size": 32})
 
 
 @hookimpl

@@ -76,21 +76,22 @@ class WikipediaParams(EncoderSizes, MLMParams):
     corpus: Annotated[str, CORPUS_PATH] = Field(
         description="text file, folder of .txt/.raw/.tokens files, or hf:NAME[:CONFIG]; in a suite, relative to "
                     "the suite's folder, ${ENV_VAR} allowed")
-    vocab_size: int = Field(30_522, ge=len(SPECIALS) + 1, description="WordPiece vocabulary size (at most)")
+    # the defaults are suites/cpu/wikipedia-bert.yaml's CPU size; the papers' (BERT-base) is the preset "paper"
+    vocab_size: int = Field(4096, ge=len(SPECIALS) + 1, description="WordPiece vocabulary size (at most)")
     lowercase: bool = Field(True, description="lower-case the text before tokenizing (BERT uncased)")
     tokenizer: Annotated[Optional[str], PathParam()] = Field(
         None, description="HF tokenizers JSON to use instead of training one (e.g. a cached wordpiece-*.json): "
                           "pins the token ids")
-    seq_len: int = Field(128, ge=3, description="tokens per sequence, [CLS] and [SEP] included")
+    seq_len: int = Field(64, ge=3, description="tokens per sequence, [CLS] and [SEP] included")
     eval_fraction: float = Field(0.05, gt=0, lt=1, description="share of the corpus lines held out")
-    eval_size: int = Field(512, ge=1, description="held-out sequences evaluated (at most)")
+    eval_size: int = Field(256, ge=1, description="held-out sequences evaluated (at most)")
     eval_batch_size: int = Field(128, ge=1, description="evaluation chunk (memory only, not results)")
-    teacher_layers: int = Field(12, ge=1, description="teacher transformer blocks")
-    teacher_heads: int = Field(12, ge=1, description="teacher attention heads")
-    teacher_width: int = Field(768, ge=1, description="teacher model width (heads x head dimension)")
-    student_layers: int = Field(4, ge=1, description="student transformer blocks")
-    student_heads: int = Field(4, ge=1, description="student attention heads")
-    student_width: int = Field(256, ge=1, description="student model width (heads x head dimension)")
+    teacher_layers: int = Field(4, ge=1, description="teacher transformer blocks")
+    teacher_heads: int = Field(4, ge=1, description="teacher attention heads")
+    teacher_width: int = Field(128, ge=1, description="teacher model width (heads x head dimension)")
+    student_layers: int = Field(2, ge=1, description="student transformer blocks")
+    student_heads: int = Field(2, ge=1, description="student attention heads")
+    student_width: int = Field(64, ge=1, description="student model width (heads x head dimension)")
     mlp_ratio: int = Field(4, ge=1, description="MLP hidden width / model width")
 
     @field_validator("corpus")
@@ -321,15 +322,22 @@ class WikipediaBert(Task):
     def build(self, params, seed, device, cache_dir=None):
         return WikipediaInstance(params, seed, device, cache_dir)
 
+    # the papers' size: BERT-base (12 x 768, WordPiece 30,522, 128 tokens) pre-trained as Devlin et al.: AdamW
+    # 1e-4, weight decay 0.01, 1% warm-up, linear decay, batch 256; checkpoints at MultiBERTs' 20k-step cadence
+    presets = {"paper": {
+        "params": {"vocab_size": 30_522, "seq_len": 128, "eval_size": 512, "teacher_layers": 12, "teacher_heads": 12,
+                   "teacher_width": 768, "student_layers": 4, "student_heads": 4, "student_width": 256},
+        "teacher": {"lr": 1e-4, "betas": [0.9, 0.999], "schedule": "linear", "warmup": 0.01, "batch_size": 256,
+                    "steps": 1_000_000, "checkpoint_every": 20_000},
+        "student": {"lr": 5e-4, "batch_size": 256}}}
+
     def teacher_recipe(self, params):
-        # BERT-base pre-training (Devlin et al.): AdamW 1e-4, weight decay 0.01, 1% warm-up, linear decay,
-        # batch 256; checkpoints at MultiBERTs' 20k-step cadence for progressive distillation
-        return Recipe(optimizer="adamw", lr=1e-4, betas=(0.9, 0.999), weight_decay=0.01, schedule="linear",
-                      warmup=0.01, batch_size=256, steps=1_000_000, checkpoint_every=20_000)
+        return Recipe(optimizer="adamw", lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01, schedule="cosine",
+                      warmup=0.06, batch_size=32, steps=3000, checkpoint_every=300)
 
     def student_recipe(self, params):
-        return Recipe(optimizer="adamw", lr=5e-4, betas=(0.9, 0.98), weight_decay=0.01, schedule="cosine",
-                      warmup=0.06, batch_size=256)
+        return Recipe(optimizer="adamw", lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01, schedule="cosine",
+                      warmup=0.06, batch_size=32)
 
 
 @hookimpl
