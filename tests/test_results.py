@@ -36,7 +36,8 @@ def test_runs_curves_teachers_and_the_leaderboard_frame(tmp_path):
     assert runs.loc["b", "value"] == 0.7 and runs.loc["b", "auc"] == pytest.approx((0.5 + 0.65) / 2)
     assert runs.loc["a", "config_key"] == runs.loc["b", "config_key"] != runs.loc["c", "config_key"]
     curves = res.curves()
-    assert list(curves.columns[:7]) == ["run_id", "step", "samples", "flops", "phase", "time", "train_loss"]
+    assert list(curves.columns[:11]) == ["run_id", "task", "method", "seed", "teacher_seed", "step", "samples", "flops",
+                                         "phase", "time", "train_loss"]
     assert list(curves.run_id) == ["a"] * 2 + ["b"] * 3  # a failed run has no curve
     assert list(curves.accuracy) == [0.4, 0.5, 0.4, 0.6, 0.7]
     teachers = res.teachers().set_index("teacher_id")
