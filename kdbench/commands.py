@@ -28,6 +28,7 @@ from kdbench import __version__
 from kdbench.errors import UserError
 from kdbench.files import atomic_write_json
 from kdbench.launchers import LaunchContext, choose_launcher, local
+from kdbench.launchers.common import interrupted_lines
 from kdbench.launchers.threads import ThreadChoice, choose_threads, torch_threads
 from kdbench.loggers.selection import choose_loggers
 from kdbench.plugins import Registry, load_plugins
@@ -204,13 +205,16 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
             with ctx.reporter:
                 runs, tuning_ids = _tune(loaded, registry, tasks, params, launcher_cls, ctx, launch, Path(suite))
             result.total += len(tuning_ids)
-        write_manifest(out, loaded.suite.name, Path(suite), [r.run_id for r in runs], tuning_ids)
+        write_manifest(out, loaded.suite.name, Path(suite), [r.run_id for r in runs], tuning_ids,
+                       {r.run_id: [r.task_label, r.method_label] for r in runs})
         done = sum(run_is_done(out, r.run_id) for r in runs)
         if done:
             log(f"{done} of {len(runs)} runs already finished in {out}: skipped.")
         with ctx.reporter:
             launch(runs)
     except KeyboardInterrupt:
+        for line in interrupted_lines(out, launched):
+            log(line)
         with contextlib.suppress(OSError):
             write_outputs(out, log)
         raise

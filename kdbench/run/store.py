@@ -270,17 +270,21 @@ def record_outputs(out: Path, version: str) -> None:
 
 
 def write_manifest(out: Path, suite_name: str, suite_file: Path, run_ids: list[str],
-                   tuning_run_ids: list[str] = ()) -> Path:
+                   tuning_run_ids: list[str] = (), labels: Optional[dict[str, list[str]]] = None) -> Path:
     """Record in ``OUT/suite.json`` which runs the suite being run consists of (its name,
     the sha256 of ``suite_file``, its run ids, and when that was first recorded); the
     results layer shows only those by default. A tuned suite's trial runs (on dev seeds)
-    are listed apart, as ``tuning_run_ids``. A rerun of the same suite leaves the file
-    as it is. Return its path."""
+    are listed apart, as ``tuning_run_ids``. ``labels`` (``{run id: [task label, method label]}``)
+    are the suite's labels of its runs: a label is not part of a run id, so a run finished under
+    an earlier label is shown under the suite's current one. A rerun of the same suite leaves
+    the file as it is. Return its path."""
     path = Path(out) / MANIFEST
     manifest = {"suite": suite_name, "sha256": hashlib.sha256(Path(suite_file).read_bytes()).hexdigest(),
                 "run_ids": list(run_ids)}
     if tuning_run_ids:
         manifest["tuning_run_ids"] = list(tuning_run_ids)
+    if labels:
+        manifest["labels"] = {run_id: list(pair) for run_id, pair in labels.items()}
     old = read_json(path)
     if not (isinstance(old, dict) and {k: v for k, v in old.items() if k != "time"} == manifest):
         atomic_write_json(path, {**manifest, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
