@@ -28,6 +28,7 @@ from kdbench import __version__
 from kdbench.errors import UserError
 from kdbench.files import atomic_write_json
 from kdbench.launchers import LaunchContext, choose_launcher, local
+from kdbench.launchers.common import interrupted_lines
 from kdbench.launchers.threads import ThreadChoice, choose_threads, torch_threads
 from kdbench.loggers.selection import choose_loggers
 from kdbench.plugins import Registry, load_plugins
@@ -221,6 +222,8 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
         with ctx.reporter:
             launch(runs)
     except KeyboardInterrupt:
+        for line in interrupted_lines(out, launched):
+            log(line)
         with contextlib.suppress(OSError):
             write_outputs(out, log)
         raise

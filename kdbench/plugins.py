@@ -187,13 +187,31 @@ def _collect(registry: Registry) -> None:
                     raise UserError(f"plugin {impl.plugin_name!r} failed in {hook.name}: {exc}") from exc
                 registry.failures[impl.plugin_name] = f"{type(exc).__name__}: {exc}"
                 continue
+            twice = _names_given_twice(classes)
+            if twice:  # which of the two would win is an accident of order: neither does
+                registry.failures[impl.plugin_name] = "; ".join(
+                    f"{kind} {name!r} is registered twice by this plugin ({', '.join(owners)})"
+                    for name, owners in twice.items())
             for cls in classes:
                 name = getattr(cls, "name", None)
                 if not name:
                     registry.failures[impl.plugin_name] = f"{cls!r} has no name"
+                    continue
+                if name in twice:
                     continue
                 if name in table and table[name].source != source:
                     registry.failures[impl.plugin_name] = (
                         f"{kind} {name!r} is already provided by {table[name].source}")
                     continue
                 table[name] = PluginInfo(kind, name, str(getattr(cls, "version", "1")), source, cls)
+
+
+def _names_given_twice(classes) -> dict[str, list[str]]:
+    """``{name: [class names]}`` for every name that two different classes of one hook's list give."""
+    owners: dict[str, list] = {}
+    for cls in classes:
+        name = getattr(cls, "name", None)
+        if name and cls not in owners.setdefault(name, []):
+            owners[name].append(cls)
+    return {name: [getattr(c, "__qualname__", repr(c)) for c in found] for name, found in owners.items()
+            if len(found) > 1}

@@ -97,9 +97,8 @@ def run(
                          launcher_options=launcher_option or (), sbatch=sbatch or (), detach=detach,
                          precision=precision, compile=compile, plugins=plugin or (), loggers=loggers or (),
                          reporter=Reporter(quiet), log=_log, keep_students=keep_students)
-    except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143), the runs in progress saved
-        err_console.print("interrupted: finished runs are kept and the run in progress saved its state; "
-                          "run the same command again to resume.")
+    except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143); run_suite logged what each run saved
+        err_console.print("interrupted: finished runs are kept; run the same command again to go on.")
         raise typer.Exit(getattr(exc, "exit_code", 130))
     if done.detached:
         err_console.print(f"detached: `kdbench status {done.output}` shows the jobs; `kdbench run {suite}` again "

@@ -22,7 +22,7 @@ from kdbench.plugins import Registry
 from kdbench.progress import Reporter
 from kdbench.run.options import RunOptions
 from kdbench.suite.identity import Run
-from kdbench.suite.schema import format_validation_error, unknown_name
+from kdbench.suite.schema import format_validation_error, unknown_name, validate_strictly
 
 
 @dataclass
@@ -131,7 +131,7 @@ def launcher_params(cls: type[Launcher], suite_options: dict, cli_options: dict,
     """``cls.Params`` from the suite's options with the command line's on top; a bad key or
     value is a UserError naming the suite's ``launcher.options`` or the command-line option."""
     try:
-        cls.Params.model_validate(suite_options)
+        validate_strictly(cls.Params, suite_options)  # the suite's own: strictly; -L values are YAML text
     except ValidationError as err:
         raise UserError(format_validation_error(where, err, "launcher.options", cls.Params)) from err
     try:

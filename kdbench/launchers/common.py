@@ -6,6 +6,9 @@ import errno
 from pathlib import Path
 from typing import Optional
 
+import torch
+
+from kdbench.run.store import run_dir, teacher_dir
 from kdbench.suite.identity import Run
 
 # glibc malloc returning memory to the OS on every large free cost up to 2x on mid-size models
@@ -71,4 +74,38 @@ def failure_lines(failed: list[dict], out: Path) -> list[str]:
         where = first.get("unrecorded") or f"traceback: {out / 'runs' / first['run_id'] / 'traceback.txt'}"
         runs = f"run {ids}" if len(group) == 1 else f"{len(group)} runs ({ids})"
         lines.append(f"[red]failed:[/red] {runs}: {key} ({where})")
+    return lines
+
+
+def saved_step(state: Path) -> Optional[int]:
+    """The step a saved training state (``state.pt``) resumes from; None if there is none or it cannot be read."""
+    try:
+        return int(torch.load(state, map_location="cpu", weights_only=True, mmap=True)["step"])
+    except Exception:  # noqa: BLE001 - absent, partly written or not a state: no step to resume from
+        return None
+
+
+def _what_was_saved(folder: Path) -> str:
+    step = saved_step(folder / "state.pt")
+    if step is not None:
+        return f"state saved at step {step}; the next `kdbench run` resumes it from there"
+    if (folder / "state.pt").exists():
+        return "its saved state cannot be read; the next `kdbench run` discards it and starts over"
+    return "nothing saved (it stopped before its first save); the next `kdbench run` starts it over"
+
+
+def interrupted_lines(out: Path, runs: list[Run]) -> list[str]:
+    """After Ctrl-C or SIGTERM, what is on disk for each of ``runs`` (those launched) that had started and
+    has no result, and for their teachers: the step of the saved state, or that nothing was saved (a plugin
+    that hung inside a step, interrupted again, stops before it can save)."""
+    lines = []
+    for tid in dict.fromkeys(run.teacher_id for run in runs):
+        folder = teacher_dir(out, tid)
+        if folder.is_dir() and not (folder / "summary.json").exists():
+            lines.append(f"teacher {tid}: {_what_was_saved(folder)}")
+    for run in runs:
+        folder = run_dir(out, run.run_id)
+        if folder.is_dir() and not (folder / "summary.json").exists():  # started, no result (finished or failed)
+            lines.append(f"run {run.run_id} ({run.task_label} / {run.method_label}, seed {run.seed}): "
+                         f"{_what_was_saved(folder)}")
     return lines

@@ -19,7 +19,7 @@ from kdbench.launchers import parse_option
 from kdbench.loggers import Logger, missing_modules
 from kdbench.loggers.schema import LoggerEntry
 from kdbench.plugins import Registry
-from kdbench.suite.schema import format_validation_error, unknown_name
+from kdbench.suite.schema import format_validation_error, unknown_name, validate_strictly
 
 NO_LOGGERS = "none"
 COMMAND_LINE = Path("command line")
@@ -91,7 +91,9 @@ def _params(registry: Registry, name: str, options: dict, origin: Origin):
                            registry.failure_lines())
     cls = registry.loggers[name].cls
     try:
-        return cls.Params.model_validate(options)
+        if origin.file == COMMAND_LINE:  # --log values are YAML text: pydantic's usual coercions
+            return cls.Params.model_validate(options)
+        return validate_strictly(cls.Params, options)
     except ValidationError as err:
         raise UserError(format_validation_error(origin.file, err, origin.options, cls.Params)) from err
 

@@ -86,11 +86,12 @@ def _num(v) -> float:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
 
 
-def _run_row(run: RunFolder) -> dict:
+def _run_row(run: RunFolder, labels: dict) -> dict:
     c, s = run.config, run.summary or {}
+    task, method = labels.get(run.path.name) or (c["task_label"], c["method_label"])
     return {
-        "run_id": run.path.name, "task": c["task_label"], "method": c["method_label"],
-        "method_label": c["method_label"], "method_name": c["method"], "version": str(c["method_version"]),
+        "run_id": run.path.name, "task": task, "method": method,
+        "method_label": method, "method_name": c["method"], "version": str(c["method_version"]),
         "task_name": c["task"], "task_version": str(c["task_version"]), "seed": c["seed"],
         "teacher_seed": c["teacher_seed"], "teacher_id": c.get("teacher_id"), "config_key": config_key(c),
         "status": run.status, "error": s.get("error"), "diverged_at": s.get("diverged_at"),
@@ -103,9 +104,10 @@ def _run_row(run: RunFolder) -> dict:
     }
 
 
-def _runs_frame(folders: list[RunFolder]) -> pd.DataFrame:
-    """One row per readable run folder, with the per-run derived numbers."""
-    df = pd.DataFrame([_run_row(r) for r in folders])
+def _runs_frame(folders: list[RunFolder], labels: dict) -> pd.DataFrame:
+    """One row per readable run folder, with the per-run derived numbers; a run the manifest labels
+    (``labels``: run id -> (task label, method label)) under those labels, else its config's."""
+    df = pd.DataFrame([_run_row(r, labels) for r in folders])
     if df.empty:
         return df
     curves = [r.curve or [] for r in folders]
@@ -168,6 +170,18 @@ def _teachers(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     columns = ["teacher_id", "status", "metrics", "steps", "flops", "wall_time", "checkpoints", "checkpoint_bytes",
                "source", "summary"]
     return pd.DataFrame(rows, columns=columns), _long_form(curves, "teacher_id")
+
+
+def _manifest_labels(manifest: Optional[dict]) -> dict[str, tuple[str, str]]:
+    """The suite's (task label, method label) of each of its runs, from its manifest's ``labels``
+    (empty for older manifests, which have none). A label is no part of a run id: a run finished
+    under an earlier label is shown under the suite's current one."""
+    labels = (manifest or {}).get("labels")
+    if not isinstance(labels, dict):
+        return {}
+    pairs = {run_id: (entry.get("task"), entry.get("method")) for run_id, entry in labels.items()
+             if isinstance(entry, dict)}
+    return {run_id: pair for run_id, pair in pairs.items() if all(isinstance(x, str) and x for x in pair)}
 
 
 def _manifest(path: Path) -> tuple[Optional[dict], Optional[str]]:
@@ -334,12 +348,14 @@ def load_results(path: Union[str, Path], all_runs: bool = False) -> Results:
     tuned = sum(d.name in (tuning or ()) for d in folders)
     read = [read_run(d) for d in inside]
     good = [r for r in read if r.problem is None]
+    labels = _manifest_labels(suite)
     bad = [{"run_id": r.path.name, "reason": r.problem,
             **{k: (r.config or {}).get(c) for k, c in (("task", "task_label"), ("method", "method_label"),
-                                                         ("seed", "seed"))}} for r in read if r.problem]
+                                                         ("seed", "seed"))},
+            **dict(zip(("task", "method"), labels.get(r.path.name, ())))} for r in read if r.problem]
     curves = _long_form({r.path.name: r.curve for r in good if r.status in FINAL_STATUSES}, "run_id")
     teachers, teacher_curves = _teachers(path)
     unreadable = pd.DataFrame(bad, columns=["run_id", "reason", "task", "method", "seed"], dtype=object)
-    return Results(path, Frames(_runs_frame(good), curves, teachers, teacher_curves, unreadable),
+    return Results(path, Frames(_runs_frame(good, labels), curves, teachers, teacher_curves, unreadable),
                    Scope(suite, not scoped, len(folders) - len(inside) - tuned, not_started, problem, _suite_yaml(path),
                          tuning, tuned))

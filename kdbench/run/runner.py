@@ -91,7 +91,12 @@ def method_phases(run: Run, registry: Registry, task: TaskInstance, teacher, dev
     ctx = MethodContext(task=task, student=student, teacher=teacher, teacher_recipe=run.teacher_recipe,
                         seed=run.seed, device=device, generator=streams.generator("method", run.seed),
                         make_teacher=lambda: new_teacher(task, run.teacher_seed))
-    return student, cls().phases(ctx, method_params), ctx
+    phases = cls().phases(ctx, method_params)
+    if not isinstance(phases, (list, tuple)) or not all(isinstance(ph, Phase) for ph in phases):
+        raise ValueError(f"phases() returned {type(phases).__name__}, not a list of Phase")
+    if not phases:  # nothing to train, nothing to charge: no budget can be spent
+        raise ValueError("phases() returned an empty list; a method trains in at least one Phase")
+    return student, list(phases), ctx
 
 
 def measure_cotrain(phases: list[Phase], task: TaskInstance, batch_size: int, device: torch.device,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -19,7 +20,7 @@ from kdbench.suite.claims import validate_claims
 from kdbench.suite.file import excerpt, read_suite_file
 from kdbench.suite.identity import Run, run_identity
 from kdbench.suite.model import Budget, ResolvedBudget, Suite
-from kdbench.suite.schema import format_validation_error, unknown_name
+from kdbench.suite.schema import format_validation_error, unknown_name, validate_strictly
 from kdbench.suite.tune import TunePlan, resolve_tune
 
 
@@ -41,14 +42,14 @@ class LoadedSuite:
 def parse_suite(path: Path) -> Suite:
     data = read_suite_file(path)
     try:
-        return Suite.model_validate(data)
+        return validate_strictly(Suite, data)
     except ValidationError as err:
         raise UserError(format_validation_error(path, err, model=Suite)) from err
 
 
 def _validate_params(path: Path, where: str, model, params: dict):
     try:
-        return model.model_validate(params)
+        return validate_strictly(model, params)
     except ValidationError as err:
         raise UserError(format_validation_error(path, err, where, model)) from err
 
@@ -81,9 +82,12 @@ def check_state_dict(path: Path, where: str, file: Path) -> Path:
     if not file.is_file():
         raise UserError(f"{path}: {where}: no such file {str(file)!r}")
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns of a pickled file's protocol before refusing it: ours says it
+            warnings.simplefilter("ignore")
+            state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"{path}: {where}: {file} is not a PyTorch state dict ({type(exc).__name__})") from exc
+        raise UserError(f"{path}: {where}: {file} is not a PyTorch state dict ({type(exc).__name__}); give a file "
+                        "saved with torch.save(model.state_dict())") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path}: {where}: {file} is not a PyTorch state dict (name -> tensor)")
     return file.resolve()
@@ -161,7 +165,20 @@ def expand(suite: Suite, path: Path, registry: Registry,
         if resolved.method is not None:
             task_runs = _priced(task_runs, price, registry, path)
         runs += [replace(run, run_id=run_identity(run)) for run in task_runs]
+    _check_distinct(runs, path)
     return runs
+
+
+def _check_distinct(runs: list[Run], path: Path) -> None:
+    """A UserError if two entries of the suite give the same runs (labels are not part of a run id)."""
+    seen: dict[str, Run] = {}
+    for run in runs:
+        other = seen.setdefault(run.run_id, run)
+        if other is not run:
+            section, a, b = (("methods", other.method_label, run.method_label) if other.method_label != run.method_label
+                             else ("tasks", other.task_label, run.task_label))
+            raise UserError(f"{path}: {section}: {a!r} and {b!r} are the same runs (the same plugin, params and "
+                            "budget under two labels); drop one, or give it other params")
 
 
 def _resolved_budget(budget: Budget, methods: list, registry: Registry) -> ResolvedBudget:
@@ -204,6 +221,30 @@ def check_plugin_file(file, where: str) -> None:
         raise UserError(f"{where}: {excerpt(str(file))} is not a Python file; a plugin file ends in .py")
 
 
+OUTPUT_RULE = ("a suite's output is a folder inside the working directory, given relative to it without '..'; "
+               "to write anywhere else, give -o/--output on the command line")
+
+
+def check_output(path: Path, output: Optional[str]) -> None:
+    """A UserError naming the suite file unless its ``output:`` stays inside the working directory: a
+    relative path without ``..`` (or a leading ``~``) that no symlink leads out of. A suite file may come
+    from anyone; only the command line (``-o``) may send results elsewhere."""
+    if not output:
+        return
+    given = Path(output)
+    if given.is_absolute() or output.startswith("~"):
+        why = "starts at the home folder" if output.startswith("~") else "is an absolute path"
+    elif ".." in given.parts:
+        why = "climbs out with '..'"
+    else:
+        here = Path.cwd().resolve()
+        target = (here / given).resolve()
+        if target == here or here in target.parents:
+            return
+        why = f"leads to {excerpt(str(target))} through a symlink"
+    raise UserError(f"{path}: output: {excerpt(output)} {why}; {OUTPUT_RULE}")
+
+
 def read_suite(path: Path, registry_factory, extra_plugins: tuple = (),
                price: Optional[Callable[[Run, Registry], float]] = None) -> tuple[LoadedSuite, Registry]:
     """Parse ``path``, load plugins (built-ins, entry points, the suite's ``plugins:``
@@ -211,6 +252,7 @@ def read_suite(path: Path, registry_factory, extra_plugins: tuple = (),
     UserError on any bad input. :func:`kdbench.run.pricing.load_suite` calls it with the pricer."""
     path = Path(path)
     suite = parse_suite(path)
+    check_output(path, suite.output)
     plugin_paths = [str((path.parent / p).resolve()) if not Path(p).is_absolute() else p for p in suite.plugins]
     for i, p in enumerate(plugin_paths):
         check_plugin_file(p, f"{path}: plugins[{i}]")

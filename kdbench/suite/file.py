@@ -5,6 +5,7 @@ values in messages.
 
 from __future__ import annotations
 
+import re
 import reprlib
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,14 @@ class _SuiteLoader(yaml.SafeLoader):
                 except TypeError:  # an unhashable key: the base class says so
                     continue
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2 floats that YAML 1.1 (PyYAML) reads as strings: an exponent without a dot or without a sign
+# (1e6, 1.0e5, 2E-3): a suite's `flops: 1e6` is the number it looks like
+_SuiteLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 def _children(node: yaml.Node) -> list:

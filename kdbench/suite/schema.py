@@ -8,7 +8,9 @@ description), so neither can drift from the code.
 
 from __future__ import annotations
 
+import datetime
 import difflib
+import enum
 import json
 import types
 import typing
@@ -153,6 +155,11 @@ def _loc(loc: tuple) -> str:
     return out
 
 
+# what pydantic's JSON mode (validate_strictly) calls an array or an object, in a YAML file's words
+YAML_WORDS = {"list_type": "Input should be a valid list", "tuple_type": "Input should be a valid list",
+              "dict_type": "Input should be a valid dictionary"}
+
+
 def format_validation_error(path: Path, err: ValidationError, prefix: str = "", model=None) -> str:
     """One line per error: the file, the field's location (after ``prefix``) and what is wrong. With
     the validated ``model``, an unknown field's line names the allowed ones and the closest."""
@@ -160,7 +167,7 @@ def format_validation_error(path: Path, err: ValidationError, prefix: str = "", 
     for e in err.errors():
         where = _loc(tuple(e["loc"]))
         where = f"{prefix}.{where}" if prefix and where else (prefix or where or "(top level)")
-        msg = e["msg"]
+        msg = YAML_WORDS.get(e["type"], e["msg"])
         if e["type"] == "extra_forbidden":
             msg = "unknown field" + allowed_fields(model_at(model, tuple(e["loc"])[:-1]), str(e["loc"][-1]))
         msg = msg if len(msg) <= 500 else msg[:500] + "..."  # a library's message may hold pages of frames
@@ -168,6 +175,26 @@ def format_validation_error(path: Path, err: ValidationError, prefix: str = "", 
             msg += f" (got {excerpt(e['input'])})"
         lines.append(f"{path}: {where}: {msg}")
     return "\n".join(lines)
+
+
+def _json_value(obj: Any) -> Any:
+    """What ``json.dumps`` cannot write itself, as JSON data (a model, a path, an enum, a date)."""
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, (Path, enum.Enum, datetime.date, set, frozenset)):
+        return sorted(obj) if isinstance(obj, (set, frozenset)) else getattr(obj, "value", str(obj))
+    raise TypeError(f"{type(obj).__name__} is not JSON data")
+
+
+def validate_strictly(model: type[BaseModel], data: Any) -> BaseModel:
+    """``data`` (what a suite file says) validated by ``model`` as the JSON data YAML is: strictly, so
+    a string is not a number ("1"), a bool is not an int (``true``), a string is not a bool ("no"),
+    while an int is still a float and a list still a tuple. Raises pydantic's ValidationError."""
+    try:
+        text = json.dumps(data, default=_json_value)
+    except (TypeError, ValueError):  # not JSON data (a Python caller's objects): pydantic's usual rules
+        return model.model_validate(data)
+    return model.model_validate_json(text, strict=True)
 
 
 def unknown_name(path: Path, where: str, kind: str, name: str, allowed: list[str],

@@ -44,7 +44,7 @@ from kdbench.api import Recipe
 from kdbench.errors import UserError
 from kdbench.suite.identity import Run, plain, run_identity
 from kdbench.suite.model import Range, TuneSpec
-from kdbench.suite.schema import format_validation_error, members, params_of, type_text, unknown_name
+from kdbench.suite.schema import format_validation_error, members, params_of, type_text, unknown_name, validate_strictly
 
 STUDENT = "student."
 # student recipe fields a sweep may search: not the teacher's length or checkpoint cadence
@@ -239,7 +239,7 @@ class _Checker:
             raise UserError(f"{self.path}: {where}: a range needs a number param; {name} takes "
                             f"{type_text(info.annotation)}{self._allowed(model, field)}: give a list of choices")
         try:
-            rng = Range.model_validate(raw)
+            rng = validate_strictly(Range, raw)
         except ValidationError as err:
             raise UserError(format_validation_error(self.path, err, where, Range)) from err
         kind = "int" if numeric == [int] else "float"

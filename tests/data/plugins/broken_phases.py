@@ -28,6 +28,15 @@ class PhasesRaise(Method):
         return [Phase("main", loss=None, shares=0.5)]  # a typo: Phase has no field "shares" (TypeError)
 
 
+class NoPhases(Method):
+    """phases() returns an empty list: nothing to train (it was a traceback: min() of an empty sequence)."""
+
+    name, version, needs_teacher = "no-phases", "1", False
+
+    def phases(self, ctx, params):
+        return []
+
+
 @hookimpl
 def kdbench_register_methods():
-    return [NoGrad, PhasesRaise]
+    return [NoGrad, PhasesRaise, NoPhases]

@@ -192,6 +192,20 @@ class FillsDisk(Method):
             KDBENCH_TEST_DISK_FULL="1"))
 
 
+class InterruptedMidStep(Method):
+    """Labels only; raises KeyboardInterrupt inside its loss during student step ``at``: a plugin that
+    hung in a step and was interrupted again (a second Ctrl-C stops at once, mid-step, without saving)."""
+
+    name, version, Params, needs_teacher = "interrupted-mid-step", "1", FlagParams, False
+
+    def phases(self, ctx, params):
+        def fire():
+            if claim(params.flag):
+                raise KeyboardInterrupt
+
+        return labels_with_fault(ctx, params, fire)
+
+
 class FaultyParityParams(ParityParams):
     exit_in_build: bool = False  # sys.exit(0) when the task is built
     teacher_fault: Literal["none", "raise", "exit", "kill"] = "none"  # on the teacher's fault_at-th training forward
@@ -237,7 +251,8 @@ class FaultyParity(ParityMLP):
 
 @hookimpl
 def kdbench_register_methods():
-    return [Explodes, GoesNaN, Exits, DiesHard, Signals, SignalsProgressive, FailsWhile, FillsDisk]
+    return [Explodes, GoesNaN, Exits, DiesHard, Signals, SignalsProgressive, FailsWhile, FillsDisk,
+            InterruptedMidStep]
 
 
 @hookimpl
