@@ -145,7 +145,8 @@ def test_a_relabelled_method_takes_its_new_label_without_training_again(tmp_path
     assert "new-name" in kdbench("status", out).output
     (run_id,) = runs.run_id
     assert json.loads((out / "runs" / run_id / "config.json").read_text())["method_label"] == "old-name"
-    assert json.loads((out / "suite.json").read_text())["labels"] == {run_id: ["parity-mlp", "new-name"]}
+    labels = json.loads((out / "suite.json").read_text())["labels"]
+    assert list(labels) == [run_id] and (labels[run_id]["task"], labels[run_id]["method"]) == ("parity-mlp", "new-name")
 
 
 def test_two_labels_for_the_same_runs_are_refused(write_suite):
