@@ -1,0 +1,3 @@
+"""The zoo's logit-based methods (one module each)."""
+
+METHODS: list = []

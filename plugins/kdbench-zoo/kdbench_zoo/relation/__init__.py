@@ -1,0 +1,3 @@
+"""The zoo's relation-based methods (one module each)."""
+
+METHODS: list = []

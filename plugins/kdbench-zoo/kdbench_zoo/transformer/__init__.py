@@ -1,0 +1,3 @@
+"""The zoo's transformer-based methods (one module each)."""
+
+METHODS: list = []
