@@ -38,6 +38,7 @@ from kdbench.run.probe import estimate_job
 from kdbench.run.runner import build_task, prepare
 from kdbench.run.store import make_results_folder, outputs_up_to_date, record_outputs, run_is_done, write_manifest
 from kdbench.run.teachers import ProbeTeacher, teacher_job
+from kdbench.run.trust import code_changes, repair_teachers, set_aside_changed
 from kdbench.run.validation import check_runs
 from kdbench.suite.expand import LoadedSuite
 from kdbench.suite.identity import short_hash
@@ -120,6 +121,7 @@ class SuiteRun:
     leaderboard_path: Optional[Path] = None
     leaderboard_error: Optional[str] = None  # why the leaderboard could not be written (a full disk)
     loaded_results: Optional[object] = field(default=None, repr=False)  # read by write_outputs, if it did
+    code_changed: list[str] = field(default_factory=list)  # finished runs produced by other plugin code
 
     @property
     def results(self) -> Optional[object]:
@@ -152,7 +154,7 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
               sbatch: Sequence[str] = (), detach: bool = False, precision: str = "fp32", compile: bool = False,
               plugins: Sequence[PathLike] = (), loggers: Sequence[Union[str, dict]] = (),
               reporter: Optional[Reporter] = None, log: Callable[[str], None] = lambda message: None,
-              keep_students: Optional[bool] = None) -> SuiteRun:
+              keep_students: Optional[bool] = None, rerun_changed: bool = False) -> SuiteRun:
     """Do what ``kdbench run`` does: validate, train the teachers and every unfinished run, write
     the leaderboard and figures; return a :class:`SuiteRun`. A KeyboardInterrupt (Ctrl-C) saves
     the runs in progress, writes the leaderboard of what finished and propagates (SIGTERM too, as
@@ -163,7 +165,9 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     ``launcher_options`` are ``KEY=VALUE`` strings (``-L``); ``loggers`` are ``--log`` strings
     (``"mlflow:tracking_uri=..."``) or ``{"name", "options"}`` dicts, on top of the suite's
     ``loggers:``; ``log`` receives the messages the CLI prints on stderr; ``reporter`` shows
-    progress (default: none); ``keep_students``, if given, overrides the suite's ``keep_students``.
+    progress (default: none); ``keep_students``, if given, overrides the suite's ``keep_students``;
+    ``rerun_changed`` redoes the finished runs produced by other method or task code than installed
+    now (:mod:`kdbench.run.trust`; without it they are kept and named in ``log``).
     It takes the command's flags one for one (the Python twin of ``kdbench run``), hence their number;
     device, precision and compile become one :class:`kdbench.run.options.RunOptions` here."""
     loaded, registry = load(suite, plugins, output)
@@ -205,6 +209,8 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
                 runs, tuning_ids = _tune(loaded, registry, tasks, params, launcher_cls, ctx, launch, Path(suite))
             result.total += len(tuning_ids)
         write_manifest(out, loaded.suite.name, Path(suite), [r.run_id for r in runs], tuning_ids)
+        _check_done_work(out, runs, registry, options, rerun_changed, result, log,
+                         here=not launcher_cls.runs_elsewhere)
         done = sum(run_is_done(out, r.run_id) for r in runs)
         if done:
             log(f"{done} of {len(runs)} runs already finished in {out}: skipped.")
@@ -218,6 +224,22 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
         result.detached = True
         return result
     return _with_outputs(result, log)
+
+
+def _check_done_work(out: Path, runs: list, registry, options: RunOptions, rerun_changed: bool, result: SuiteRun,
+                     log: Callable[[str], None], here: bool) -> None:
+    """Before the launch: name the finished runs produced by other plugin code than installed now
+    (set aside to be redone with ``rerun_changed``, recorded in ``result.code_changed``), and, when the
+    runs execute ``here``, mend cached teachers whose records do not verify (:mod:`kdbench.run.trust`).
+    Eight arguments: the folder, its runs and plugins, how they run, the flag, and where to report."""
+    changes = code_changes(out, runs, registry)
+    for change in changes:
+        log(change.line(rerun_changed))
+        result.code_changed.extend(change.run_ids)
+    if rerun_changed:
+        set_aside_changed(out, changes)
+    if here:
+        repair_teachers(out, runs, registry, options)
 
 
 def _with_outputs(result: SuiteRun, log: Callable[[str], None]) -> SuiteRun:
