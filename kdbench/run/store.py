@@ -8,6 +8,7 @@ Layout of an output folder::
     OUT/teachers/<teacher_id>/        final.pt, teacher.json, checkpoints/step-<N>.pt, summary.json, curve.json
     OUT/runs/<run_id>/                config.json, curve.json, summary.json, state.pt (while running),
                                       student.safetensors, student.json (kdbench.run.students)
+    each of them also                 hashes.json: the sha256 of each file above (kdbench.run.integrity)
     OUT/leaderboard.md
 
 :func:`read_run` reads a run folder and checks its files for completeness and
