@@ -39,6 +39,7 @@ from kdbench.run.probe import estimate_job
 from kdbench.run.runner import build_task, prepare
 from kdbench.run.store import make_results_folder, outputs_up_to_date, record_outputs, run_is_done, write_manifest
 from kdbench.run.teachers import ProbeTeacher, teacher_job
+from kdbench.run.trust import code_changes, repair_teachers, set_aside_changed
 from kdbench.run.validation import check_runs
 from kdbench.suite.expand import LoadedSuite
 from kdbench.suite.identity import short_hash
@@ -122,6 +123,7 @@ class SuiteRun:
     leaderboard_path: Optional[Path] = None
     leaderboard_error: Optional[str] = None  # why the leaderboard could not be written (a full disk)
     loaded_results: Optional[object] = field(default=None, repr=False)  # read by write_outputs, if it did
+    code_changed: list[str] = field(default_factory=list)  # finished runs produced by other plugin code
 
     @property
     def results(self) -> Optional[object]:
@@ -155,7 +157,7 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
               plugins: Sequence[PathLike] = (), loggers: Sequence[Union[str, dict]] = (),
               reporter: Optional[Reporter] = None, log: Callable[[str], None] = lambda message: None,
               keep_students: Optional[bool] = None,
-              progress: Optional[Callable[[ProgressEvent], None]] = None) -> SuiteRun:
+              progress: Optional[Callable[[ProgressEvent], None]] = None, rerun_changed: bool = False) -> SuiteRun:
     """Do what ``kdbench run`` does: validate, train the teachers and every unfinished run, write
     the leaderboard and figures; return a :class:`SuiteRun`. A KeyboardInterrupt (Ctrl-C) saves
     the runs in progress, writes the leaderboard of what finished and propagates (SIGTERM too, as
@@ -170,6 +172,8 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     ``progress`` receives a :class:`kdbench.progress.ProgressEvent` as each run and teacher starts,
     steps, evaluates and ends (a job estimated over an hour is warned about through ``log``, or the
     reporter's console).
+    ``rerun_changed`` redoes the finished runs produced by other method or task code than installed
+    now (:mod:`kdbench.run.trust`; without it they are kept and named in ``log``).
     It takes the command's flags one for one (the Python twin of ``kdbench run``), hence their number;
     device, precision and compile become one :class:`kdbench.run.options.RunOptions` here."""
     loaded, registry = load(suite, plugins, output)
@@ -216,6 +220,8 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
             result.total += len(trials)
         write_manifest(out, loaded.suite.name, Path(suite), [r.run_id for r in runs], [r.run_id for r in trials],
                        [*runs, *trials])
+        _check_done_work(out, runs, registry, options, rerun_changed, result, log,
+                         here=not launcher_cls.runs_elsewhere)
         done = sum(run_is_done(out, r.run_id) for r in runs)
         if done:
             log(f"{done} of {len(runs)} runs already finished in {out}: skipped.")
@@ -231,6 +237,22 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
         result.detached = True
         return result
     return _with_outputs(result, log)
+
+
+def _check_done_work(out: Path, runs: list, registry, options: RunOptions, rerun_changed: bool, result: SuiteRun,
+                     log: Callable[[str], None], here: bool) -> None:
+    """Before the launch: name the finished runs produced by other plugin code than installed now
+    (set aside to be redone with ``rerun_changed``, recorded in ``result.code_changed``), and, when the
+    runs execute ``here``, mend cached teachers whose records do not verify (:mod:`kdbench.run.trust`).
+    Eight arguments: the folder, its runs and plugins, how they run, the flag, and where to report."""
+    changes = code_changes(out, runs, registry)
+    for change in changes:
+        log(change.line(rerun_changed))
+        result.code_changed.extend(change.run_ids)
+    if rerun_changed:
+        set_aside_changed(out, changes)
+    if here:
+        repair_teachers(out, runs, registry, options)
 
 
 def _with_outputs(result: SuiteRun, log: Callable[[str], None]) -> SuiteRun:

@@ -90,13 +90,17 @@ def run(
     keep_students: Optional[bool] = typer.Option(None, "--keep-students/--no-keep-students",
                                                  help="Keep each finished run's student weights (default: the "
                                                  "suite's keep_students, else yes)."),
+    rerun_changed: bool = typer.Option(False, "--rerun-changed", help="Redo the finished runs produced by other "
+                                       "method or task code than installed now (without it they are kept and "
+                                       "named)."),
 ):
     """Train teachers and run every unfinished run of SUITE, then write the leaderboard."""
     try:
         done = run_suite(suite, output, jobs=jobs, device=device, launcher=launcher,
                          launcher_options=launcher_option or (), sbatch=sbatch or (), detach=detach,
                          precision=precision, compile=compile, plugins=plugin or (), loggers=loggers or (),
-                         reporter=Reporter(quiet), log=_log, keep_students=keep_students)
+                         reporter=Reporter(quiet), log=_log, keep_students=keep_students,
+                         rerun_changed=rerun_changed)
     except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143); run_suite logged what each run saved
         err_console.print("interrupted: finished runs are kept; run the same command again to go on.")
         raise typer.Exit(getattr(exc, "exit_code", 130))

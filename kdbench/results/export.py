@@ -16,7 +16,8 @@ from typing import Optional, Union
 
 from kdbench.errors import UserError
 from kdbench.models.saving import write_exported
-from kdbench.run.store import read_json, read_run, resolve_run_id, resolve_teacher_id, run_dir, teacher_dir
+from kdbench.run.store import (read_json, read_run, resolve_run_id, resolve_teacher_id, run_dir, teacher_dir,
+                                  teacher_problems)
 from kdbench.run.students import STUDENT_RECORD, TEACHER_RECORD, load_kept
 
 PathLike = Union[str, Path]
@@ -40,6 +41,10 @@ def teacher_folder(teacher_id: str, results: Optional[PathLike]) -> Path:
         raise UserError("--teacher: give the results folder holding the teacher with --results RESULTS")
     teacher_id = resolve_teacher_id(Path(results), teacher_id)
     folder = teacher_dir(Path(results), teacher_id)
+    corrupt = teacher_problems(folder).get("summary.json") if folder.is_dir() else None
+    if corrupt:
+        raise UserError(f"{folder / 'summary.json'}: corrupt: {corrupt}; `kdbench run` on its suite retrains the "
+                        "teacher")
     summary = read_json(folder / "summary.json")
     if not isinstance(summary, dict) or summary.get("status") != "finished":
         known = sorted(p.name for p in (Path(results) / "teachers").glob("*") if p.is_dir())
@@ -56,7 +61,8 @@ def export_model(source: PathLike, output: PathLike, *, results: Optional[PathLi
     if teacher:
         folder = teacher_folder(str(source), results)
         kept = load_kept(folder, TEACHER_RECORD, "the teacher was cached before kdbench recorded teacher models; "
-                                                 f"remove {folder} and run its suite again to rebuild it")
+                                                 f"remove {folder} and run its suite again to rebuild it",
+                         "; `kdbench run` on its suite rewrites it (or retrains the teacher)")
     else:
         folder = run_folder(source, results)
         run = read_run(folder)
@@ -64,7 +70,8 @@ def export_model(source: PathLike, output: PathLike, *, results: Optional[PathLi
             raise UserError(f"{folder}: the run has no result to export ({run.problem or run.status})")
         kept = load_kept(folder, STUDENT_RECORD, "the run kept no student (the suite's keep_students: false, "
                                                  "kdbench run --no-keep-students, or a run made before students "
-                                                 "were kept; diverged runs keep none)")
+                                                 "were kept; diverged runs keep none)",
+                         f"; remove {folder / 'summary.json'} and `kdbench run` on its suite redoes the run")
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise UserError(f"{output}: exists and is not a folder")

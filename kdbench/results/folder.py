@@ -39,7 +39,7 @@ from kdbench.results.claims import ClaimsReport, claims_report
 from kdbench.results.leaderboard import FIDELITY, build_leaderboard
 from kdbench.results.render import render
 from kdbench.run.curves import curve_auc, flops_to_target
-from kdbench.run.store import FINAL_STATUSES, MANIFEST, RunFolder, read_json, read_run
+from kdbench.run.store import FINAL_STATUSES, MANIFEST, RunFolder, read_json, read_run, teacher_problems
 from kdbench.suite.identity import SEEDS, config_identity
 from kdbench.tuning.records import read_trials
 
@@ -82,6 +82,14 @@ def config_key(config: dict) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def code_text(code: object) -> Optional[str]:
+    """A run's recorded code fingerprints (config.json ``code``) as short text, ``"method 1a2b3c4d, task
+    5e6f7a8b"``; None for runs recorded before fingerprints, or whose code was not known."""
+    if not isinstance(code, dict) or not any(isinstance(code.get(k), str) for k in ("method", "task")):
+        return None
+    return ", ".join(f"{k} {code[k][:8] if isinstance(code.get(k), str) else '?'}" for k in ("method", "task"))
+
+
 def _num(v) -> float:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
 
@@ -99,7 +107,8 @@ def _run_row(run: RunFolder, labels: dict) -> dict:
         "budget_spec": c["budget"], "budget": s.get("budget_flops"), "device": s.get("device"),
         "checkpoints": s.get("checkpoints_used", 0), "checkpoint_bytes": s.get("checkpoint_bytes", 0),
         "student_bytes": s.get("student_bytes", 0),
-        "kdbench_version": c.get("kdbench_version"), "metrics": s.get("metrics") or {},
+        "kdbench_version": c.get("kdbench_version"), "code": code_text(c.get("code")),
+        "metrics": s.get("metrics") or {},
         "phases": s.get("phases") or [], "config": c, **{k: s.get(k) for k in SUMMARY_NUMBERS},
     }
 
@@ -153,22 +162,25 @@ def _long_form(curves: dict[str, list], id_column: str) -> pd.DataFrame:
 
 
 def _teachers(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Teacher summaries (one row each) and the teachers' curves (long form), each where readable."""
+    """Teacher summaries (one row each) and the teachers' curves (long form), each where readable and
+    verified (:func:`kdbench.run.store.teacher_problems`; ``problem`` says what did not verify)."""
     rows, curves = [], {}
     for d in sorted((path / "teachers").glob("*")):
-        curve = read_json(d / "curve.json")
+        problems = teacher_problems(d) if d.is_dir() else {}
+        curve = read_json(d / "curve.json") if "curve.json" not in problems else None
         if isinstance(curve, list) and all(isinstance(p, dict) and "flops" in p for p in curve):
             curves[d.name] = curve
-        summary = read_json(d / "summary.json")
-        if isinstance(summary, dict):
+        summary = read_json(d / "summary.json") if "summary.json" not in problems else None
+        if isinstance(summary, dict) or problems:
+            summary = summary if isinstance(summary, dict) else {}
             rows.append({"teacher_id": d.name, "status": summary.get("status"),
                          "metrics": summary.get("metrics") or {}, "steps": summary.get("steps"),
                          "flops": summary.get("flops"), "wall_time": summary.get("wall_time"),
                          "checkpoints": len(summary.get("checkpoints") or []),
                          "checkpoint_bytes": summary.get("checkpoint_bytes", 0), "source": summary.get("source"),
-                         "summary": summary})
+                         "summary": summary, "problem": "; ".join(problems.values()) or None})
     columns = ["teacher_id", "status", "metrics", "steps", "flops", "wall_time", "checkpoints", "checkpoint_bytes",
-               "source", "summary"]
+               "source", "summary", "problem"]
     return pd.DataFrame(rows, columns=columns), _long_form(curves, "teacher_id")
 
 
@@ -247,7 +259,8 @@ class Results:
         ``teacher_id``, ``config_key``, ``status`` (finished, diverged, failed, incomplete),
         ``error``, ``metric``, ``higher_is_better``, ``target``, the summary's numbers
         (``flops``, ``total_flops``, ``steps``, ``wall_time``, ``budget``, ``checkpoints``,
-        ``student_bytes``: the kept student's files, 0 when none was kept, ...),
+        ``student_bytes``: the kept student's files, 0 when none was kept, ...), ``code`` (the
+        fingerprints of the method's and task's code that produced it, None for older runs),
         the derived ``value`` (final metric, finished runs), ``auc``, ``to_target`` and
         ``boundaries`` (phase switches in FLOPs), the fidelity to the final teacher at the last
         evaluation from the summary's metrics (``agreement``: top-1 agreement; ``teacher_kl``: mean
@@ -268,7 +281,8 @@ class Results:
     def teachers(self) -> pd.DataFrame:
         """One row per teacher folder with a summary: ``teacher_id``, ``status``, ``metrics``,
         ``steps``, ``flops``, ``wall_time``, ``checkpoints`` (count), ``checkpoint_bytes``,
-        ``source`` (a loaded checkpoint file), and the raw ``summary``."""
+        ``source`` (a loaded checkpoint file), the raw ``summary``, and ``problem``: which of its record
+        files do not verify, and why (None when all do; ``kdbench run`` repairs them)."""
         return self._teachers.copy()
 
     def teacher_curves(self) -> pd.DataFrame:

@@ -183,6 +183,8 @@ class Board:
     teacher_seeds: list[int] = field(default_factory=list)  # of the task's runs, whatever their status
     per_teacher: Optional[pd.DataFrame] = None  # see per_teacher()
     fidelity: list[str] = field(default_factory=list)  # the FIDELITY numbers some run of the task has
+    # per row whose finished runs come from several versions of plugin code: {code fingerprints: runs}
+    code_mixed: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -201,6 +203,7 @@ class Leaderboard:
     manifest_problem: Optional[str] = None
     tuning_runs: int = 0
     claims: Optional[ClaimsReport] = None  # the suite's claims judged on its runs
+    teacher_problems: dict[str, str] = field(default_factory=dict)  # teacher id: which records do not verify
 
     def frame(self) -> pd.DataFrame:
         """One row per (task, method): the task's metric, direction, target and budget, then
@@ -231,6 +234,14 @@ def _configs(g: pd.DataFrame) -> dict[str, dict[str, dict[str, str]]]:
     return out
 
 
+def _code_mixed(g: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Per row label whose finished runs record more than one version of their plugin code (runs whose
+    code is unknown, recorded before fingerprints, left out): how many runs each version produced."""
+    known = g[(g.status == "finished") & g.code.notna()] if "code" in g else g.iloc[:0]
+    counts = {label: rows.code.value_counts().sort_index() for label, rows in known.groupby("method", sort=False)}
+    return {label: {str(k): int(v) for k, v in c.items()} for label, c in counts.items() if len(c) > 1}
+
+
 def build_leaderboard(results, baseline: Optional[str] = None, ci: bool = False) -> Leaderboard:
     """The :class:`Leaderboard` of ``results``. ``baseline`` (default one-shot) names the row
     the others are compared with; naming one that no task has is a UserError."""
@@ -239,6 +250,8 @@ def build_leaderboard(results, baseline: Optional[str] = None, ci: bool = False)
     board = Leaderboard([], str(results.path), suite, results.all_runs, results.outside, len(results.not_started),
                         results.unreadable().to_dict("records"), results.manifest_problem, results.tuning_runs)
     board.claims = results.claims()
+    problems = results.teachers().dropna(subset=["problem"])
+    board.teacher_problems = dict(zip(problems.teacher_id, problems.problem))
     if runs.empty:
         return board
     if baseline is not None and baseline not in set(runs.method):
@@ -246,7 +259,7 @@ def build_leaderboard(results, baseline: Optional[str] = None, ci: bool = False)
                         f"allowed: {', '.join(sorted(set(runs.method)))}")
     base = baseline or DEFAULT_BASELINE
     teacher_rows = results.teachers()
-    teachers = dict(zip(teacher_rows.teacher_id, teacher_rows.summary))
+    teachers = {t: summary for t, summary in zip(teacher_rows.teacher_id, teacher_rows.summary) if summary}
     trials = results.tuning()
     for task in results.order("tasks", list(dict.fromkeys(runs.task))):
         g = runs[runs.task == task]
@@ -270,5 +283,5 @@ def build_leaderboard(results, baseline: Optional[str] = None, ci: bool = False)
             problems=_problems(g), baseline=base if has_base else None, ci=ci,
             budgets=[float(b) for b in budgets], configs=_configs(g), tuning=tuning,
             teacher_seeds=sorted({int(t) for t in g.teacher_seed}), per_teacher=per_teacher(g, list(frame.method)),
-            fidelity=[c for c in FIDELITY if c in g and g[c].notna().any()]))
+            fidelity=[c for c in FIDELITY if c in g and g[c].notna().any()], code_mixed=_code_mixed(g)))
     return board

@@ -260,9 +260,16 @@ def _teachers_note(board: Board) -> str:
             f"over that teacher's student seeds){better}.")
 
 
+def _code_text(label: str, versions: dict[str, int]) -> str:
+    """The warning under a table whose row ``label`` mixes runs of several versions of plugin code."""
+    counts = "; ".join(f"{n} run(s) with {code}" for code, n in versions.items())
+    return (f"Warning: `{label}` mixes runs of {len(versions)} versions of its plugin code ({counts}): its mean is "
+            "over all of them; `kdbench run SUITE --rerun-changed` redoes the runs of other code than installed.")
+
+
 def notes(board: Board) -> list[str]:
     """The lines under a table: teachers, budget and conventions, intervals, fidelity, rows
-    split by config, students kept, runs not in the means."""
+    split by config, students kept, rows mixing versions of plugin code, runs not in the means."""
     direction = "higher" if board.higher_is_better else "lower"
     lines = [_teacher_text(t, board.metric) for t in board.teachers]
     lines.append(f"{_budget_text(board)} {FLOP_CONVENTION}")
@@ -288,6 +295,7 @@ def notes(board: Board) -> list[str]:
                      "and student.json; `kdbench export RUN_ID OUT --results RESULTS` writes one as a model to load).")
     if board.tuning is not None:
         lines += protocol_lines(board.tuning, [m for m in board.methods.method if m not in board.tuning.flops])
+    lines += [_code_text(label, versions) for label, versions in board.code_mixed.items()]
     if board.problems:
         lines.append("Not in the means: " + "; ".join(_problem_text(p) for p in board.problems) + ".")
     return lines
@@ -307,6 +315,10 @@ def folder_notes(board: Leaderboard) -> list[str]:
     if board.tuning_runs:
         lines.append(f"{board.tuning_runs} tuning runs on dev seeds, not shown (`kdbench tune-report RESULTS` "
                      "lists the trials).")
+    if board.teacher_problems:
+        lines.append("Teacher folders whose records do not verify (`kdbench run` rewrites them or retrains the "
+                     "teacher): " + "; ".join(f"teachers/{t}: {why}" for t, why in board.teacher_problems.items())
+                     + ".")
     if board.unreadable:
         lines.append("Run folders that could not be read, left out of the tables (`kdbench run` redoes a run of "
                      "the suite it runs): " + "; ".join(f"runs/{u['run_id']}: {u['reason']}"

@@ -43,8 +43,9 @@ from kdbench.tuning.records import TUNING
 from kdbench.tuning.report import write_tuning_tables
 
 TABLE_FORMATS = {"md": "md", "tex": "latex", "csv": "csv", "json": "json"}
-RUN_FILES = ("config.json", "summary.json", "curve.json", "traceback.txt")
-TEACHER_FILES = ("summary.json", "curve.json")
+# hashes.json too: the copy is checked as the original is (kdbench.run.integrity)
+RUN_FILES = ("config.json", "summary.json", "curve.json", "traceback.txt", "hashes.json")
+TEACHER_FILES = ("summary.json", "curve.json", "hashes.json")
 MARKER = ".kdbench-report"
 GENERATED = ("results", "tables", "figures")  # what a rewrite of a report replaces
 HTML = "report.html"

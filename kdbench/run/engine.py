@@ -27,6 +27,7 @@ from torch import nn
 
 from kdbench.api import Clock, Phase, Recipe, TaskInstance
 from kdbench.files import atomic_torch_save
+from kdbench.run import integrity
 from kdbench.run.cotrain import CoTrainer, cotrainers_for, distinct
 from kdbench.run.optim import is_constant, make_optimizer, make_schedule
 from kdbench.run.stop import StopRequested
@@ -295,6 +296,7 @@ class Checkpoint:
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }, self.job.state_path)
+        integrity.record(Path(self.job.state_path).parent, self.job.state_path)
 
     def load(self, state: LoopState) -> Optional[int]:
         """Restore a saved state if there is one; the step it resumes from, else None."""

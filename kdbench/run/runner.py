@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 import traceback
 import warnings
@@ -30,14 +31,16 @@ from kdbench.plugins import Registry
 from kdbench.run.budget import allot_steps, eval_steps, measure_phases
 from kdbench.run.engine import PlannedPhase, TrainJob, chain, progress_every, progress_recorder, train
 from kdbench.run.fidelity import fidelity_for
+from kdbench.run.integrity import fingerprints, forget, record
 from kdbench.run.options import RunOptions
 from kdbench.run.stop import stop_requested
-from kdbench.run.store import discard_unreadable, run_dir, run_is_done, teacher_dir, write_failure
+from kdbench.run.store import discard_unreadable, read_run, run_dir, teacher_dir, write_failure
 from kdbench.run.students import keep_student
 from kdbench.run.teachers import (CachedTeacher, ProbeTeacher, TeacherFailed, checkpoint_path, ensure_teacher,
                                   new_teacher, record_teacher_failure, teacher_is_ready, teacher_phase)
 from kdbench.suite.identity import Run
 
+log = logging.getLogger("kdbench")
 # (steps done, total steps); one with a ``record(point, metric)`` method (kdbench.progress.JobProgress)
 # also gets every curve point
 Progress = Optional[Callable[[int, int], None]]
@@ -283,8 +286,12 @@ def _locked_run(run: Run, registry: Registry, out: Path, options: RunOptions, pr
     except OSError as exc:
         return failed_outcome(run, folder, exc, started)
     try:
-        if not rerun and run_is_done(out, run.run_id):
-            return RunOutcome({"status": "skipped", "run_id": run.run_id})
+        if not rerun:
+            found = read_run(folder)
+            if found.done:
+                return RunOutcome({"status": "skipped", "run_id": run.run_id})
+            if found.problem and found.problem != "config.json missing":
+                log.warning(f"{folder}: {found.problem}; the run is redone")
         return _execute(run, registry, out, options, progress, probe_teacher, on_record)
     except UserError:
         raise
@@ -299,7 +306,7 @@ def _execute(run: Run, registry: Registry, out: Path, options: RunOptions, progr
     """The body of :func:`execute_run`, under the run's lock: train (every curve point to
     ``on_record``) and store the result. ``progress`` is (run's, teacher's) callbacks."""
     folder, (progress, teacher_progress) = run_dir(out, run.run_id), progress
-    atomic_write_json(folder / "config.json", {**run.config(), "kdbench_version": __version__})
+    write_config(run, registry, folder)
     discard_unreadable(folder / "state.pt", "saved run state")
     teacher, teacher_summary = None, None
     task = build_task(run, registry, options.device, out)
@@ -320,10 +327,23 @@ def _execute(run: Run, registry: Registry, out: Path, options: RunOptions, progr
     summary["student_bytes"] = student_bytes  # student.safetensors, student.json (kdbench.run.students)
     atomic_write_json(folder / "curve.json", result.curve)
     atomic_write_json(folder / "summary.json", summary)
+    record(folder, "curve.json", "summary.json")
     for stale in ("state.pt", "traceback.txt"):  # a traceback of an earlier failed attempt
         with contextlib.suppress(OSError):  # the result is stored: leftovers must not fail the run
             (folder / stale).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        forget(folder, "state.pt")
     return RunOutcome(summary, result.curve, prepared, task)
+
+
+def write_config(run: Run, registry: Optional[Registry], folder: Path) -> None:
+    """Write the run's config.json (with kdbench's version and, given the ``registry``, the
+    fingerprints of its method's and task's code) and record its sha256."""
+    config = {**run.config(), "kdbench_version": __version__}
+    if registry is not None:
+        config["code"] = fingerprints(registry.methods[run.method].cls, registry.tasks[run.task].cls)
+    atomic_write_json(folder / "config.json", config)
+    record(folder, "config.json")
 
 
 def fidelity_teacher(run: Run, out: Path, task: TaskInstance, teacher) -> Optional[torch.nn.Module]:
@@ -366,7 +386,7 @@ def fail_without_running(run: Run, out: Path, error: str) -> dict:
     folder = run_dir(out, run.run_id)
     summary = {"run_id": run.run_id, "status": "failed", "error": error, "wall_time": 0.0}
     try:
-        atomic_write_json(folder / "config.json", {**run.config(), "kdbench_version": __version__})
+        write_config(run, None, folder)
     except OSError as exc:
         summary["unrecorded"] = f"not recorded on disk ({exc})"
         return summary
@@ -392,6 +412,7 @@ def run_summary(run: Run, registry: Registry, task: TaskInstance, prepared: Prep
     needs_teacher = uses_cached_teacher(registry, run.method)
     return {
         "run_id": run.run_id, "status": result.status, "diverged_at": result.diverged_at,
+        "content_hashes": True,  # its files' sha256 are in hashes.json (kdbench.run.integrity)
         "resumed_from": result.resumed_from,
         "metric": task.metric, "higher_is_better": task.higher_is_better,
         "metrics": {k: v for k, v in final.items()

@@ -8,6 +8,7 @@ Layout of an output folder::
     OUT/teachers/<teacher_id>/        final.pt, teacher.json, checkpoints/step-<N>.pt, summary.json, curve.json
     OUT/runs/<run_id>/                config.json, curve.json, summary.json, state.pt (while running),
                                       student.safetensors, student.json (kdbench.run.students)
+    each of them also                 hashes.json: the sha256 of each file above (kdbench.run.integrity)
     OUT/leaderboard.md
 
 :func:`read_run` reads a run folder and checks its files for completeness and
@@ -31,7 +32,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -40,6 +41,7 @@ from filelock import FileLock, Timeout
 
 from kdbench.errors import UserError
 from kdbench.files import atomic_write_json, atomic_write_text
+from kdbench.run import integrity
 
 FINAL_STATUSES = ("finished", "diverged")
 STATUSES = (*FINAL_STATUSES, "failed")
@@ -70,6 +72,7 @@ def write_failure(folder: Path, summary: dict, traceback_text: str) -> Optional[
     try:
         atomic_write_text(Path(folder) / "traceback.txt", traceback_text)
         atomic_write_json(Path(folder) / "summary.json", summary)
+        integrity.record(folder, "summary.json")
     except Exception as exc:  # noqa: BLE001 - recording a failure must not fail in turn
         return f"not recorded on disk ({type(exc).__name__}: {exc})"
     return None
@@ -89,24 +92,32 @@ def make_results_folder(out: Path, suite_text: str) -> None:
         atomic_write_text(copy, suite_text)
 
 
-def discard_unreadable(path: Path, what: str, check: Optional[Callable[[Any], None]] = None) -> bool:
-    """If ``path`` exists but does not load with ``torch.load`` (or ``check(obj)`` raises), log a
-    warning naming it and delete it, so it is rebuilt; True if it was discarded. Tensors are
-    memory-mapped, so checking keys and shapes does not read the weights."""
+def discard_unreadable(path: Path, what: str, check: Optional[Callable[[Any], None]] = None,
+                       folder: Optional[Path] = None) -> bool:
+    """If ``path`` exists but does not match the sha256 recorded in ``folder``'s ``hashes.json``
+    (default: its own folder's; see :mod:`kdbench.run.integrity`), does not load with ``torch.load``,
+    or ``check(obj)`` raises, log a warning naming it and delete it, so it is rebuilt; True if it was
+    discarded. Tensors are memory-mapped, so checking keys and shapes does not read the weights;
+    the hash does, once per process for a file over 1 MiB."""
     path = Path(path)
+    folder = Path(folder) if folder is not None else path.parent
     if not path.exists():
         return False
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         if check is not None:
             check(obj)
-        return False
     except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, it is rebuilt
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
         log.warning(f"{path}: unreadable {what} ({reason}); discarded, it will be rebuilt")
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return True
+    else:
+        reason = integrity.problem(folder, path)
+        if reason is None:
+            return False
+        log.warning(f"{path}: {what} that cannot be trusted ({reason}); discarded, it will be rebuilt")
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return True
 
 
 # ---------------------------------------------------------------- reading
@@ -243,12 +254,14 @@ def _check_curve(curve: Any) -> Optional[str]:
     return None
 
 
-def read_run(folder: Path) -> RunFolder:
-    """Read run folder ``folder`` and check its files: config.json a dict with the keys
-    a Run needs; summary.json (when present) a dict with a known status and, for
-    finished and diverged runs, the numbers the leaderboard reads; curve.json (for
-    those) a non-empty list of evaluations with step, flops and phase."""
-    folder = Path(folder)
+def _load_checked(folder: Path, name: str, hashed: bool) -> tuple[Any, Optional[str]]:
+    """:func:`_load`, then the file's recorded sha256 checked when ``hashed`` (the folder has a manifest)."""
+    obj, problem = _load(folder / name)
+    return (obj, problem) if problem or not hashed else (obj, integrity.problem(folder, name))
+
+
+def _read_files(folder: Path) -> RunFolder:
+    """:func:`read_run` without the hashes: the files' shapes."""
     config, problem = _load(folder / "config.json")
     problem = problem or _shape(config, RUN_CONFIG_KEYS, "config.json")
     if problem:
@@ -265,9 +278,73 @@ def read_run(folder: Path) -> RunFolder:
     return RunFolder(folder, config, summary, curve, problem or _check_curve(curve))
 
 
+def read_run(folder: Path) -> RunFolder:
+    """Read run folder ``folder`` and check its files: config.json a dict with the keys
+    a Run needs; summary.json (when present) a dict with a known status and, for
+    finished and diverged runs, the numbers the leaderboard reads; curve.json (for
+    those) a non-empty list of evaluations with step, flops and phase; and each file read
+    matches the sha256 recorded in the folder's ``hashes.json`` (:mod:`kdbench.run.integrity`;
+    a folder without one, written before kdbench recorded hashes, is trusted as it is)."""
+    found = _read_files(Path(folder))
+    if found.problem:
+        return found
+    manifest, problem = integrity.read_hashes(folder)
+    if manifest is None and problem is None:
+        if found.summary is not None and found.summary.get("content_hashes"):
+            problem = f"{integrity.HASHES} missing (the run recorded its files' sha256 there)"
+    else:
+        read = [name for name, obj in (("config.json", found.config), ("summary.json", found.summary),
+                                       ("curve.json", found.curve)) if obj is not None]
+        problem = problem or next((p for p in (integrity.problem(folder, n) for n in read) if p), None)
+    return replace(found, problem=problem) if problem else found
+
+
 def run_is_done(out: Path, run_id: str) -> bool:
     """Whether run ``run_id`` has a complete, readable result in ``out`` (see :func:`read_run`)."""
     return read_run(run_dir(out, run_id)).done
+
+
+def set_aside(folder: Path) -> None:
+    """Make run folder ``folder`` unfinished (its summary removed) so that ``kdbench run`` redoes it;
+    the curve and the kept student are replaced when it finishes again."""
+    folder = Path(folder)
+    for name in ("summary.json", "state.pt"):  # no state: the run starts again from step 0
+        (folder / name).unlink(missing_ok=True)
+    integrity.forget(folder, "summary.json", "state.pt")
+
+
+TEACHER_RECORDS = ("summary.json", "curve.json", "teacher.json", "tokenizer.json")
+
+
+def teacher_problems(folder: Path) -> dict[str, str]:
+    """Why each record file of teacher folder ``folder`` cannot be trusted, ``{file name: reason}``
+    (empty when all can): every one present must match its recorded sha256 (see
+    :mod:`kdbench.run.integrity`; a folder without ``hashes.json`` is trusted), summary.json be a
+    JSON object, a trained teacher's curve.json a non-empty list of evaluations, and teacher.json
+    (absent from teachers cached before kdbench recorded models) a JSON object with the model's spec."""
+    folder = Path(folder)
+    manifest, broken = integrity.read_hashes(folder)
+    if broken:
+        return {integrity.HASHES: broken}
+    found, problems = {}, {}
+    for name in TEACHER_RECORDS:
+        if (folder / name).exists():
+            found[name], why = _load_checked(folder, name, manifest is not None)
+            if why:
+                problems[name] = why
+    summary = found.get("summary.json")
+    if "summary.json" in found and "summary.json" not in problems and not isinstance(summary, dict):
+        problems["summary.json"] = "summary.json is not a JSON object"
+    if isinstance(summary, dict) and summary.get("status") == "finished" and not summary.get("given"):
+        curve = found.get("curve.json")
+        if "curve.json" not in problems and (not isinstance(curve, list) or not curve
+                                             or not all(isinstance(p, dict) and "flops" in p for p in curve)):
+            problems["curve.json"] = "curve.json is missing or not a non-empty list of evaluations"
+    record = found.get("teacher.json")
+    well_formed = isinstance(record, dict) and isinstance(record.get("model"), dict)
+    if "teacher.json" in found and "teacher.json" not in problems and not well_formed:
+        problems["teacher.json"] = "teacher.json is not a model record (no model spec)"
+    return problems
 
 
 def read_progress(folder: Path) -> Optional[dict]:

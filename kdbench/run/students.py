@@ -30,6 +30,7 @@ from kdbench.api import TaskInstance
 from kdbench.errors import UserError
 from kdbench.files import atomic_save_as, atomic_write_json, atomic_write_text
 from kdbench.models.saving import load_weights, model_spec, rebuild
+from kdbench.run.integrity import problem, record
 from kdbench.run.store import read_json
 
 STUDENT_WEIGHTS, STUDENT_RECORD = "student.safetensors", "student.json"
@@ -37,23 +38,25 @@ TEACHER_WEIGHTS, TEACHER_RECORD = "final.pt", "teacher.json"
 TOKENIZER = "tokenizer.json"
 
 
-def write_record(folder: Path, record: str, model: nn.Module, task: TaskInstance, weights: str) -> list[Path]:
-    """Write ``folder/record`` (the model's spec, its weights file, the task's tokenizer) and the
-    tokenizer's file; return the files written."""
+def write_record(folder: Path, record_name: str, model: nn.Module, task: TaskInstance, weights: str) -> list[Path]:
+    """Write ``folder/record_name`` (the model's spec, its weights file, the task's tokenizer) and the
+    tokenizer's file, and record their sha256; return the files written."""
     folder = Path(folder)
     written, tokenizer = [], None
     if task.tokenizer is not None:
         atomic_write_text(folder / TOKENIZER, task.tokenizer.to_str())
         written.append(folder / TOKENIZER)
         tokenizer = {"file": TOKENIZER, "special_tokens": dict(task.special_tokens)}
-    atomic_write_json(folder / record, {"model": model_spec(model), "weights": weights, "tokenizer": tokenizer})
-    return [*written, folder / record]
+    atomic_write_json(folder / record_name, {"model": model_spec(model), "weights": weights, "tokenizer": tokenizer})
+    record(folder, *written, folder / record_name)
+    return [*written, folder / record_name]
 
 
 def keep_student(folder: Path, model: nn.Module, task: TaskInstance) -> int:
     """Write the run's student (weights, then its record) into run folder ``folder``; return the bytes kept."""
     folder = Path(folder)
     atomic_save_as(folder / STUDENT_WEIGHTS, lambda name: save_model(model, name))
+    record(folder, STUDENT_WEIGHTS)
     files = [folder / STUDENT_WEIGHTS, *write_record(folder, STUDENT_RECORD, model, task, STUDENT_WEIGHTS)]
     return sum(f.stat().st_size for f in files)
 
@@ -71,24 +74,35 @@ class KeptModel:
         self.model, self.tokenizer, self.special_tokens = model, tokenizer, special_tokens or {}
 
 
-def load_kept(folder: Path, record: str, why_missing: str) -> KeptModel:
-    """The model recorded in ``folder/record`` with its weights; ``why_missing`` ends the error
-    raised when there is no record."""
+def load_kept(folder: Path, record_name: str, why_missing: str, remedy: str = "") -> KeptModel:
+    """The model recorded in ``folder/record_name`` with its weights; ``why_missing`` ends the error
+    raised when there is no record. A record, weights or tokenizer file that does not match its
+    recorded sha256 (:mod:`kdbench.run.integrity`) or does not parse is a UserError naming it, ending
+    with ``remedy``."""
     folder = Path(folder)
-    entry = read_json(folder / record)
-    if not isinstance(entry, dict) or not isinstance(entry.get("model"), dict):
-        raise UserError(f"{folder}: no {record}: {why_missing}")
+    if not (folder / record_name).exists():
+        raise UserError(f"{folder}: no {record_name}: {why_missing}")
+    entry = read_json(folder / record_name)
+    why = problem(folder, record_name)
+    if why is None and not (isinstance(entry, dict) and isinstance(entry.get("model"), dict)):
+        why = "not a model record (truncated, or not valid JSON)"
+    if why:
+        raise UserError(f"{folder / record_name}: corrupt: {why}{remedy}")
     model = rebuild(entry["model"])
     weights = folder / entry["weights"]
     if not weights.is_file():
-        raise UserError(f"{folder}: {entry['weights']} missing (named by {record})")
+        raise UserError(f"{folder}: {entry['weights']} missing (named by {record_name})")
+    tokenizer_file = (entry.get("tokenizer") or {}).get("file")
+    for name in [entry["weights"], *([tokenizer_file] if tokenizer_file else [])]:
+        why = problem(folder, name)
+        if why:
+            raise UserError(f"{folder / name}: corrupt: {why}{remedy}")
     if weights.suffix == ".safetensors":
         load_weights(model, weights)
     else:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     tokenizer, special = None, {}
-    if entry.get("tokenizer"):
-
-        tokenizer = Tokenizer.from_file(str(folder / entry["tokenizer"]["file"]))
+    if tokenizer_file:
+        tokenizer = Tokenizer.from_file(str(folder / tokenizer_file))
         special = entry["tokenizer"].get("special_tokens") or {}
     return KeptModel(model.eval(), tokenizer, special)

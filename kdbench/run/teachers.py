@@ -18,6 +18,7 @@ others go on.
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from collections import OrderedDict
@@ -36,10 +37,14 @@ from kdbench.run.budget import eval_steps, measure_phases
 from kdbench.run.engine import PlannedPhase, TrainJob, progress_every, progress_recorder, train
 from kdbench.run.options import RunOptions, effective_precision
 from kdbench.run.stop import stop_requested
-from kdbench.run.store import discard_unreadable, read_json, teacher_dir, write_failure
+from kdbench.run.integrity import forget, problem, record
+from kdbench.run.store import discard_unreadable, read_json, teacher_dir, teacher_problems, write_failure
 from kdbench.run.students import record_teacher
 from kdbench.streams import derive_seed
 from kdbench.suite.identity import Run
+
+
+log = logging.getLogger("kdbench")
 
 
 class TeacherFailed(Exception):
@@ -64,8 +69,12 @@ def new_teacher(task: TaskInstance, seed: int) -> nn.Module:
 
 
 def teacher_is_ready(folder: Path, checkpoints) -> bool:
+    """Whether ``folder`` holds a finished teacher with ``checkpoints`` whose final weights and records
+    verify (:mod:`kdbench.run.integrity`)."""
     summary = read_json(folder / "summary.json")
     if not isinstance(summary, dict) or summary.get("status") != "finished" or not (folder / "final.pt").exists():
+        return False
+    if problem(folder, "final.pt") or teacher_problems(folder):
         return False
     return all(checkpoint_path(folder, s).exists() for s in checkpoints)
 
@@ -104,6 +113,7 @@ def ensure_teacher(out: Path, run: Run, task: TaskInstance, checkpoints: list[in
         folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(folder / ".lock")):
             verify_cache(folder, task, seed, checkpoints)
+            repair_records(folder, task, seed)
             if teacher_is_ready(folder, checkpoints):
                 return {**read_json(folder / "summary.json"), "cached": True}
             discard_unreadable(folder / "state.pt", "saved teacher state")
@@ -140,7 +150,25 @@ def verify_cache(folder: Path, task: TaskInstance, seed: int, checkpoints) -> No
             raise ValueError("not a state dict of this teacher (keys or shapes differ)")
 
     for path in [folder / "final.pt", *(checkpoint_path(folder, s) for s in checkpoints)]:
-        discard_unreadable(path, "teacher weights", fits)
+        discard_unreadable(path, "teacher weights", fits, folder)
+
+
+def repair_records(folder: Path, task: TaskInstance, seed: int) -> None:
+    """Check the teacher's record files (:func:`kdbench.run.store.teacher_problems`) and mend what does not
+    verify, with a warning naming the file: a bad summary.json or curve.json is discarded and the teacher
+    retrained (the curve is known only by training); a bad teacher.json is rewritten from the model's spec."""
+    problems = teacher_problems(folder)
+    if not problems:
+        return
+    retrain = bool({"summary.json", "curve.json", "hashes.json"} & set(problems))
+    for name, why in problems.items():
+        log.warning(f"{folder / name}: {why}; " + ("the teacher will be retrained" if retrain else "rewritten"))
+    if retrain:
+        for name in ("summary.json", "curve.json"):
+            (folder / name).unlink(missing_ok=True)
+        return
+    with torch.random.fork_rng(devices=[]):  # building the model must not move the global stream
+        record_teacher(folder, new_teacher(task, seed), task)
 
 
 def _adopt_teacher(folder, teacher_id, task, seed, checkpoint, checkpoints) -> dict:
@@ -157,11 +185,13 @@ def _adopt_teacher(folder, teacher_id, task, seed, checkpoint, checkpoints) -> d
         except Exception as exc:
             raise UserError(f"teacher_checkpoint {checkpoint}: not a state dict of this task's teacher: {exc}") from exc
     atomic_torch_save(model.state_dict(), folder / "final.pt")
+    record(folder, "final.pt")
     record_teacher(folder, model, task)
     summary = {"teacher_id": teacher_id, "status": "finished", "given": what, "source": str(source), "steps": 0,
                "flops": 0, "wall_time": 0.0, "metrics": task.evaluate(freeze(model)), "checkpoints": [],
-               "checkpoint_bytes": 0}
+               "checkpoint_bytes": 0, "content_hashes": True}
     atomic_write_json(folder / "summary.json", summary)
+    record(folder, "summary.json")
     return summary
 
 
@@ -172,6 +202,7 @@ def _train_teacher(folder: Path, run: Run, task: TaskInstance, checkpoints, prog
     def on_step(clock: Clock) -> None:
         if clock.step in wanted and clock.step < recipe.steps:
             atomic_torch_save(job.model.state_dict(), checkpoint_path(folder, clock.step))
+            record(folder, checkpoint_path(folder, clock.step))
         report(clock)
 
     job = teacher_job(task, run.teacher_seed, recipe, run.eval.points, state_path=folder / "state.pt",
@@ -182,10 +213,12 @@ def _train_teacher(folder: Path, run: Run, task: TaskInstance, checkpoints, prog
     if result.status != "finished":
         raise FloatingPointError(f"diverged at step {result.diverged_at} (its loss is not finite)")
     atomic_torch_save(model.state_dict(), folder / "final.pt")
+    record(folder, "final.pt")
     record_teacher(folder, model, task)
     for step in wanted:  # the final step's "checkpoint" is the final teacher itself
         if step >= recipe.steps:
             atomic_torch_save(model.state_dict(), checkpoint_path(folder, step))
+            record(folder, checkpoint_path(folder, step))
     missing = [s for s in wanted if not checkpoint_path(folder, s).exists()]
     if missing:
         # the state was resumed from a run that did not store these: retrain from scratch
@@ -201,10 +234,13 @@ def _train_teacher(folder: Path, run: Run, task: TaskInstance, checkpoints, prog
         "precision": job.precision,
         "threads": torch.get_num_threads(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "content_hashes": True,  # its files' sha256 are in hashes.json (kdbench.run.integrity)
     }
     atomic_write_json(folder / "curve.json", result.curve)
     atomic_write_json(folder / "summary.json", summary)
+    record(folder, "curve.json", "summary.json")
     (folder / "state.pt").unlink(missing_ok=True)
+    forget(folder, "state.pt")
     return summary
 
 
