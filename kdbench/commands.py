@@ -170,12 +170,10 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     ``loggers:``; ``log`` receives the messages the CLI prints on stderr; ``reporter`` shows
     progress (default: none); ``keep_students``, if given, overrides the suite's ``keep_students``;
     ``progress`` receives a :class:`kdbench.progress.ProgressEvent` as each run and teacher starts,
-    steps, evaluates and ends (a job estimated over an hour is warned about through ``log``, or the
-    reporter's console).
-    ``rerun_changed`` redoes the finished runs produced by other method or task code than installed
-    now (:mod:`kdbench.run.trust`; without it they are kept and named in ``log``).
-    It takes the command's flags one for one (the Python twin of ``kdbench run``), hence their number;
-    device, precision and compile become one :class:`kdbench.run.options.RunOptions` here."""
+    steps, evaluates and ends (a job estimated over an hour is warned about through ``log``);
+    ``rerun_changed`` redoes the finished runs made by other method or task code than installed now
+    (:mod:`kdbench.run.trust`; else they are kept and named in ``log``). It takes the command's flags
+    one for one (the Python twin of ``kdbench run``), hence their number."""
     loaded, registry = load(suite, plugins, output)
     if keep_students is not None:
         loaded.runs = [replace(r, keep_students=keep_students) for r in loaded.runs]
@@ -192,10 +190,7 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
         log(f"--precision {precision}: bf16 autocast runs on CUDA only; training in fp32 on {options.device}.")
     out = _results_folder(loaded.output, Path(suite))
     result = SuiteRun(output=out, total=len(loaded.runs))
-    reporter = reporter or Reporter(quiet=True, warn=log)
-    if progress is not None:
-        reporter.listeners.append(progress)
-    reporter.device, reporter.suite = str(options.device or device), str(suite)
+    reporter = _suite_reporter(reporter, progress, log, str(options.device or device), suite)
     ctx = LaunchContext(out=out, registry=registry, run_options=options, reporter=reporter,
                         plugin_paths=loaded.plugin_paths, options=params.model_dump(), params=params, detach=detach,
                         loggers=chosen_loggers)
@@ -233,10 +228,18 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
         with contextlib.suppress(OSError):
             write_outputs(out, log)
         raise
-    if detach and launched:
-        result.detached = True
-        return result
-    return _with_outputs(result, log)
+    result.detached = bool(detach and launched)
+    return result if result.detached else _with_outputs(result, log)
+
+
+def _suite_reporter(reporter: Optional[Reporter], progress, log: Callable[[str], None], device: str,
+                    suite: PathLike) -> Reporter:
+    """The run's progress display (none by default) with the ``progress`` callback listening to it."""
+    reporter = reporter or Reporter(quiet=True, warn=log)
+    if progress is not None:
+        reporter.listeners.append(progress)
+    reporter.device, reporter.suite = device, str(suite)
+    return reporter
 
 
 def _check_done_work(out: Path, runs: list, registry, options: RunOptions, rerun_changed: bool, result: SuiteRun,
