@@ -4,6 +4,7 @@ The public API for plugin authors::
 
     from kdbench import hookimpl, Task, TaskInstance, Method, MethodContext, Phase, Batch, Params, Recipe
     from kdbench import Clock, CoTrain, LayeredModel, LayerOutputs, logits, UserError
+    from kdbench import LayerInternals, InternalOutputs, require_internals   # transformers' attention internals
     from kdbench import distillation_loss, soft_cross_entropy, reverse_kl, distill_phase, final_teacher_phase
     from kdbench import DistillOptions, BasicDistillOptions, Plateau, new_param, cotrained_teacher, lockstep_phases
     from kdbench import MLP, Encoder
@@ -26,8 +27,8 @@ __version__ = "0.3.0"
 from importlib import import_module
 
 from kdbench import _moved
-from kdbench.api import (Batch, Clock, CoTrain, LayeredModel, LayerOutputs, Method, MethodContext, Params, Phase,
-                         Recipe, Task, TaskInstance, logits, new_param)
+from kdbench.api import (Batch, Clock, CoTrain, InternalOutputs, LayeredModel, LayerInternals, LayerOutputs, Method,
+                         MethodContext, Params, Phase, Recipe, Task, TaskInstance, logits, new_param, require_internals)
 from kdbench.distill_options import BasicDistillOptions, DistillOptions
 from kdbench.errors import UserError
 from kdbench.hookspecs import hookimpl
@@ -43,6 +44,7 @@ __all__ = [
     "Recipe", "Task", "TaskInstance", "logits", "hookimpl", "UserError", "distillation_loss", "soft_cross_entropy",
     "distill_phase", "final_teacher_phase", "cotrained_teacher", "lockstep_phases", "MLP", "Encoder", "__version__",
     "reverse_kl", "DistillOptions", "BasicDistillOptions", "Plateau", "new_param",
+    "LayerInternals", "InternalOutputs", "require_internals",
     "load_results", "Results", "run_suite", "validate_suite", "plan_suite", "suite_status", "check_claims",
     "compare_results",
     "ProgressEvent",

@@ -16,6 +16,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from torch import nn
 
+from kdbench.errors import UserError
+
 OMIT_DEFAULT = "kdbench_omit_default"  # a Field marker: see new_param
 
 
@@ -91,6 +93,55 @@ class LayerOutputs(NamedTuple):
     logits: Optional[torch.Tensor]
 
 
+#: what ``model(x, layers=[...], internals=(...))`` can return: per requested layer, the self-attention's
+#: ``attention`` probabilities, pre-softmax ``scores``, ``queries``, ``keys`` and ``values``; and the ``embeddings``
+#: (the input of layer 1)
+INTERNALS = ("attention", "scores", "queries", "keys", "values", "embeddings")
+
+
+@dataclass
+class LayerInternals:
+    """Inside one transformer layer's self-attention, as ``model(x, layers=[...], internals=(...))`` returns it.
+
+    Each field is None unless its name was asked for. Shapes: ``attention`` and ``scores``
+    ``[batch, heads, tokens, tokens]`` (query rows, key columns); ``queries``, ``keys`` and
+    ``values`` ``[batch, heads, tokens, head_dim]``, after the layer's projections (bias included).
+    ``scores`` are ``q k^T / sqrt(head_dim)`` before the softmax, ``-inf`` where causal attention
+    hides a key; ``attention`` is their softmax: each row sums to 1 over the keys.
+    """
+
+    attention: Optional[torch.Tensor] = None
+    scores: Optional[torch.Tensor] = None
+    queries: Optional[torch.Tensor] = None
+    keys: Optional[torch.Tensor] = None
+    values: Optional[torch.Tensor] = None
+
+
+class InternalOutputs(NamedTuple):
+    """What ``model(x, layers=[...], internals=(...))`` returns: :class:`LayerOutputs`'s ``hidden`` and
+    ``logits``, one :class:`LayerInternals` per requested layer (in the order asked), and the
+    ``embeddings`` (the representation entering layer 1, ``[batch, tokens, width]``) when asked for."""
+
+    hidden: list[torch.Tensor]
+    logits: Optional[torch.Tensor]
+    internals: list[LayerInternals]
+    embeddings: Optional[torch.Tensor]
+
+
+def require_internals(model: nn.Module, names: Sequence[str], who: str, why: str, role: str = "student") -> None:
+    """Raise :class:`kdbench.UserError` unless ``model`` can return the internals ``names``
+    (see :class:`LayerInternals`): a method calls it in ``phases()``, so a task whose models
+    cannot serve it (an MLP has no attention) is refused when the suite is validated.
+
+    ``who`` is the method's name, ``why`` what it does with them, ``role`` "student" or "teacher";
+    the message names all three, the model's class and the internals it lacks."""
+    missing = [n for n in names if n not in getattr(model, "available_internals", ())]
+    if missing:
+        raise UserError(f"{who}: cannot apply to this task: its {role} model ({type(model).__name__}) has no "
+                        f"{', '.join(missing)} to give ({who} {why}); it needs a transformer {role} "
+                        f"(kdbench.Encoder, kdbench.models.HFEncoder)")
+
+
 @runtime_checkable
 class LayeredModel(Protocol):
     """What every model a task builds exposes, so methods reach inside without hooks.
@@ -109,6 +160,15 @@ class LayeredModel(Protocol):
     ``max(layers)`` run, so a loss on several layers pays for one forward, not
     one per layer. ``upto`` and ``layers`` together, or a layer outside
     ``1..num_layers``, raise ``ValueError``.
+
+    An extension for transformers (:class:`kdbench.Encoder`, :class:`kdbench.models.HFEncoder`):
+    ``forward(x, layers=[...], internals=("attention", "values", ...))`` returns
+    :class:`InternalOutputs`, adding the self-attention internals of each requested layer
+    (:class:`LayerInternals`) and, with ``"embeddings"``, the input of layer 1; the same layers run
+    as without ``internals``. Such a model lists what it can give in ``available_internals`` (a
+    subset of :data:`INTERNALS`) and its heads per layer in ``attention_heads(layer)``; a model
+    without attention (the MLP) has ``available_internals == ()`` and raises ``ValueError`` when
+    asked. :func:`require_internals` turns that into a method's :class:`kdbench.UserError`.
     """
 
     num_layers: int
@@ -120,6 +180,9 @@ class LayeredModel(Protocol):
     def __call__(self, x: torch.Tensor, upto: Optional[int] = None, mask: Optional[torch.Tensor] = None,
                  pre_activation: bool = False, layers: Optional[Sequence[int]] = None,
                  with_logits: bool = True) -> torch.Tensor | LayerOutputs: ...
+
+    # the attention extension (optional): __call__(..., internals=("attention", ...)) -> InternalOutputs
+    # available_internals: tuple[str, ...];  attention_heads(layer) -> int
 
 
 def logits(model: nn.Module, batch: Batch) -> torch.Tensor:

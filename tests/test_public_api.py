@@ -89,3 +89,9 @@ def test_execute_run_takes_run_options_and_still_its_old_keywords(tmp_path):
     assert old.summary["flops"] == new.summary["flops"] and old.summary["precision"] == "fp32"
     with pytest.raises(TypeError, match="unexpected keyword"):
         execute_run(run, registry, tmp_path / "bad", torch.device("cpu"), precison="fp32")
+
+
+def test_the_attention_extension_is_public():
+    """The model-interface extension the zoo's transformer methods use (issue 31) is exported from kdbench."""
+    for name in ("LayerInternals", "InternalOutputs", "require_internals"):
+        assert name in kdbench.__all__ and getattr(kdbench, name).__module__ == "kdbench.api"

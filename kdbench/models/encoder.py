@@ -25,6 +25,12 @@ Layered interface (see :class:`kdbench.api.LayeredModel`):
   logits (``with_logits=False``: no logits, and no block past the deepest one
   asked for runs).
 
+- ``model(x, layers=[...], internals=("attention", "values", ...))`` also
+  returns each requested block's self-attention internals and, with
+  ``"embeddings"``, the input of block 1 (:class:`kdbench.InternalOutputs`);
+  the same blocks run. Blocks asked for attention or scores compute attention
+  with two explicit matmuls, the FLOPs the fused kernel is counted for.
+
 Attention goes through ``F.scaled_dot_product_attention``: the fused kernel
 trains fast, and under the math backend (which ``kdbench.run.budget`` selects while
 measuring) FlopCounterMode counts its two matmuls, ``2*T*T*d`` each per
@@ -40,8 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdbench.api import LayerOutputs
-from kdbench.models.layered import layers_to_run
+from kdbench.api import INTERNALS, InternalOutputs, LayerInternals, LayerOutputs
+from kdbench.models.layered import attention_internals, check_internals, layers_to_run
 
 
 class Block(nn.Module):
@@ -59,12 +65,19 @@ class Block(nn.Module):
         self.fc1 = nn.Linear(width, mlp_ratio * width)
         self.fc2 = nn.Linear(mlp_ratio * width, width)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, want: Optional[frozenset[str]] = None
+                ) -> torch.Tensor | tuple[torch.Tensor, LayerInternals]:
+        """The block's output; with ``want`` (internals' names), also its :class:`LayerInternals`.
+        Asked for attention or scores, the block computes attention with two explicit matmuls (the
+        same FLOPs as the fused kernel's) instead of ``scaled_dot_product_attention``."""
         b, t, d = h.shape
         q, k, v = self.qkv(self.ln1(h)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        inside, a = attention_internals(q, k, v, want, self.causal) if want is not None else (None, None)
+        if a is None:
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         h = h + self.proj(a.transpose(1, 2).reshape(b, t, d))
-        return h + self.fc2(F.gelu(self.fc1(self.ln2(h))))
+        h = h + self.fc2(F.gelu(self.fc1(self.ln2(h))))
+        return h if want is None else (h, inside)
 
 
 class Encoder(nn.Module):
@@ -92,9 +105,17 @@ class Encoder(nn.Module):
         self.width, self.max_len, self.readout = width, max_len, readout
         self.apply(_init)
 
+    #: the internals ``forward(x, layers=[...], internals=(...))`` can return (see :class:`kdbench.LayerInternals`)
+    available_internals = INTERNALS
+
     def hidden_size(self, layer: int) -> int:
         self._check_layer(layer)
         return self.width
+
+    def attention_heads(self, layer: int) -> int:
+        """The number of attention heads of layer ``layer`` (every block has ``heads``)."""
+        self._check_layer(layer)
+        return self.blocks[layer - 1].heads
 
     def layer_parameters(self, layer: int) -> list[nn.Parameter]:
         self._check_layer(layer)
@@ -109,22 +130,32 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor, upto: Optional[int] = None, mask: Optional[torch.Tensor] = None,
                 pre_activation: bool = False, layers: Optional[Sequence[int]] = None,
-                with_logits: bool = True) -> torch.Tensor | LayerOutputs:
+                with_logits: bool = True, internals: Sequence[str] = ()
+                ) -> torch.Tensor | LayerOutputs | InternalOutputs:
         depth = layers_to_run(self.num_layers, upto, layers, with_logits)
+        want = check_internals(internals, self.available_internals, layers, "Encoder")
         t = x.shape[1]
         if t > self.max_len:
             raise ValueError(f"sequence length {t} exceeds max_len {self.max_len}")
-        h = self.tok(x) + self.pos.weight[:t]
-        states = []
-        for block in self.blocks[:depth]:
-            h = block(h)
+        h = embeddings = self.tok(x) + self.pos.weight[:t]
+        states, inside = [], {}
+        looked_into = set(layers) if want - {"embeddings"} else set()
+        for i, block in enumerate(self.blocks[:depth], start=1):
+            if i in looked_into:
+                h, inside[i] = block(h, want)
+            else:
+                h = block(h)
             states.append(h)
         if upto is not None:
             return h
         out = self._logits(h, mask) if with_logits else None
         if layers is None:
             return out
-        return LayerOutputs([states[i - 1] for i in layers], out)
+        hidden = [states[i - 1] for i in layers]
+        if not want:
+            return LayerOutputs(hidden, out)
+        return InternalOutputs(hidden, out, [inside.get(i, LayerInternals()) for i in layers],
+                               embeddings if "embeddings" in want else None)
 
     def _logits(self, h: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         """The head on the last block's output, at the read-out positions."""

@@ -16,6 +16,14 @@
   :class:`kdbench.api.LayerOutputs` (see :class:`kdbench.api.LayeredModel`).
 - ``layer_parameters(1)`` includes the embeddings (word, position, token type,
   their LayerNorm); the MLM head belongs to no layer.
+- ``model(x, layers=[...], internals=("attention", "values", ...))`` also returns
+  each requested layer's self-attention internals (:class:`kdbench.InternalOutputs`)
+  and, with ``"embeddings"``, the embedding output that enters layer 1. Queries,
+  keys and values are the outputs of the layer's own projections, caught by forward
+  hooks while it runs (no extra cost); attention probabilities and scores are
+  recomputed from them, ``softmax(q k^T / sqrt(head_dim))``, beside the layer's fused
+  attention: one extra ``2*T*T*width`` matmul per layer (forward; measured and
+  charged like any other). The same layers run as without ``internals``.
 
 Inputs are token ids ``[batch, tokens]`` with no attention mask: kdbench's MLM
 tasks pad with an ordinary token, so every position attends to every other.
@@ -37,9 +45,9 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from torch import nn
 
-from kdbench.api import LayerOutputs
+from kdbench.api import INTERNALS, InternalOutputs, LayerInternals, LayerOutputs
 from kdbench.errors import UserError
-from kdbench.models.layered import check_layer, layers_to_run
+from kdbench.models.layered import attention_internals, check_internals, check_layer, layers_to_run
 
 #: model_type -> (attribute of the MLM model holding the base model, attribute of the base holding ``.layer``)
 ARCHITECTURES = {"bert": ("bert", "encoder"), "roberta": ("roberta", "encoder"),
@@ -166,6 +174,9 @@ class HFEncoder(nn.Module):
     def _layers(self) -> nn.ModuleList:
         return getattr(self._base, ARCHITECTURES[self.model_type][1]).layer
 
+    #: the internals ``forward(x, layers=[...], internals=(...))`` can return (see :class:`kdbench.LayerInternals`)
+    available_internals = INTERNALS
+
     def hidden_size(self, layer: int) -> int:
         """The width of layer ``layer``'s output (every layer has the model's hidden size)."""
         check_layer(layer, self.num_layers)
@@ -179,24 +190,62 @@ class HFEncoder(nn.Module):
             params = [*self._base.embeddings.parameters(), *params]
         return params
 
+    def attention_heads(self, layer: int) -> int:
+        """The number of attention heads of layer ``layer`` (the config's ``num_attention_heads``)."""
+        check_layer(layer, self.num_layers)
+        return self.model.config.num_attention_heads
+
     def forward(self, x: torch.Tensor, upto: Optional[int] = None, mask: Optional[torch.Tensor] = None,
                 pre_activation: bool = False, layers: Optional[Sequence[int]] = None,
-                with_logits: bool = True) -> torch.Tensor | LayerOutputs:
+                with_logits: bool = True, internals: Sequence[str] = ()
+                ) -> torch.Tensor | LayerOutputs | InternalOutputs:
         depth = layers_to_run(self.num_layers, upto, layers, with_logits)
+        want = check_internals(internals, self.available_internals, layers, "HFEncoder")
         if x.shape[1] > self.max_len:
             raise ValueError(f"sequence length {x.shape[1]} exceeds the model's {self.max_len} positions")
-        h = self._base.embeddings(input_ids=x)
-        states = []
-        for layer in self._layers[:depth]:
-            out = layer(h)
+        h = embeddings = self._base.embeddings(input_ids=x)
+        states, inside = [], {}
+        looked_into = set(layers) if want - {"embeddings"} else set()
+        for i, layer in enumerate(self._layers[:depth], start=1):
+            with self._projections(layer, i in looked_into) as qkv:
+                out = layer(h)
             h = out[0] if isinstance(out, tuple) else out  # transformers < 5 returns (hidden, ...)
             states.append(h)
+            if qkv:
+                inside[i] = attention_internals(*self._heads(qkv, i), want)[0]
         if upto is not None:
             return h
         logits = self._mlm_head(h[mask] if mask is not None else h) if with_logits else None
         if layers is None:
             return logits
-        return LayerOutputs([states[i - 1] for i in layers], logits)
+        hidden = [states[i - 1] for i in layers]
+        if not want:
+            return LayerOutputs(hidden, logits)
+        return InternalOutputs(hidden, logits, [inside.get(i, LayerInternals()) for i in layers],
+                               embeddings if "embeddings" in want else None)
+
+    @contextlib.contextmanager
+    def _projections(self, layer: nn.Module, capture: bool) -> Iterator[list[torch.Tensor]]:
+        """While the layer runs: with ``capture``, the outputs of its query, key and value projections,
+        caught by forward hooks (the tensors of the layer's own graph: gradients flow through them)."""
+        caught: list[torch.Tensor] = []
+        if not capture:
+            yield caught
+            return
+        attention = layer.attention
+        names = ("q_lin", "k_lin", "v_lin") if self.model_type == "distilbert" else ("query", "key", "value")
+        owner = attention if self.model_type == "distilbert" else attention.self
+        hooks = [getattr(owner, n).register_forward_hook(lambda mod, inp, out: caught.append(out)) for n in names]
+        try:
+            yield caught
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    def _heads(self, qkv: list[torch.Tensor], layer: int) -> list[torch.Tensor]:
+        """``[batch, tokens, width]`` projections split into ``[batch, heads, tokens, head_dim]``."""
+        heads = self.attention_heads(layer)
+        return [t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2) for t in qkv]
 
     def _mlm_head(self, h: torch.Tensor) -> torch.Tensor:
         """The model's MLM head: transform (dense, activation, LayerNorm), then the vocabulary decoder."""

@@ -4,11 +4,18 @@ A layered forward (see :class:`kdbench.api.LayeredModel`) is asked for logits,
 for one layer (``upto``), or for several layers in one pass (``layers``, with
 or without the logits). :func:`layers_to_run` checks such a request and says
 how many layers the pass must run, so that no model runs a layer nobody reads.
+A transformer may also be asked for its layers' self-attention internals
+(``internals=``): :func:`check_internals` checks that request and
+:func:`attention_internals` computes them from a layer's queries, keys and values.
 """
 
 from __future__ import annotations
 
 from typing import Optional, Sequence
+
+import torch
+
+from kdbench.api import LayerInternals
 
 
 def layers_to_run(num_layers: int, upto: Optional[int] = None, layers: Optional[Sequence[int]] = None,
@@ -41,3 +48,43 @@ def check_layer(layer: int, num_layers: int, name: str = "layer") -> None:
     """Raise ``ValueError`` naming ``name`` and the range unless ``1 <= layer <= num_layers``."""
     if not 1 <= layer <= num_layers:
         raise ValueError(f"{name} must be in 1..{num_layers}, got {layer}")
+
+
+def check_internals(internals: Sequence[str], available: Sequence[str], layers: Optional[Sequence[int]],
+                    model: str) -> frozenset[str]:
+    """The internals asked for (see :class:`kdbench.api.LayerInternals`), checked: each must be one
+    ``model`` gives (``available``), and they need ``layers=[...]`` (they come with the layers' outputs).
+    Raises ``ValueError`` naming what is wrong; an empty request is the empty set."""
+    want = frozenset(internals)
+    if not want:
+        return want
+    unknown = sorted(want - set(available))
+    if unknown:
+        has = ", ".join(available) if available else "none (it has no self-attention)"
+        raise ValueError(f"{model}: internals {', '.join(unknown)} are not available; this model gives: {has}")
+    if layers is None:
+        raise ValueError("internals=(...) needs layers=[...]: they are returned per requested layer")
+    return want
+
+
+def attention_internals(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, want: frozenset[str],
+                        causal: bool = False) -> tuple[LayerInternals, Optional[torch.Tensor]]:
+    """A layer's :class:`~kdbench.api.LayerInternals` from its per-head ``q, k, v`` (``[batch, heads,
+    tokens, head_dim]``), and, when scores had to be computed (attention or scores asked for), the
+    attention's output ``softmax(scores) @ v`` so the layer need not compute it again (else None).
+
+    The two matmuls are those the fused attention would run (``2*T*T*d`` FLOPs each), so a layer
+    that uses this output instead of ``scaled_dot_product_attention`` costs what it cost before."""
+    inside = LayerInternals(queries=q if "queries" in want else None, keys=k if "keys" in want else None,
+                            values=v if "values" in want else None)
+    if not want & {"attention", "scores"}:
+        return inside, None
+    scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
+    if causal:
+        t = scores.shape[-1]
+        hidden = torch.ones(t, t, dtype=torch.bool, device=scores.device).triu(1)
+        scores = scores.masked_fill(hidden, float("-inf"))
+    attention = scores.softmax(dim=-1)
+    inside.scores = scores if "scores" in want else None
+    inside.attention = attention if "attention" in want else None
+    return inside, attention @ v

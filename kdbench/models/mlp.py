@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from kdbench.api import LayerOutputs
-from kdbench.models.layered import layers_to_run
+from kdbench.models.layered import check_internals, layers_to_run
 
 
 class MLP(nn.Module):
@@ -18,7 +18,8 @@ class MLP(nn.Module):
     ``forward(x, upto=i)`` returns that layer's post-activation output, or its
     pre-activation output with ``pre_activation=True``; ``forward(x,
     layers=[...])`` returns several layers' outputs (and the logits) from one
-    pass as :class:`kdbench.api.LayerOutputs`.
+    pass as :class:`kdbench.api.LayerOutputs`. It has no attention: ``available_internals`` is empty
+    and ``forward(..., internals=...)`` raises ``ValueError``.
 
     ``config`` holds the constructor arguments: ``MLP(**model.config)`` builds the same shape.
     """
@@ -33,6 +34,9 @@ class MLP(nn.Module):
         self.num_layers = len(widths)
         self._widths = widths
 
+    #: no self-attention, no embeddings: asking ``forward`` for internals raises ``ValueError``
+    available_internals: tuple[str, ...] = ()
+
     def hidden_size(self, layer: int) -> int:
         return self._widths[layer - 1]
 
@@ -41,7 +45,8 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor, upto: Optional[int] = None, mask: Optional[torch.Tensor] = None,
                 pre_activation: bool = False, layers: Optional[Sequence[int]] = None,
-                with_logits: bool = True) -> torch.Tensor | LayerOutputs:
+                with_logits: bool = True, internals: Sequence[str] = ()) -> torch.Tensor | LayerOutputs:
+        check_internals(internals, self.available_internals, layers, "MLP")  # none: any request is a ValueError
         if mask is not None:
             raise ValueError("MLP outputs one prediction per example: mask must be None")
         depth = layers_to_run(self.num_layers, upto, layers, with_logits)
