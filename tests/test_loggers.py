@@ -68,8 +68,9 @@ def series(curve, metric, x="step") -> list[tuple]:
 
 
 def without_version(config: dict) -> dict:
-    """A run's config.json as the loggers get it (kdbench adds its version when it stores it)."""
-    return {k: v for k, v in config.items() if k != "kdbench_version"}
+    """A run's config.json as the loggers get it (kdbench adds its version and the code fingerprints, provenance
+    rather than the run's identity, when it stores it)."""
+    return {k: v for k, v in config.items() if k not in ("kdbench_version", "code")}
 
 
 def test_tensorboard_event_files_hold_params_curve_phases_and_summary(write_suite, tmp_path):
