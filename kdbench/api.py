@@ -283,6 +283,13 @@ class Phase:
     unchanged. The last phase never ends early. If ``until`` has ``state_dict()`` and
     ``load_state_dict()``, the engine saves and restores its state with the run's, so a
     resumed run ends the phase where an uninterrupted one would.
+
+    ``state``, if set, is what the loss keeps from one step to the next besides
+    parameters (a memory bank, a queue of negatives, a running statistic): an object
+    with ``state_dict()`` (tensors, numbers, lists and dicts of them) and
+    ``load_state_dict()``. The engine saves it with the run's state and restores it
+    on resume, so a resumed run continues exactly as an uninterrupted one.
+    (Trainable tensors belong in ``params``, which the engine saves already.)
     """
 
     name: str
@@ -296,6 +303,7 @@ class Phase:
     info: dict[str, Any] = field(default_factory=dict)
     cotrain: Optional[CoTrain] = None
     until: Optional[Callable[[Clock, float], bool]] = None
+    state: Optional[Any] = None
 
     def __post_init__(self) -> None:
         if self.share is not None and self.steps is not None:

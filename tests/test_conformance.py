@@ -28,7 +28,7 @@ def test_builtin_methods_pass(name, params, bad):
     passed = check_method(name, params, bad_params=bad)
     assert [line.split(":")[0] for line in passed] == ["params", "parity-mlp", "parity-mlp",
                                                          "parity-transformer", "parity-transformer"]
-    assert "same curve" in passed[2]
+    assert "same curve" in passed[2] and "resumed, it gave the same curve" in passed[2]
 
 
 def labels_loss(student):
@@ -111,6 +111,47 @@ class Uncounted(Method):
                 Phase("labels", loss=labels_loss(ctx.student))]
 
 
+class Counter:
+    """What a loss carries between steps: how many times it ran."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def state_dict(self) -> dict:
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.calls = state["calls"]
+
+
+class Forgetful(Method):
+    """A loss whose weight grows with its calls, a count not saved with the run: a resumed run restarts it."""
+
+    name, version, needs_teacher = "forgetful", "1", False
+    keeps_state = False
+
+    def phases(self, ctx, params):
+        counter, loss = Counter(), labels_loss(ctx.student)
+
+        def counted(batch):
+            counter.calls += 1
+            return (1 + 0.1 * counter.calls) * loss(batch)
+
+        return [Phase("counted", loss=counted, state=counter if self.keeps_state else None)]
+
+
+class Remembering(Forgetful):
+    """The same loss with its count as the phase's state: resumed exactly."""
+
+    name = "remembering"
+    keeps_state = True
+
+
+def test_a_phase_state_is_saved_and_restored_with_the_run():
+    passed = check_method(Remembering, tasks=[TinyTask()])
+    assert "resumed, it gave the same curve" in passed[2]
+
+
 @pytest.mark.parametrize("method, kwargs, message", [
     (NoGrad, {}, "phase 'broken': its loss has no gradient"),
     (DeadRegressor, {}, "phase 'dead': after backward\\(\\) none of the 2 parameters it trains"),
@@ -118,8 +159,9 @@ class Uncounted(Method):
     (Unbounded, {"bad_params": {"weight": -1.0}}, "bad params {'weight': -1.0} were accepted"),
     (Unseeded, {"tasks": [TinyTask()]}, "two runs with seed 0 gave different curves"),
     (Uncounted, {}, "phase 'free': one step measured 0 FLOPs"),
+    (Forgetful, {"tasks": [TinyTask()]}, "stopped half-way and resumed gave another curve"),
 ], ids=["loss-under-no-grad", "no-gradient-on-trained-params", "unknown-params-accepted", "bad-params-accepted",
-        "not-reproducible", "uncounted-flops"])
+        "not-reproducible", "uncounted-flops", "state-lost-on-resume"])
 def test_broken_methods_fail_naming_the_problem(method, kwargs, message):
     with pytest.raises(AssertionError, match=message):
         check_method(method, **kwargs)

@@ -290,6 +290,8 @@ class Checkpoint:
             "cotrain": [c.state_dict() for c in self.cotrainers],
             "phase_steps": [p.steps for p in self.job.plan],  # as changed by phases that ended early
             "until": [getattr(p.phase.until, "state_dict", lambda: None)() for p in self.job.plan],
+            "phase_state": [p.phase.state.state_dict() if p.phase.state is not None else None
+                            for p in self.job.plan],
             "eval_at": sorted(self.phases.eval_at),  # boundaries that moved before this save keep their points
             "model": self.job.model.state_dict(), "params": [p.detach().clone() for p in self.params],
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
@@ -323,6 +325,9 @@ class Checkpoint:
             planned.steps = steps
             if until is not None:
                 planned.phase.until.load_state_dict(until)
+        for planned, phase_state in zip(plan, saved.get("phase_state", [None] * len(plan))):
+            if phase_state is not None:  # absent from states saved before kdbench 0.3
+                planned.phase.state.load_state_dict(phase_state)
         return state.step
 
     def stop_if_asked(self, state: LoopState) -> None:

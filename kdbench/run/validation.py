@@ -26,7 +26,7 @@ from kdbench.suite.claims import validate_claim_metrics
 from kdbench.suite.expand import LoadedSuite
 from kdbench.suite.identity import Run
 
-PROBE_BATCH = 1  # examples per probe step: shapes and gradients are checked, FLOPs scaled up
+PROBE_BATCH = 2  # examples per probe step (2: batch relations need a pair): shapes and gradients are checked, FLOPs scaled up
 
 
 def estimated_phases(phases: list[Phase], model: torch.nn.Module, task: TaskInstance, batch_size: int,

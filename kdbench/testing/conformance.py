@@ -4,7 +4,8 @@ Like the tester mixins of large model libraries, it holds the contract a method
 signs, so an author does not have to think of every check: params validate and
 reject bad values; phases build on an MLP task and on an encoder task; every
 phase's loss has a gradient on what the phase trains; FLOPs are measured for
-every phase that runs; a run fits its budget; one seed gives one curve. It runs
+every phase that runs; a run fits its budget; one seed gives one curve; a run
+stopped half-way and resumed gives that curve too. It runs
 on tiny tasks with an untrained teacher of the right shape, in seconds.
 """
 
@@ -23,7 +24,8 @@ from kdbench.api import Phase
 from kdbench.errors import UserError
 from kdbench.run.budget import measure_phases, probe_batch
 from kdbench.run.engine import trainable_parameters, training_only
-from kdbench.run.runner import build_task, method_phases, uses_cached_teacher
+from kdbench.run.runner import build_task, execute_run, method_phases, uses_cached_teacher
+from kdbench.run.stop import StopRequested, clear_stop, request_stop
 from kdbench.run.teachers import ProbeTeacher
 from kdbench.suite.schema import members
 from kdbench.testing.helpers import TinyTask, resolve_run, run_method, tiny_encoder_task, torch_threads
@@ -50,6 +52,8 @@ def check_method(method: Union[str, type], params: Optional[dict] = None, *,
        the cost of ``CHECK_STEPS`` steps of every phase), and every phase that ran has measured,
        non-zero FLOPs per step.
     4. A second run with the same seed gives the same curve (on the first task).
+    5. A run stopped after half its steps and resumed from its saved state gives that curve too
+       (on the first task): whatever a loss keeps between steps is a phase's ``state``.
     """
 
     tasks = list(tasks) if tasks is not None else [TinyTask(), tiny_encoder_task()]
@@ -196,7 +200,35 @@ def _check_run(method, params: Optional[dict], task, budget: float, out: Path, t
             raise AssertionError(f"{where}: two runs with seed 0 gave different curves: draw every random thing "
                                  f"from ctx.generator")
         line += "; a second run with the same seed gave the same curve"
+        line += _check_resume(method, params, task, budget, out / "resumed", result.curve, where)
     return line
+
+
+def _check_resume(method, params: Optional[dict], task, budget: float, out: Path, reference: list[dict],
+                  where: str) -> str:
+    """A run stopped (as Ctrl-C stops it) after half its steps, then resumed: the ``reference`` curve."""
+    registry, run = resolve_run(method, params, task=task, budget_flops=budget)
+    device = torch.device("cpu")
+
+    def stop_half_way(done: int, total: int) -> None:
+        if done >= max(1, total // 2):
+            request_stop()
+
+    try:
+        execute_run(run, registry, out, device, progress=stop_half_way, probe_teacher=True)
+    except StopRequested:
+        pass
+    else:
+        raise AssertionError(f"{where}: a stop requested half-way through the run did not stop it")
+    finally:
+        clear_stop()
+    outcome = execute_run(run, registry, out, device, probe_teacher=True)
+    if outcome.error is not None:
+        raise AssertionError(f"{where}: the resumed run failed: {outcome.error}") from outcome.error
+    if _without_time(outcome.curve) != _without_time(reference):
+        raise AssertionError(f"{where}: a run stopped half-way and resumed gave another curve than an "
+                             f"uninterrupted one: keep what the loss carries between steps in Phase.state")
+    return f"; stopped at step {outcome.summary['resumed_from']} and resumed, it gave the same curve"
 
 
 def _without_time(curve: list[dict]) -> list[dict]:

@@ -108,3 +108,36 @@ def test_validate_refuses_a_token_representation_on_an_mlp(tmp_path):
     assert done.returncode == 2, done.stdout + done.stderr
     out = " ".join((done.stdout + done.stderr).split())
     assert "rkd: params.representation: 'mean' needs a token model" in out and "MLP" in out
+
+
+def validate(tmp_path, method: str, batch_size: int) -> subprocess.CompletedProcess:
+    suite = tmp_path / f"{method}.yaml"
+    suite.write_text(textwrap.dedent(f"""\
+        name: batch-of-{batch_size}
+        seeds: [0]
+        budget: {{flops: 1.0e+9}}
+        tasks:
+          - name: parity-mlp
+            params: {json.dumps({**TinyTask().params, "levels": 2})}
+            student: {{batch_size: {batch_size}}}
+        methods:
+          - name: {method}
+        """))
+    return subprocess.run([sys.executable, "-m", "kdbench.cli", "validate", str(suite)], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=300)
+
+
+@pytest.mark.parametrize("method", ["rkd", "pkt", "sp", "dist"])
+def test_validate_refuses_a_batch_of_one_for_batch_relations(tmp_path, method):
+    """The relations of one sample are empty (rkd, pkt: NaN) or constant (sp, dist's intra-class): exit 2."""
+    done = validate(tmp_path, method, 1)
+    assert done.returncode == 2, done.stdout + done.stderr
+    out = " ".join((done.stdout + done.stderr).split())
+    assert f"{method}: " in out and "student.batch_size must be at least 2" in out
+    assert validate(tmp_path, method, 2).returncode == 0
+
+
+def test_crd_takes_a_batch_of_one(tmp_path):
+    """CRD's negatives come from its queues, not from the batch."""
+    done = validate(tmp_path, "crd", 1)
+    assert done.returncode == 0, done.stdout + done.stderr

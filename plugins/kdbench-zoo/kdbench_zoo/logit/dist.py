@@ -11,7 +11,8 @@ setting: alpha (``ce_weight``) 1, beta 1, gamma 1, tau 1. ``rho_p`` is the cosin
 vectors with 1e-8 in the denominator, as in the authors' code.
 
 For MLM tasks the batch's rows are its masked positions and the classes its vocabulary. With
-two classes the inter-class correlation is always +-1 (no gradient): such a task is refused.
+two classes the inter-class correlation is always +-1 (no gradient): such a task is refused; so is a
+batch of one row while ``gamma`` > 0 (its intra-class correlation has nothing to correlate).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from kdbench import Method, Phase
+from kdbench import Method, Phase, UserError
 
 from kdbench_zoo.logit.common import CEWeight, logit_pair, require_classes
 
@@ -54,6 +55,10 @@ class DIST(Method):
 
         def loss(batch):
             s, target = logit_pair(student, teacher, batch)
+            if params.gamma > 0 and len(s) < 2:
+                raise UserError(f"dist: the intra-class relation correlates each class's scores across the "
+                                f"batch, and this batch has {len(s)} row: student.batch_size must be at least 2 "
+                                f"(or gamma: 0)")
             y_s, y_t = (s / tau).softmax(-1), (target / tau).softmax(-1)
             inter, intra = pearson_distance(y_s, y_t), pearson_distance(y_s.T, y_t.T)
             return (params.ce_weight * F.cross_entropy(s, batch.labels)

@@ -29,8 +29,9 @@ ones. The queues start as the authors' code starts its memory (uniform in +-1/sq
 drawn from the run's generator) and are reset, with Z, at the run's first step, so the FLOP probe
 leaves no trace. ``negatives`` defaults to the paper's 16384; the bank's matmuls, 2 * batch * N *
 embed_dim FLOPs per anchor side forward and as many backward, and the heads are charged with the step:
-on a tiny MLP they cost far more than the student (lower ``negatives`` there). Not saved with a run's
-state: a run resumed after an interruption starts from the initial queues and a fresh Z.
+on a tiny MLP they cost far more than the student (lower ``negatives`` there). The queues, their write
+position and Z are the phase's ``state``: saved with the run's, so a resumed run goes on as an
+uninterrupted one. Its negatives come from the queue, so it runs with any batch size, 1 included.
 """
 
 from __future__ import annotations
@@ -88,6 +89,17 @@ class ContrastBank:
         self.queues = self.queues.index_copy(1, slots, new)  # a new tensor: this step's graph keeps the old one
         self.pointer = (self.pointer + new.shape[1]) % size
 
+    def state_dict(self) -> dict:
+        """The queues, the write position and Z, saved with the run's state (:attr:`kdbench.Phase.state`)."""
+        return {"queues": self.queues, "pointer": self.pointer,
+                "log_z": list(self.log_z)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a saved state: a resumed run draws the negatives an uninterrupted one would."""
+        self.queues = state["queues"].to(self.initial.device)
+        self.pointer = state["pointer"]
+        self.log_z = [None if z is None else z.to(self.initial.device) for z in state["log_z"]]
+
 
 def nce_loss(anchor: torch.Tensor, positive: torch.Tensor, queue: torch.Tensor, tau: float,
              bank: ContrastBank, side: int) -> torch.Tensor:
@@ -139,4 +151,4 @@ class CRD(Method):
         bank = ContrastBank(params.negatives, params.embed_dim, ctx.generator, ctx.device)
         extra = [p for head in heads for p in head.parameters()]
         return [relation_phase(ctx, params, "crd", how, CRDLoss(heads, bank, ctx.clock, params), extra=extra,
-                               info={"negatives": params.negatives, "bank": "fifo"})]
+                               info={"negatives": params.negatives, "bank": "fifo"}, state=bank, min_samples=1)]

@@ -104,10 +104,13 @@ def last_layers(ctx: MethodContext) -> tuple[int, int]:
 def relation_phase(ctx: MethodContext, params: RelationParams, name: str, how: str,
                    relation: Callable[[list[torch.Tensor], list[torch.Tensor]], torch.Tensor],
                    layers: Optional[Sequence[tuple[int, int]]] = None, extra: Sequence[torch.nn.Parameter] = (),
-                   info: Optional[dict] = None) -> Phase:
+                   info: Optional[dict] = None, state=None, min_samples: int = 2) -> Phase:
     """One phase for the whole run: ``relation(student samples, teacher samples)`` (a list per layer
     pair of ``layers``, default the last layers) plus the logit terms of ``params``. ``extra`` are
-    trainable tensors of the method's own (CRD's heads), trained with the student."""
+    trainable tensors of the method's own (CRD's heads), trained with the student; ``state`` what it keeps
+    between steps (CRD's queues, see :attr:`kdbench.Phase.state`). A batch with fewer than ``min_samples``
+    samples is a :class:`kdbench.UserError` (the relations of one sample are empty or constant), which
+    ``kdbench validate`` reports from its probe step, before anything trains."""
     student, teacher = ctx.student, ctx.teacher.final()
     pairs = list(layers) if layers is not None else [last_layers(ctx)]
     s_layers, t_layers = [s for s, _ in pairs], [t for _, t in pairs]
@@ -117,8 +120,12 @@ def relation_phase(ctx: MethodContext, params: RelationParams, name: str, how: s
         with torch.no_grad():
             t_out = teacher(batch.inputs, layers=t_layers, mask=batch.mask, with_logits=with_teacher_logits)
         s_out = student(batch.inputs, layers=s_layers, mask=batch.mask)
-        total = relation([samples(h, batch.mask, how).float() for h in s_out.hidden],
-                         [samples(h, batch.mask, how).float() for h in t_out.hidden])
+        s_samples = [samples(h, batch.mask, how).float() for h in s_out.hidden]
+        if len(s_samples[0]) < min_samples:
+            raise UserError(f"{name}: relates the samples of a batch to each other, and this batch has "
+                            f"{len(s_samples[0])} ({how} representation): student.batch_size must be at least "
+                            f"{min_samples}")
+        total = relation(s_samples, [samples(h, batch.mask, how).float() for h in t_out.hidden])
         if params.ce_weight > 0:
             total = total + params.ce_weight * F.cross_entropy(s_out.logits.float(), batch.labels)
         if with_teacher_logits:
@@ -126,6 +133,6 @@ def relation_phase(ctx: MethodContext, params: RelationParams, name: str, how: s
         return total
 
     trained = [*student.parameters(), *extra] if extra else None
-    return Phase(name, loss=loss, params=trained, teacher="final", depth=student.num_layers,
+    return Phase(name, loss=loss, params=trained, teacher="final", depth=student.num_layers, state=state,
                  info={"representation": how, "student_layers": s_layers, "teacher_layers": t_layers,
                        **(info or {})})
