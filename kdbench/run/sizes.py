@@ -144,10 +144,10 @@ class _PeakMemory(TorchDispatchMode):
         inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor) and t.device.type != "meta" and t.untyped_storage().data_ptr() not in inputs:
-                size = t.untyped_storage().nbytes()
-                self.live += size
+                storage = t.untyped_storage()  # freed with its storage, which autograd may keep alive
+                self.live += storage.nbytes()
                 self.peak = max(self.peak, self.live)
-                weakref.finalize(t, self._free, size)
+                weakref.finalize(storage, self._free, storage.nbytes())
         return out
 
 
