@@ -68,23 +68,29 @@ def test_teacher_steps_of_1e11_are_refused(tmp_path):
             "(allowed: 1 to 1e+09)")
 
 
-def test_depth_100000_is_refused_at_once_without_building_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("budget, field", [
+    ("{flops: 2e6}", "tasks[0].params (n: 10, k: 2, depth: 100000, eval_size: 256)"),
+    # a budget in steps is priced when the suite is loaded, which builds the models: sized there first
+    ("{steps: 100, method: one-shot}", "tasks (parity-mlp).params"),
+])
+def test_depth_100000_is_refused_at_once_without_building_it(tmp_path, monkeypatch, budget, field):
     """100000 hidden layers of 1000: ~400 GB of weights, which hung with no output; sized on the
     meta device, the build stops as soon as it passes the limit."""
     monkeypatch.setenv("KDBENCH_MEMORY_LIMIT", "2GB")
-    suite = suite_file(tmp_path, params="n: 10, k: 2, depth: 100000, eval_size: 256")
+    suite = suite_file(tmp_path, params="n: 10, k: 2, depth: 100000, eval_size: 256", budget=budget)
     start = time.perf_counter()
-    refused(tmp_path, suite, "tasks[0].params (n: 10, k: 2, depth: 100000, eval_size: 256): the teacher of "
-            "parity-mlp alone needs over ~501 MB for its weights", "the cpu has 2 GB (KDBENCH_MEMORY_LIMIT)",
-            "(allowed: a model, its training state and a batch under 2 GB)")
+    refused(tmp_path, suite, f"{field}: ", "the teacher of parity-mlp alone needs over ~501 MB for its weights",
+            "the cpu has 2 GB (KDBENCH_MEMORY_LIMIT)", "(allowed: a model, its training state and a batch under 2 GB)")
     assert time.perf_counter() - start < 30  # three commands; each took minutes, then hung
 
 
 def test_a_huge_n_is_one_short_line_without_cpp_stack_frames(tmp_path):
     """n = 10^12: torch's allocation error used to be the message, with its C++ stack frames where
     torch shows them (TORCH_SHOW_CPP_STACKTRACES=1: 14 KB)."""
-    suite = suite_file(tmp_path, params="n: 1000000000000, k: 2, teacher_width: 8, student_width: 4, eval_size: 64")
-    env = {**os.environ, "TORCH_SHOW_CPP_STACKTRACES": "1", "TORCH_DISABLE_ADDR2LINE": "1", "PYTHONPATH": str(Path(package.__file__).parents[1])}
+    suite = suite_file(tmp_path, params="n: 1000000000000, k: 2, teacher_width: 8, student_width: 4, "
+                                        "eval_size: 64")
+    env = {**os.environ, "TORCH_SHOW_CPP_STACKTRACES": "1", "TORCH_DISABLE_ADDR2LINE": "1",
+           "PYTHONPATH": str(Path(package.__file__).parents[1])}  # the kdbench under test, in a fresh process
     done = subprocess.run([sys.executable, "-m", "kdbench.cli", "validate", str(suite)], capture_output=True,
                           text=True, env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 2 and done.stdout == "", done.stderr[-2000:]

@@ -77,14 +77,14 @@ def build_failure(exc: BaseException) -> Optional[str]:
     """A task's build that ran out of memory, in one line (torch's first line, without its C++
     stack frames), or None for any other failure."""
     first = str(exc).strip().split("\n")[0]
-    if isinstance(exc, MemoryError) or "allocate" in first and isinstance(exc, RuntimeError):
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "allocate" in first):
         asked = re.search(r"allocate (\d+) bytes", first)
         return f"its data does not fit: {size_text(int(asked[1])) + ' in one tensor' if asked else first[:200]}"
     return None
 
 
 class _TooBig(Exception):
-    pass
+    """A model's parameters passed the limit while it was built on the meta device (args: their bytes)."""
 
 
 _FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn, torch.randint, torch.arange,
