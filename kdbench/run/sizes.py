@@ -141,14 +141,19 @@ class _PeakMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor) and t.device.type != "meta" and t.untyped_storage().data_ptr() not in inputs:
-                storage = t.untyped_storage()  # freed with its storage, which autograd may keep alive
-                self.live += storage.nbytes()
-                self.peak = max(self.peak, self.live)
-                weakref.finalize(storage, self._free, storage.nbytes())
+        inputs = {_storage(t) for t in tree_leaves((args, kwargs))}
+        for storage in {_storage(t) for t in tree_leaves(out)} - inputs - {None}:
+            self.live += storage.nbytes()  # counted until its storage is freed, which autograd may keep alive
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(storage, self._free, storage.nbytes())
         return out
+
+
+def _storage(value) -> Optional[torch.UntypedStorage]:
+    """The storage of a dense tensor holding memory, else None (meta, sparse: nothing to count)."""
+    if not isinstance(value, torch.Tensor) or value.device.type == "meta" or value.layout != torch.strided:
+        return None
+    return value.untyped_storage()
 
 
 def _peak_bytes(phases: list[Phase], model: torch.nn.Module, task: TaskInstance, batch_size: int,

@@ -92,7 +92,11 @@ def check_runs(loaded: LoadedSuite, registry: Registry, device: torch.device = t
         name = f"{run.method_label} on {run.task_label}"
         sizes.check_time(f"{path}: {field}", name, prepared.job.total_steps, prepared.budget_flops)
         job, frozen = prepared.job, teacher_bytes if registry.methods[run.method].cls.needs_teacher else 0
-        step = step_bytes([p.phase for p in job.plan], job.model, task, job.recipe.batch_size, device)
+        try:
+            step = step_bytes([p.phase for p in job.plan], job.model, task, job.recipe.batch_size, device)
+        except (Exception, SystemExit) as exc:
+            raise UserError(f"{path}: methods[{j}] ({run.method_label}) on {task_where}: a step at a small batch "
+                            f"fails: {_failure(exc)}") from exc
         sizes.check_step(f"{path}: tasks[{i}].student.batch_size", name, job.model, frozen, step,
                          job.recipe.batch_size)
     metrics = {label: (task.metric, bool(task.higher_is_better)) for label, (task, *_) in probes.items()}
@@ -117,7 +121,10 @@ def _check_teacher(task: TaskInstance, run: Run, where: str, params: str, sizes:
         recipe = run.teacher_recipe
         model = new_teacher(task, run.teacher_seed)
         phases = [teacher_phase(model, recipe.steps)]
-        step = step_bytes(phases, model, task, recipe.batch_size, device)
+        try:
+            step = step_bytes(phases, model, task, recipe.batch_size, device)
+        except (Exception, SystemExit) as exc:
+            raise UserError(f"{where} ({run.task_label}): a step of its teacher fails: {_failure(exc)}") from exc
         sizes.check_step(f"{where}.teacher.batch_size", name, model, 0, step, recipe.batch_size)
         flops = estimated_phases(phases, model, task, recipe.batch_size, device)[0] * recipe.steps
         sizes.check_time(f"{where}.teacher.steps", name, recipe.steps, flops)
