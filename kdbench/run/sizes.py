@@ -136,6 +136,12 @@ class _PeakMemory(TorchDispatchMode):
         super().__init__()
         self.live = self.peak = 0
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """False: torch would wrap ``__torch_dispatch__`` in a Dynamo guard whose first call imports
+        ``torch._dynamo`` (seconds); the measured step is never compiled (as in :mod:`kdbench.run.budget`)."""
+        return False
+
     def _free(self, size: int) -> None:
         self.live -= size
 
