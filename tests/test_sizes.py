@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import kdbench
 
 import kdbench as package
@@ -136,3 +137,17 @@ def test_a_memory_limit_that_is_not_a_size_is_refused(tmp_path, monkeypatch):
 
     with pytest.raises(UserError):
         parse_bytes("-1GB")
+
+
+def test_a_memory_limit_above_the_device_memory_overrides_an_estimate_that_overshoots(tmp_path, monkeypatch):
+    """The variable is the user's word, both ways: what a 4 MB limit refuses, a 100 TB one (more than this
+    machine has) lets through, so an estimate that overshoots (attention measured in full) never blocks a run."""
+    suite = suite_file(tmp_path, params="n: 100, k: 2, teacher_width: 64, student_width: 16, eval_size: 256",
+                       teacher_batch=20000)
+    monkeypatch.setenv("KDBENCH_MEMORY_LIMIT", "4MB")
+    kdbench("validate", suite, expect=2)
+    monkeypatch.setenv("KDBENCH_MEMORY_LIMIT", "100TB")
+    from kdbench.run.sizes import memory_limit
+
+    assert memory_limit(torch.device("cpu")) == 10**14
+    assert "= 1 runs" in kdbench("validate", suite).output

@@ -13,8 +13,9 @@ calls these checks for every task entry and every (task, method) pair before any
 3. Time: allotted steps over :data:`MAX_STEPS`, or FLOPs that even :data:`FAST_FLOPS` FLOP/s
    would not finish within :data:`MAX_SECONDS`, are a typo.
 
-The memory limit is what the device has (RAM on the CPU, the GPU's memory on CUDA), capped by
-the environment variable ``KDBENCH_MEMORY_LIMIT`` (bytes, or ``512MB``, ``2GB``...) when set.
+The memory limit is what the device has (RAM on the CPU, the GPU's memory on CUDA), or the
+environment variable ``KDBENCH_MEMORY_LIMIT`` (bytes, or ``512MB``, ``2GB``...) when set: lower to
+leave room for other work, higher when an estimate overshoots (attention is measured in full).
 Whatever does not fit is a :class:`UserError` of one line naming the field, the estimate and the
 allowed range. A task that cannot even be built (its data does not fit) says so in one line too.
 """
@@ -55,14 +56,15 @@ def parse_bytes(text: str) -> int:
 
 
 def memory_limit(device: Optional[torch.device]) -> Optional[int]:
-    """Bytes ``device`` has (None: unknown, e.g. runs that train on a cluster), capped by
-    ``KDBENCH_MEMORY_LIMIT``."""
-    limits = [parse_bytes(os.environ[LIMIT_VARIABLE])] if os.environ.get(LIMIT_VARIABLE) else []
+    """Bytes ``device`` has (None: unknown, e.g. runs that train on a cluster), or
+    ``KDBENCH_MEMORY_LIMIT`` when set."""
+    if os.environ.get(LIMIT_VARIABLE):  # the user's word wins, above the device's too: an estimate can overshoot
+        return parse_bytes(os.environ[LIMIT_VARIABLE])
     if device is not None and device.type == "cuda":
-        limits.append(torch.cuda.mem_get_info(device)[1])
-    elif device is not None and device.type == "cpu":
-        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    return min(limits) if limits else None
+        return torch.cuda.mem_get_info(device)[1]
+    if device is not None and device.type == "cpu":
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return None
 
 
 def size_text(size: float) -> str:
