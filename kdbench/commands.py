@@ -33,7 +33,7 @@ from kdbench.launchers.threads import ThreadChoice, choose_threads, torch_thread
 from kdbench.loggers.selection import choose_loggers
 from kdbench.plugins import Registry, load_plugins
 from kdbench.progress import ProgressEvent, Reporter, os_error
-from kdbench.run.options import RunOptions, check_device_spec
+from kdbench.run.options import RunOptions, resolve_device
 from kdbench.run.pricing import load_suite
 from kdbench.run.probe import estimate_job
 from kdbench.run.runner import build_task, prepare
@@ -66,7 +66,7 @@ def validate_suite(suite: PathLike, plugins: Sequence[PathLike] = ()) -> LoadedS
     and one probe step of every (task, method) pair on untrained models. Trains nothing; raises UserError."""
     loaded, registry = load(suite, plugins)
     choose_loggers(loaded, registry)
-    check_runs(loaded, registry)
+    check_runs(loaded, registry, target=resolve_device("auto"))  # sizes bounded by the device run would pick
     return loaded
 
 
@@ -183,9 +183,8 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     if detach and loaded.tune is not None:
         raise UserError(f"{suite}: tune: a sweep reads each round's results before asking the next; "
                         "run it without --detach")
-    check_device_spec(device)
-    tasks = check_runs(loaded, registry)
     options = RunOptions.resolve(device, precision, compile, here=not launcher_cls.runs_elsewhere)
+    tasks = check_runs(loaded, registry, target=options.device)  # None where the runs train elsewhere
     if options.device is not None and options.effective_precision != precision:
         log(f"--precision {precision}: bf16 autocast runs on CUDA only; training in fp32 on {options.device}.")
     out = _results_folder(loaded.output, Path(suite))
@@ -432,7 +431,7 @@ def plan_suite(suite: PathLike, output: Optional[PathLike] = None, *, device: st
     loaded, registry = load(suite, plugins, output)
     options = RunOptions.resolve(device, precision, compile)
     options = replace(options, precision=options.effective_precision)
-    check_runs(loaded, registry)
+    check_runs(loaded, registry, target=options.device)
     load_average, cores = os.getloadavg()[0], local.available_cores()  # before this process adds its own
     threads = ThreadChoice(torch.get_num_threads(), "")
     if probe_steps:  # time steps as `kdbench run` (one job) would run them

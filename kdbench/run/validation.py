@@ -9,10 +9,14 @@ allots the budget from those step costs scaled to the real batch size (FLOPs
 grow linearly with the batch). So a layer the student does not have, a loss
 that would train nothing, a budget too small for a single step or one that
 cannot pay for the teacher all end with exit code 2, naming the file and the
-field, before any teacher trains.
+field, before any teacher trains. So does every size that cannot run on the device: models,
+batches and step counts are bounded by :mod:`kdbench.run.sizes` before anything is allocated
+at full size.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 
@@ -21,7 +25,8 @@ from kdbench.errors import UserError
 from kdbench.plugins import Registry
 from kdbench.run.budget import measure_phases
 from kdbench.run.runner import budget_flops, build_task, prepare
-from kdbench.run.teachers import ProbeTeacher
+from kdbench.run.sizes import MAX_STEPS, SizeCheck, build_failure, step_bytes
+from kdbench.run.teachers import ProbeTeacher, new_teacher, teacher_phase
 from kdbench.suite.claims import validate_claim_metrics
 from kdbench.suite.expand import LoadedSuite
 from kdbench.suite.identity import Run
@@ -42,21 +47,20 @@ def _index(entries, label: str) -> int:
 
 def _failure(exc: BaseException) -> str:
     """A plugin's error as one line: the message of a UserError or ValueError (a bad param, by
-    convention), the exception's type and message otherwise (a bug)."""
-    text = " ".join(str(exc).split())
+    convention), the exception's type and message otherwise (a bug); never torch's C++ stack frames."""
+    text = " ".join(str(exc).split("\nException raised from")[0].split())  # not torch's C++ stack frames
     return text if isinstance(exc, (UserError, ValueError)) else f"{type(exc).__name__}: {text}"
 
 
-MAX_STEPS = 10**9  # more student steps than any run could take: the budget is a typo
-
-
-def check_runs(loaded: LoadedSuite, registry: Registry,
-               device: torch.device = torch.device("cpu")) -> dict[str, tuple[str, bool]]:
+def check_runs(loaded: LoadedSuite, registry: Registry, device: torch.device = torch.device("cpu"),
+               target: Optional[torch.device] = None) -> dict[str, tuple[str, bool]]:
     """Raise :class:`UserError` (file, field, reason) for the first (task, method) pair of the
     suite that cannot train, or a claim naming a metric a task lacks; when every pair can, return
-    what the probes learned of each task: ``{task label: (metric, higher_is_better)}``."""
-    suite, path = loaded.suite, loaded.path
-    probes: dict[str, tuple[TaskInstance, ProbeTeacher, float]] = {}
+    what the probes learned of each task: ``{task label: (metric, higher_is_better)}``. The probes
+    run on ``device``; sizes are bounded by the memory of ``target``, where the jobs will train
+    (None: unknown, then only ``KDBENCH_MEMORY_LIMIT`` bounds them)."""
+    suite, path, sizes = loaded.suite, loaded.path, SizeCheck(target)
+    probes: dict[str, tuple[TaskInstance, ProbeTeacher, float, int]] = {}
     checked: set[tuple[str, str]] = set()
     for run in loaded.runs:
         if (run.task_label, run.method_label) in checked:
@@ -65,8 +69,8 @@ def check_runs(loaded: LoadedSuite, registry: Registry,
         i, j = _index(suite.tasks, run.task_label), _index(suite.methods, run.method_label)
         task_where = f"tasks[{i}] ({run.task_label})"
         if run.task_label not in probes:
-            probes[run.task_label] = _probe_task(loaded, registry, run, device, f"{path}: {task_where}")
-        task, teacher, budget = probes[run.task_label]
+            probes[run.task_label] = _probe_task(loaded, registry, run, device, i, sizes)
+        task, teacher, budget, teacher_bytes = probes[run.task_label]
         given = run.teacher_checkpoint or task.teacher_source()
         if run.checkpoints and given is not None:
             raise UserError(f"{path}: methods[{j}] ({run.method_label}) on {task_where}: reads intermediate teacher "
@@ -76,40 +80,89 @@ def check_runs(loaded: LoadedSuite, registry: Registry,
             prepared = prepare(run, registry, task, teacher, device, measure=estimated_phases, budget=budget)
         except (Exception, SystemExit) as exc:
             raise UserError(f"{path}: methods[{j}] ({run.method_label}) on {task_where}: {_failure(exc)}") from exc
+        field = f"tasks[{i}].budget" if suite.tasks[i].budget is not None else "budget"
         if prepared.job.total_steps == 0:
-            field = f"tasks[{i}].budget" if suite.tasks[i].budget is not None else "budget"
             cheapest = min(p.step_flops for p in prepared.job.plan)
             raise UserError(f"{path}: {field}: {prepared.budget_flops:.3g} FLOPs do not pay for one step of "
                             f"{run.method_label} on {run.task_label} (about {cheapest:.3g} FLOPs a step)")
         if prepared.job.total_steps > MAX_STEPS:
-            field = f"tasks[{i}].budget" if suite.tasks[i].budget is not None else "budget"
             raise UserError(f"{path}: {field}: {prepared.budget_flops:.3g} FLOPs buy {prepared.job.total_steps:.3g} "
                             f"steps of {run.method_label} on {run.task_label}, more than {MAX_STEPS:.0e}: "
                             "a typo in the exponent?")
-    metrics = {label: (task.metric, bool(task.higher_is_better)) for label, (task, _, _) in probes.items()}
+        name = f"{run.method_label} on {run.task_label}"
+        sizes.check_time(f"{path}: {field}", name, prepared.job.total_steps, prepared.budget_flops)
+        job, frozen = prepared.job, teacher_bytes if registry.methods[run.method].cls.needs_teacher else 0
+        try:
+            step = step_bytes([p.phase for p in job.plan], job.model, task, job.recipe.batch_size, device)
+        except (Exception, SystemExit) as exc:
+            raise UserError(f"{path}: methods[{j}] ({run.method_label}) on {task_where}: a step at a small batch "
+                            f"fails: {_failure(exc)}") from exc
+        sizes.check_step(f"{path}: tasks[{i}].student.batch_size", name, job.model, frozen, step,
+                         job.recipe.batch_size)
+    metrics = {label: (task.metric, bool(task.higher_is_better)) for label, (task, *_) in probes.items()}
     validate_claim_metrics(suite, path, metrics)  # a claim's metric may be the task's, known once it is built
     return metrics
 
 
-def _probe_task(loaded: LoadedSuite, registry: Registry, run: Run, device: torch.device,
-                where: str) -> tuple[TaskInstance, ProbeTeacher, float]:
+def _given_params(where: str, given: dict) -> str:
+    """``FILE: tasks[i].params (n: 100, depth: 3)``: the params field with the values the suite gives."""
+    values = ", ".join(f"{key}: {value}" for key, value in given.items())
+    return f"{where}.params ({values[:100]})" if values else f"{where}.params"
+
+
+def _check_teacher(task: TaskInstance, run: Run, where: str, params: str, sizes: SizeCheck,
+                   device: torch.device, trained: bool) -> int:
+    """The teacher and student of ``task`` sized before they are built (``params``: the field to
+    name), then a step of the teacher (when ``trained``) and its steps bounded; the teacher's bytes."""
+    name = f"the teacher of {run.task_label}"
+    size = sizes.check_model(params, name, lambda: new_teacher(task, run.teacher_seed))
+    sizes.check_model(params, f"the student of {run.task_label}", task.student_model)
+    if trained:
+        recipe = run.teacher_recipe
+        model = new_teacher(task, run.teacher_seed)
+        phases = [teacher_phase(model, recipe.steps)]
+        try:
+            step = step_bytes(phases, model, task, recipe.batch_size, device)
+        except (Exception, SystemExit) as exc:
+            raise UserError(f"{where} ({run.task_label}): a step of its teacher fails: {_failure(exc)}") from exc
+        sizes.check_step(f"{where}.teacher.batch_size", name, model, 0, step, recipe.batch_size)
+        flops = estimated_phases(phases, model, task, recipe.batch_size, device)[0] * recipe.steps
+        sizes.check_time(f"{where}.teacher.steps", name, recipe.steps, flops)
+    return size
+
+
+def _probe_task(loaded: LoadedSuite, registry: Registry, run: Run, device: torch.device, i: int,
+                sizes: SizeCheck) -> tuple[TaskInstance, ProbeTeacher, float, int]:
     """The task of ``run`` built once, an untrained teacher holding every checkpoint its runs read,
-    and the task's budget in FLOPs (estimated like the phases' costs)."""
-    steps = sorted({s for r in loaded.runs if r.task_label == run.task_label for s in r.checkpoints})
+    the task's budget in FLOPs (estimated like the phases' costs) and its teacher's bytes, every
+    size checked (:mod:`kdbench.run.sizes`) before the teacher is built."""
+    where, label = f"{loaded.path}: tasks[{i}]", run.task_label
+    sizes.check_time(f"{where}.teacher.steps", f"the teacher of {label}", run.teacher_recipe.steps, 0)
+    runs = [r for r in loaded.runs if r.task_label == label]
+    params = _given_params(where, loaded.suite.tasks[i].params)
     try:
         task = build_task(run, registry, device, None)
-        teacher = ProbeTeacher(task, run.teacher_seed, steps)
     except (Exception, SystemExit) as exc:
-        raise UserError(f"{where}: the task cannot be built: {_failure(exc)}") from exc
+        too_big = build_failure(exc)
+        if too_big:
+            room = f"; {sizes.has} (allowed: {sizes.allowed})" if sizes.limit else ""
+            raise UserError(f"{params}: {label} cannot be built with these params: {too_big}{room}") from exc
+        raise UserError(f"{where} ({label}): the task cannot be built: {_failure(exc)}") from exc
+    given = run.teacher_checkpoint or task.teacher_source()
+    trained = not given and any(registry.methods[r.method].cls.needs_teacher for r in runs)
+    teacher_bytes = _check_teacher(task, run, where, params, sizes, device, trained)
+    try:
+        teacher = ProbeTeacher(task, run.teacher_seed, sorted({s for r in runs for s in r.checkpoints}))
+    except (Exception, SystemExit) as exc:
+        raise UserError(f"{where} ({label}): the task cannot be built: {_failure(exc)}") from exc
     if run.teacher_checkpoint is not None:  # a given teacher must fit the task's teacher model
         try:
             teacher.model.load_state_dict(torch.load(run.teacher_checkpoint, map_location=device, weights_only=True))
         except RuntimeError as exc:
-            index = where.rsplit("tasks[", 1)[1].split("]")[0]
-            raise UserError(f"{loaded.path}: tasks[{index}].teacher_checkpoint: {run.teacher_checkpoint} does not "
+            raise UserError(f"{where}.teacher_checkpoint: {run.teacher_checkpoint} does not "
                             f"fit this task's teacher: {' '.join(str(exc).split())[:300]}") from exc
     try:
-        return task, teacher, budget_flops(run, registry, task, device, estimated_phases, teacher)
+        return task, teacher, budget_flops(run, registry, task, device, estimated_phases, teacher), teacher_bytes
     except (Exception, SystemExit) as exc:
         raise UserError(f"{loaded.path}: budget: the budget's method {run.budget.method!r} cannot be measured on "
-                        f"{run.task_label}: {_failure(exc)}") from exc
+                        f"{label}: {_failure(exc)}") from exc

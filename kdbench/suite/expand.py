@@ -203,11 +203,14 @@ def _priced(runs: list[Run], price: Optional[Callable[[Run, Registry], float]], 
                      replace(runs[0], method=budget.method, method_params=budget.method_params))
     try:
         flops = price(reference, registry)
-    except UserError:
-        raise
+    except UserError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise UserError(f"{path}: {exc}") from exc  # the file, for a message from the task or a size
     except Exception as exc:
+        first = str(exc).split("\nException raised from")[0]  # not torch's C++ stack frames
         raise UserError(f"{path}: budget: {budget.steps} steps of {budget.method} could not be priced in FLOPs "
-                        f"({type(exc).__name__}: {exc})") from exc
+                        f"({type(exc).__name__}: {first})") from exc
     priced = budget.model_copy(update={"priced_flops": float(flops)})
     return [replace(run, budget=priced) for run in runs]
 
