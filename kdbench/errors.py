@@ -11,3 +11,9 @@ class UserError(Exception):
 
 
 FAILURES = (Exception, SystemExit)
+
+
+def without_cpp_frames(exc: BaseException) -> str:
+    """``str(exc)`` without the C++ stack frames torch appends to its errors (with
+    ``TORCH_SHOW_CPP_STACKTRACES=1`` they run to kilobytes): a message for one line."""
+    return str(exc).split("\nException raised from")[0]

@@ -22,8 +22,7 @@ import torch
 from kdbench.plugins import Registry
 from kdbench.run.runner import budget_flops, build_task
 from kdbench.run.sizes import SizeCheck
-from kdbench.run.teachers import new_teacher
-from kdbench.run.validation import estimated_phases
+from kdbench.run.validation import check_model_sizes, estimated_phases
 from kdbench.suite.expand import LoadedSuite, read_suite
 from kdbench.suite.identity import Run, short_hash
 
@@ -37,11 +36,9 @@ def price_budget(run: Run, registry: Registry) -> float:
                       str(registry.methods[run.budget.method].cls.version), list(run.checkpoints)], 16)
     if key not in _PRICES:
         cpu = torch.device("cpu")
-        task, sizes, label = build_task(run, registry, cpu, None), SizeCheck(cpu), run.task_label
+        task = build_task(run, registry, cpu, None)
         # the models are built on the CPU to be measured: sized first (kdbench.run.sizes), so a huge one is refused
-        where = f"tasks ({label}).params"
-        sizes.check_model(where, f"the teacher of {label}", lambda: new_teacher(task, run.teacher_seed))
-        sizes.check_model(where, f"the student of {label}", task.student_model)
+        check_model_sizes(task, run, f"tasks ({run.task_label}).params", SizeCheck(cpu))
         _PRICES[key] = budget_flops(run, registry, task, cpu, estimated_phases)
     return _PRICES[key]
 

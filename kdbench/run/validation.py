@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 
 from kdbench.api import Phase, TaskInstance
-from kdbench.errors import UserError
+from kdbench.errors import UserError, without_cpp_frames
 from kdbench.plugins import Registry
 from kdbench.run.budget import measure_phases
 from kdbench.run.runner import budget_flops, build_task, prepare
@@ -48,7 +48,7 @@ def _index(entries, label: str) -> int:
 def _failure(exc: BaseException) -> str:
     """A plugin's error as one line: the message of a UserError or ValueError (a bad param, by
     convention), the exception's type and message otherwise (a bug); never torch's C++ stack frames."""
-    text = " ".join(str(exc).split("\nException raised from")[0].split())  # not torch's C++ stack frames
+    text = " ".join(without_cpp_frames(exc).split())
     return text if isinstance(exc, (UserError, ValueError)) else f"{type(exc).__name__}: {text}"
 
 
@@ -110,13 +110,20 @@ def _given_params(where: str, given: dict) -> str:
     return f"{where}.params ({values[:100]})" if values else f"{where}.params"
 
 
+def check_model_sizes(task: TaskInstance, run: Run, where: str, sizes: SizeCheck) -> int:
+    """The teacher and student of ``task`` sized on the meta device before either is built (``where``:
+    the params field to name when one does not fit); the teacher's bytes."""
+    size = sizes.check_model(where, f"the teacher of {run.task_label}", lambda: new_teacher(task, run.teacher_seed))
+    sizes.check_model(where, f"the student of {run.task_label}", task.student_model)
+    return size
+
+
 def _check_teacher(task: TaskInstance, run: Run, where: str, params: str, sizes: SizeCheck,
                    device: torch.device, trained: bool) -> int:
     """The teacher and student of ``task`` sized before they are built (``params``: the field to
     name), then a step of the teacher (when ``trained``) and its steps bounded; the teacher's bytes."""
     name = f"the teacher of {run.task_label}"
-    size = sizes.check_model(params, name, lambda: new_teacher(task, run.teacher_seed))
-    sizes.check_model(params, f"the student of {run.task_label}", task.student_model)
+    size = check_model_sizes(task, run, params, sizes)
     if trained:
         recipe = run.teacher_recipe
         model = new_teacher(task, run.teacher_seed)

@@ -12,7 +12,7 @@ import torch
 from pydantic import ValidationError
 
 from kdbench.api import Recipe
-from kdbench.errors import UserError
+from kdbench.errors import UserError, without_cpp_frames
 from kdbench.inputs import hash_file, hash_params, resolve_params, resolve_path
 from kdbench.plugins import Registry
 from kdbench.streams import VERSION as STREAMS_VERSION
@@ -208,9 +208,8 @@ def _priced(runs: list[Run], price: Optional[Callable[[Run, Registry], float]], 
             raise
         raise UserError(f"{path}: {exc}") from exc  # the file, for a message from the task or a size
     except Exception as exc:
-        first = str(exc).split("\nException raised from")[0]  # not torch's C++ stack frames
         raise UserError(f"{path}: budget: {budget.steps} steps of {budget.method} could not be priced in FLOPs "
-                        f"({type(exc).__name__}: {first})") from exc
+                        f"({type(exc).__name__}: {without_cpp_frames(exc)})") from exc
     priced = budget.model_copy(update={"priced_flops": float(flops)})
     return [replace(run, budget=priced) for run in runs]
 
