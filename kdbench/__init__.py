@@ -27,7 +27,7 @@ __version__ = "0.3.0"
 from importlib import import_module
 
 from kdbench import _moved
-from kdbench.api import (Batch, Clock, CoTrain, InternalOutputs, LayeredModel, LayerInternals, LayerOutputs, Method,
+from kdbench.api import (Batch, CausalLMInstance, Clock, CoTrain, InternalOutputs, LayeredModel, LayerInternals, LayerOutputs, Method,
                          MethodContext, Params, Phase, Recipe, Task, TaskInstance, logits, new_param, require_internals)
 from kdbench.distill_options import BasicDistillOptions, DistillOptions
 from kdbench.errors import UserError
@@ -44,7 +44,7 @@ __all__ = [
     "Recipe", "Task", "TaskInstance", "logits", "hookimpl", "UserError", "distillation_loss", "soft_cross_entropy",
     "distill_phase", "final_teacher_phase", "cotrained_teacher", "lockstep_phases", "MLP", "Encoder", "__version__",
     "reverse_kl", "DistillOptions", "BasicDistillOptions", "Plateau", "new_param",
-    "LayerInternals", "InternalOutputs", "require_internals",
+    "LayerInternals", "InternalOutputs", "require_internals", "CausalLMInstance",
     "load_results", "Results", "run_suite", "validate_suite", "plan_suite", "suite_status", "check_claims",
     "compare_results",
     "ProgressEvent",

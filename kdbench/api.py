@@ -78,6 +78,8 @@ class Batch:
     inputs: torch.Tensor
     labels: torch.Tensor
     mask: Optional[torch.Tensor] = None
+    #: causal LM tasks: the full token rows ``[batch, seq_len + 1]`` (see :class:`CausalLMInstance`)
+    tokens: Optional[torch.Tensor] = None
 
 
 class LayerOutputs(NamedTuple):
@@ -380,6 +382,41 @@ class TaskInstance:
         that reads intermediate teacher checkpoints is refused before anything trains.
         """
         return None
+
+
+class CausalLMInstance(TaskInstance):
+    """A causal language-model task (``lm``, ``pcfg-lm``): what sequence-level and on-policy methods use.
+
+    Its data are token rows ``[batch, seq_len + 1]``: a batch's ``inputs`` are ``rows[:, :-1]``,
+    ``mask`` marks the input positions whose next token is learned (``[batch, seq_len]``) and
+    ``labels`` are ``rows[:, 1:][mask]``, so ``model(batch.inputs, mask=batch.mask)`` gives the
+    next-token logits aligned with ``labels`` as for every other task. The first ``prompt_len``
+    tokens of a row are its prompt (pcfg-lm: the start token); a method that generates continues
+    prompts to full rows (:func:`kdbench.models.generation.sample`) and turns them into a batch
+    with :meth:`batch_from_tokens`, which stops each row at the task's end token if it has one.
+    Models are causal: position ``t`` sees positions ``<= t`` only.
+    """
+
+    metric = "perplexity"
+    higher_is_better = False
+    seq_len: int  # input positions of a row (a row has seq_len + 1 tokens)
+    prompt_len: int = 1  # tokens of a row that are its prompt
+    pad_id: int = 0  # the token after a row's end; never a label
+    end_id: Optional[int] = None  # the end-of-string token (None: rows are cut from a running text)
+
+    def tokens(self, batch: Batch) -> torch.Tensor:
+        """The full token rows ``[batch, seq_len + 1]`` of a batch this task made."""
+        return batch.tokens
+
+    def prompts(self, batch: Batch) -> torch.Tensor:
+        """The prompts ``[batch, prompt_len]`` of a batch's rows."""
+        return self.tokens(batch)[:, :self.prompt_len]
+
+    def batch_from_tokens(self, tokens: torch.Tensor) -> Batch:
+        """A training batch of rows ``[batch, seq_len + 1]`` (e.g. prompts continued by a model):
+        past a row's first end token every position becomes ``pad_id``; labels are the tokens after
+        the prompt up to and including the end token (every token after the prompt without one)."""
+        raise NotImplementedError
 
 
 class Task:

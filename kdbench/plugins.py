@@ -33,6 +33,8 @@ BUILTIN_PLUGINS = (
     "kdbench.tasks.parity_transformer",
     "kdbench.tasks.pcfg",
     "kdbench.tasks.wikipedia",
+    "kdbench.tasks.pcfg_lm",
+    "kdbench.tasks.lm",
     "kdbench.methods.labels",
     "kdbench.methods.one_shot",
     "kdbench.methods.progressive",

@@ -18,6 +18,9 @@ stream                seeded by     what draws from it
 ``method``            student seed  what a method draws in ``phases()``: projections,
                                     regressors (``MethodContext.generator``)
 ``masking``           the batch     MLM masks: a sub-stream of each batch's seed
+``sampling``          varies        sequences a model generates: a method's samples
+                                    (student seed, one seed per step), pcfg-lm's
+                                    evaluation samples (teacher seed)
 ====================  ============  ===================================================
 
 The batch of step ``t`` is drawn from a generator seeded with
@@ -35,7 +38,7 @@ import hashlib
 import torch
 
 VERSION = "2"
-STREAMS = ("task", "teacher-init", "teacher-data", "student-init", "student-data", "method", "masking")
+STREAMS = ("task", "teacher-init", "teacher-data", "student-init", "student-data", "method", "masking", "sampling")
 
 
 def derive_seed(stream: str, seed: int) -> int:

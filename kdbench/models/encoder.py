@@ -79,6 +79,19 @@ class Block(nn.Module):
         h = h + self.fc2(F.gelu(self.fc1(self.ln2(h))))
         return h if want is None else (h, inside)
 
+    def extend(self, h: torch.Tensor, past: Optional[tuple[torch.Tensor, torch.Tensor]]
+               ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The causal block's output at new positions ``h`` ``[batch, n, width]`` after the cached
+        keys and values ``past`` (None: no earlier positions), and the cache extended by them."""
+        b, n, d = h.shape
+        q, k, v = self.qkv(self.ln1(h)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=past is None and n > 1)
+        h = h + self.proj(a.transpose(1, 2).reshape(b, n, d))
+        h = h + self.fc2(F.gelu(self.fc1(self.ln2(h))))
+        return h, (k, v)
+
 
 class Encoder(nn.Module):
     """Token transformer: ``vocab_size`` input tokens, ``outputs`` logits per read-out position.
@@ -156,6 +169,26 @@ class Encoder(nn.Module):
             return LayerOutputs(hidden, out)
         return InternalOutputs(hidden, out, [inside.get(i, LayerInternals()) for i in layers],
                                embeddings if "embeddings" in want else None)
+
+    def extend(self, x: torch.Tensor, past: Optional[list] = None) -> tuple[torch.Tensor, list]:
+        """Incremental decoding of a causal encoder: the logits ``[batch, n, outputs]`` of the new
+        tokens ``x`` ``[batch, n]`` that follow the positions cached in ``past`` (None: none, then
+        ``n`` may be any length; else ``n`` must be 1), and the cache extended by them (per block,
+        its keys and values). Equal to the last ``n`` positions of ``model(all tokens)``, at the
+        cost of the new positions only (:func:`kdbench.models.generation.sample` uses it)."""
+        if not self.blocks[0].causal:
+            raise ValueError("extend (incremental decoding) needs a causal encoder (causal=True)")
+        start = 0 if past is None else past[0][0].shape[2]
+        if past is not None and x.shape[1] != 1:
+            raise ValueError(f"extend: after cached positions, one new token at a time (got {x.shape[1]})")
+        if start + x.shape[1] > self.max_len:
+            raise ValueError(f"sequence length {start + x.shape[1]} exceeds max_len {self.max_len}")
+        h = self.tok(x) + self.pos.weight[start:start + x.shape[1]]
+        cache = []
+        for i, block in enumerate(self.blocks):
+            h, kv = block.extend(h, None if past is None else past[i])
+            cache.append(kv)
+        return self.head(self.norm(h)), cache
 
     def _logits(self, h: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         """The head on the last block's output, at the read-out positions."""

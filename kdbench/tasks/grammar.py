@@ -223,15 +223,21 @@ CFG3B = """\
 """
 
 #: Named grammars a task may ask for by name. "cfg3b-pd" is the copy in the public
-#: progressive-distillation code, where 9 has the single rule 9 -> 3 2 1.
+#: progressive-distillation code, where 9 has the single rule 9 -> 3 2 1. "cfg3b-short" is
+#: cfg3b below its top two levels: a new start symbol S -> 16 | 17 | 18 over cfg3b's own rules
+#: for 16..7, so strings are 30-72 terminals (~53 on average) instead of 138-432: the CPU size
+#: of pcfg-lm, where a model samples whole strings.
 NAMED_GRAMMARS = {
     "cfg3b": CFG3B,
     "cfg3b-pd": CFG3B.replace("9 -> 3 2 1 | 2 1", "9 -> 3 2 1"),
+    "cfg3b-short": "# cfg3b-short: cfg3b from its level-2 symbols down\nS -> 16 | 17 | 18\n"
+                   + "\n".join(line for line in CFG3B.splitlines()
+                                if line.split(" ->")[0] not in ("22", "19", "20", "21") and not line.startswith("#")),
 }
 
 
 def load_grammar(spec: str) -> Grammar:
-    """A named grammar (``cfg3b``, ``cfg3b-pd``) or a grammar file (relative paths: current directory)."""
+    """A named grammar (``cfg3b``, ``cfg3b-pd``, ``cfg3b-short``) or a grammar file (relative paths: current directory)."""
     if spec in NAMED_GRAMMARS:
         return parse_grammar(NAMED_GRAMMARS[spec], spec)
     path = Path(spec)

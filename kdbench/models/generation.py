@@ -1,0 +1,66 @@
+"""Sampling token sequences from a causal layered model.
+
+:func:`sample` continues prompts by ``new_tokens`` tokens, always exactly that many (a
+sequence that has ended keeps going; the task cuts it at its end token), so every call of
+a method's loss costs the same FLOPs and the engine's once-measured step price is exact.
+
+Two ways to run, chosen by the model, and the FLOP counter sees whichever runs:
+
+- a model with ``extend(x, past)`` (:class:`kdbench.Encoder` built with ``causal=True``)
+  decodes with a key/value cache: the prompt once, then one position per new token;
+- any other layered model recomputes the whole prefix for every new token
+  (``model(prefix, mask=last position)``): correct for every plugin model, and charged
+  the quadratic cost it really has.
+
+Randomness comes only from the generator given (``torch.multinomial``), so a method that
+seeds it per step (see :func:`kdbench.streams.seed_for_step`) samples the same sequences
+on a resumed run.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def pick(logits: torch.Tensor, generator: torch.Generator, temperature: float) -> torch.Tensor:
+    """The next token of each row ``[batch, 1]``: argmax at temperature 0, else a draw from
+    ``softmax(logits / temperature)``."""
+    if temperature == 0:
+        return logits.argmax(-1, keepdim=True)
+    probs = F.softmax(logits.float() / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)
+
+
+def uses_cache(model: nn.Module) -> bool:
+    """Whether :func:`sample` decodes ``model`` with a key/value cache."""
+    extend = getattr(model, "extend", None)
+    return callable(extend) and bool(getattr(model, "config", {}).get("causal", False))
+
+
+@torch.no_grad()
+def sample(model: nn.Module, prompt: torch.Tensor, new_tokens: int, generator: torch.Generator,
+           temperature: float = 1.0) -> torch.Tensor:
+    """``prompt`` ``[batch, P]`` (P >= 1) followed by ``new_tokens`` tokens sampled from ``model``:
+    ``[batch, P + new_tokens]``. The model is run as it is (train or eval mode) and without gradient."""
+    if new_tokens < 1:
+        return prompt
+    if prompt.shape[1] < 1:
+        raise ValueError("sample: the prompt needs at least one token (e.g. a start token)")
+    out = [prompt]
+    if uses_cache(model):
+        logits, past = model.extend(prompt)
+        token = pick(logits[:, -1], generator, temperature)
+        out.append(token)
+        for _ in range(new_tokens - 1):
+            logits, past = model.extend(token, past)
+            token = pick(logits[:, -1], generator, temperature)
+            out.append(token)
+        return torch.cat(out, 1)
+    x = prompt
+    for _ in range(new_tokens):
+        last = torch.zeros(x.shape, dtype=torch.bool, device=x.device)
+        last[:, -1] = True
+        x = torch.cat([x, pick(model(x, mask=last), generator, temperature)], 1)
+    return x
