@@ -141,7 +141,7 @@ def require_internals(model: nn.Module, names: Sequence[str], who: str, why: str
     if missing:
         raise UserError(f"{who}: cannot apply to this task: its {role} model ({type(model).__name__}) has no "
                         f"{', '.join(missing)} to give ({who} {why}); it needs a transformer {role} "
-                        f"(kdbench.Encoder, kdbench.models.HFEncoder)")
+                        f"(kdbench.Encoder, kdbench.models.HFEncoder, kdbench.models.HFDecoder)")
 
 
 @runtime_checkable
@@ -163,7 +163,8 @@ class LayeredModel(Protocol):
     one per layer. ``upto`` and ``layers`` together, or a layer outside
     ``1..num_layers``, raise ``ValueError``.
 
-    An extension for transformers (:class:`kdbench.Encoder`, :class:`kdbench.models.HFEncoder`):
+    An extension for transformers (:class:`kdbench.Encoder`, :class:`kdbench.models.HFEncoder`,
+    :class:`kdbench.models.HFDecoder`):
     ``forward(x, layers=[...], internals=("attention", "values", ...))`` returns
     :class:`InternalOutputs`, adding the self-attention internals of each requested layer
     (:class:`LayerInternals`) and, with ``"embeddings"``, the input of layer 1; the same layers run

@@ -4,7 +4,8 @@ A spec is JSON data naming a model's class and what builds it:
 
 - built-in models: ``{"class": "kdbench.models.MLP", "args": {...}}``, the model's
   ``config`` (its constructor arguments), so ``MLP(**spec["args"])`` builds it;
-- Hugging Face encoders: ``{"class": "kdbench.models.HFEncoder", "hf_config": {...}}``,
+- Hugging Face models: ``{"class": "kdbench.models.HFEncoder", "hf_config": {...}}``
+  (masked-LM encoders) or ``"kdbench.models.HFDecoder"`` (GPT-2 causal LMs),
   ``transformers``' own ``config.to_dict()`` (``model_type`` inside), so
   ``AutoConfig.for_model(**hf_config)`` rebuilds the config ``save_pretrained`` writes;
 - any other model: its class's dotted name and ``"args"`` from its ``config``
@@ -21,6 +22,7 @@ either with :func:`load_exported`, or without kdbench's helpers::
     model.load_state_dict(safetensors.torch.load_file("out/model.safetensors"))
 
     model = transformers.AutoModelForMaskedLM.from_pretrained("out")   # a Hugging Face student
+    model = transformers.AutoModelForCausalLM.from_pretrained("out")   # (a GPT-2 one)
     tokenizer = transformers.AutoTokenizer.from_pretrained("out")
 """
 
@@ -37,18 +39,20 @@ from torch import nn
 from kdbench.errors import UserError
 from kdbench.models.encoder import Encoder
 from kdbench.models.hf import HFEncoder, import_transformers
+from kdbench.models.hf_decoder import DECODER_TYPES, HFDecoder
 from kdbench.models.mlp import MLP
 
 #: the models :func:`rebuild` builds from a spec, by the class name it records
 BUILT_IN = {"kdbench.models.MLP": MLP, "kdbench.models.Encoder": Encoder}
-HF_CLASS = "kdbench.models.HFEncoder"
+HF_CLASS, HF_DECODER_CLASS = "kdbench.models.HFEncoder", "kdbench.models.HFDecoder"
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:
     """The spec of ``model`` (see the module docstring)."""
-    if isinstance(model, HFEncoder):
-        return {"class": HF_CLASS, "hf_config": model.model.config.to_dict()}
+    if isinstance(model, (HFEncoder, HFDecoder)):
+        return {"class": HF_CLASS if isinstance(model, HFEncoder) else HF_DECODER_CLASS,
+                "hf_config": model.model.config.to_dict()}
     for name, cls in BUILT_IN.items():
         if type(model) is cls:
             return {"class": name, "args": dict(model.config)}
@@ -64,9 +68,14 @@ def rebuild(spec: dict[str, Any]) -> nn.Module:
         transformers = import_transformers()
         config = transformers.AutoConfig.for_model(**spec["hf_config"])
         return HFEncoder(transformers.AutoModelForMaskedLM.from_config(config, attn_implementation="sdpa"))
+    if name == HF_DECODER_CLASS:
+        transformers = import_transformers()
+        config = transformers.AutoConfig.for_model(**spec["hf_config"])
+        return HFDecoder(transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa"))
     if name in BUILT_IN:
         return BUILT_IN[name](**spec["args"])
-    raise UserError(f"model class {name!r} is not one kdbench rebuilds (allowed: {', '.join([*BUILT_IN, HF_CLASS])}); "
+    raise UserError(f"model class {name!r} is not one kdbench rebuilds (allowed: "
+                    f"{', '.join([*BUILT_IN, HF_CLASS, HF_DECODER_CLASS])}); "
                     f"build it with its constructor arguments {spec.get('args')} and load the weights into it")
 
 
@@ -89,7 +98,7 @@ def write_exported(model: nn.Module, folder: Path, tokenizer: Any = None,
     tokens by role) into the existing folder ``folder`` in the exported format."""
     folder = Path(folder)
     spec = model_spec(model)
-    if spec["class"] == HF_CLASS:
+    if spec["class"] in (HF_CLASS, HF_DECODER_CLASS):
         model.save_pretrained(folder)
         if tokenizer is not None:
             save_tokenizer(tokenizer, special_tokens or {}, folder)
@@ -103,7 +112,8 @@ def write_exported(model: nn.Module, folder: Path, tokenizer: Any = None,
 
 def load_exported(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The model of an exported folder (``kdbench export``), in eval mode: a built-in model from
-    ``config.json`` and ``model.safetensors``, or a Hugging Face one as an :class:`HFEncoder`."""
+    ``config.json`` and ``model.safetensors``, or a Hugging Face one as an :class:`HFEncoder` (a GPT-2
+    as an :class:`HFDecoder`)."""
     folder = Path(folder)
     config = folder / CONFIG
     try:
@@ -111,5 +121,6 @@ def load_exported(folder: str | Path, device: str | torch.device = "cpu") -> nn.
     except (OSError, ValueError) as exc:
         raise UserError(f"{folder}: not an exported model (no readable {CONFIG}: {exc})") from exc
     if "class" not in spec:  # a save_pretrained folder
-        return HFEncoder.from_pretrained(folder).to(device).eval()
+        wrapper = HFDecoder if spec.get("model_type") in DECODER_TYPES else HFEncoder
+        return wrapper.from_pretrained(folder).to(device).eval()
     return load_weights(rebuild(spec).to(device), folder / WEIGHTS).eval()

@@ -99,7 +99,7 @@ class CausalLMBase(CausalLMInstance):
         p = self.p
         spec = getattr(p, f"{who}_hf")
         if spec is not None:
-            return build_hf_model(spec, self.vocab_size, f"{who}_hf", causal=True).to(self.device)
+            return build_hf_model(spec, self.vocab_size, f"{who}_hf", causal=True, seq_len=self.seq_len).to(self.device)
         return Encoder(vocab_size=self.vocab_size, outputs=self.vocab_size, max_len=self.seq_len,
                        width=getattr(p, f"{who}_width"), heads=getattr(p, f"{who}_heads"),
                        layers=getattr(p, f"{who}_layers"), mlp_ratio=p.mlp_ratio, causal=True).to(self.device)

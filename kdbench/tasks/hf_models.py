@@ -1,15 +1,20 @@
-"""Hugging Face models named by an MLM task's params: ``teacher_hf`` and ``student_hf``.
+"""Hugging Face models named by a task's params: ``teacher_hf`` and ``student_hf``.
 
-Each takes either
+The MLM tasks (pcfg-bert, wikipedia-bert) take masked-LM encoders (bert, roberta,
+distilbert: :class:`kdbench.models.HFEncoder`); the causal LM tasks (pcfg-lm, lm) take
+GPT-2 decoders (gpt2: :class:`kdbench.models.HFDecoder`). A model of the other kind is
+refused, naming the field and the types allowed. Each takes either
 
 - a local folder written by ``save_pretrained`` (pretrained weights, loaded with
   :meth:`kdbench.models.HFEncoder.from_pretrained`; in a suite relative to the
   suite's folder, ``${ENV}`` allowed, and every file in it hashed into the run and
   teacher ids), or
-- ``{type: bert|roberta|distilbert, config: {...}}``: a randomly initialised model
-  of that type (:meth:`~kdbench.models.HFEncoder.from_config`), ``config`` holding
-  fields of its config class (``BertConfig``: ``hidden_size``, ``num_hidden_layers``,
-  ...); ``vocab_size`` defaults to the task's.
+- ``{type: bert|roberta|distilbert|gpt2, config: {...}}``: a randomly initialised model
+  of that type (:meth:`~kdbench.models.HFEncoder.from_config`,
+  :meth:`~kdbench.models.HFDecoder.from_config`), ``config`` holding fields of its
+  config class (``BertConfig``: ``hidden_size``, ``num_hidden_layers``, ...;
+  ``GPT2Config``: ``n_layer``, ``n_embd``, ``n_head``, ...); ``vocab_size`` defaults to
+  the task's, and a gpt2's ``n_positions`` to the task's ``seq_len``.
 
 A pretrained teacher is given, not trained (see
 :meth:`kdbench.api.TaskInstance.teacher_source`). Every model must share the
@@ -26,15 +31,20 @@ from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 from kdbench.api import Params
 from kdbench.errors import UserError
 from kdbench.inputs import PathParam
-from kdbench.models.hf import HFEncoder, import_transformers
+from kdbench.models.hf import ARCHITECTURES, HFEncoder, import_transformers
+from kdbench.models.hf_decoder import DECODER_TYPES, HFDecoder
 
 
 class HFModelConfig(Params):
-    """A Hugging Face masked-LM model built from a config (random initialisation)."""
+    """A Hugging Face model built from a config (random initialisation): a masked-LM encoder for the
+    MLM tasks, a GPT-2 decoder for the causal LM tasks."""
 
-    type: Literal["bert", "roberta", "distilbert"] = Field(description="the model type")
+    type: Literal["bert", "roberta", "distilbert", "gpt2"] = Field(
+        description="the model type: bert, roberta, distilbert (MLM tasks) or gpt2 (causal LM tasks)")
     config: dict[str, Any] = Field({}, description="fields of the type's config class (BertConfig: hidden_size, "
-                                                   "num_hidden_layers, ...); vocab_size defaults to the task's")
+                                                   "num_hidden_layers, ...; GPT2Config: n_layer, n_embd, n_head, "
+                                                   "...); vocab_size defaults to the task's, a gpt2's n_positions "
+                                                   "to the task's seq_len")
 
 
 HFModel = Annotated[Optional[Union[str, HFModelConfig]], PathParam(when=lambda value: isinstance(value, str))]
@@ -49,8 +59,9 @@ class HFModelParams(Params):
 
     teacher_hf: HFModel = Field(
         None, description="the teacher as a Hugging Face model: a local save_pretrained folder (pretrained: used "
-                          "as given, never trained) or {type: bert|roberta|distilbert, config: {...}} (trained from "
-                          "a random init); default: the built-in encoder")
+                          "as given, never trained) or {type: bert|roberta|distilbert|gpt2, config: {...}} (trained "
+                          "from a random init; gpt2 in the causal LM tasks, the others in the MLM tasks); default: "
+                          "the built-in encoder")
     student_hf: HFModel = Field(
         None, description="the student as a Hugging Face model: {type: ..., config: {...}} or a local "
                           "save_pretrained folder (its weights are the student's start); default: the built-in encoder")
@@ -70,19 +81,53 @@ class HFModelParams(Params):
             import_transformers()
 
 
-def build_hf_model(spec: Union[str, HFModelConfig], vocab_size: int, field: str) -> HFEncoder:
-    """The model ``spec`` names (``field`` is the param, for errors), checked to fit ``vocab_size`` token ids."""
+def build_hf_model(spec: Union[str, HFModelConfig], vocab_size: int, field: str, causal: bool = False,
+                   seq_len: Optional[int] = None) -> Union[HFEncoder, HFDecoder]:
+    """The model ``spec`` names (``field`` is the param, for errors), checked to fit ``vocab_size`` token
+    ids: with ``causal`` a GPT-2 decoder (:class:`HFDecoder`, at least ``seq_len`` positions, its
+    ``n_positions`` defaulting to ``seq_len``), else a masked-LM encoder (:class:`HFEncoder`)."""
     if isinstance(spec, str):
-        model = HFEncoder.from_pretrained(spec)
+        check_model_type(pretrained_model_type(spec, field), causal, field, f"{spec} holds model_type")
+        model = (HFDecoder if causal else HFEncoder).from_pretrained(spec)
         if model.vocab_size != vocab_size:
             raise UserError(f"{field}: {spec} has a vocabulary of {model.vocab_size} tokens and this task's token "
                             f"ids number {vocab_size}: a pretrained model must share the task's vocabulary")
-        return model
-    config = dict(spec.config)
-    if config.setdefault("vocab_size", vocab_size) != vocab_size:
-        raise UserError(f"{field}.config.vocab_size: {config['vocab_size']}, but this task's token ids number "
-                        f"{vocab_size}; leave it out to take the task's")
-    return HFEncoder.from_config(spec.type, config)
+    else:
+        check_model_type(spec.type, causal, field, "type")
+        config = dict(spec.config)
+        if config.setdefault("vocab_size", vocab_size) != vocab_size:
+            raise UserError(f"{field}.config.vocab_size: {config['vocab_size']}, but this task's token ids number "
+                            f"{vocab_size}; leave it out to take the task's")
+        if not causal:
+            return HFEncoder.from_config(spec.type, config)
+        if seq_len is not None and "max_position_embeddings" not in config:
+            config.setdefault("n_positions", seq_len)
+        model = HFDecoder.from_config(config)
+    if causal and seq_len is not None and model.max_len < seq_len:
+        raise UserError(f"{field}: the model has {model.max_len} positions (n_positions) and this task's rows "
+                        f"{seq_len}; give it at least {seq_len}" + ("" if isinstance(spec, str) else
+                                                                    " (or leave n_positions out)"))
+    return model
+
+
+def check_model_type(model_type: str, causal: bool, field: str, what: str) -> None:
+    """Refuse a model type of the wrong kind for the task (a decoder in an MLM task, an encoder in a
+    causal LM task), naming ``field`` and the allowed types; ``what`` says where the type comes from."""
+    allowed = DECODER_TYPES if causal else tuple(ARCHITECTURES)
+    if model_type not in allowed:
+        task = "causal language modelling (a decoder)" if causal else "masked language modelling (an encoder)"
+        raise UserError(f"{field}: {what} {model_type}, but this task does {task}; allowed types: "
+                        f"{', '.join(allowed)}")
+
+
+def pretrained_model_type(folder: str, field: str) -> str:
+    """The ``model_type`` of the Hugging Face config in the local folder ``folder``."""
+    transformers = import_transformers()
+    try:
+        return transformers.AutoConfig.from_pretrained(folder, local_files_only=True).model_type
+    except (OSError, ValueError) as e:
+        raise UserError(f"{field}: {folder}: no Hugging Face config in this folder (save_pretrained writes "
+                        f"one): {e}") from e
 
 
 @dataclass(frozen=True)
