@@ -185,6 +185,8 @@ class Board:
     fidelity: list[str] = field(default_factory=list)  # the FIDELITY numbers some run of the task has
     # per row whose finished runs come from several versions of plugin code: {code fingerprints: runs}
     code_mixed: dict[str, dict[str, int]] = field(default_factory=dict)
+    # per row whose phases generate sequences: what they generate (the phases' info["generates"])
+    generation: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -242,6 +244,17 @@ def _code_mixed(g: pd.DataFrame) -> dict[str, dict[str, int]]:
     return {label: {str(k): int(v) for k, v in c.items()} for label, c in counts.items() if len(c) > 1}
 
 
+def _generation(g: pd.DataFrame) -> dict[str, str]:
+    """Per method label whose phases generate sequences (a phase's ``info["generates"]``), what they generate."""
+    out = {}
+    for label, rows in g.groupby("method", sort=False):
+        said = [ph["info"]["generates"] for phases in rows.phases for ph in phases
+                if isinstance(ph.get("info"), dict) and ph["info"].get("generates")]
+        if said:
+            out[label] = "; ".join(dict.fromkeys(str(s) for s in said))
+    return out
+
+
 def build_leaderboard(results, baseline: Optional[str] = None, ci: bool = False) -> Leaderboard:
     """The :class:`Leaderboard` of ``results``. ``baseline`` (default one-shot) names the row
     the others are compared with; naming one that no task has is a UserError."""
@@ -283,5 +296,6 @@ def build_leaderboard(results, baseline: Optional[str] = None, ci: bool = False)
             problems=_problems(g), baseline=base if has_base else None, ci=ci,
             budgets=[float(b) for b in budgets], configs=_configs(g), tuning=tuning,
             teacher_seeds=sorted({int(t) for t in g.teacher_seed}), per_teacher=per_teacher(g, list(frame.method)),
-            fidelity=[c for c in FIDELITY if c in g and g[c].notna().any()], code_mixed=_code_mixed(g)))
+            fidelity=[c for c in FIDELITY if c in g and g[c].notna().any()], code_mixed=_code_mixed(g),
+            generation=_generation(g)))
     return board

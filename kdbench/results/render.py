@@ -267,6 +267,14 @@ def _code_text(label: str, versions: dict[str, int]) -> str:
             "over all of them; `kdbench run SUITE --rerun-changed` redoes the runs of other code than installed.")
 
 
+def _generation_text(generation: dict[str, str]) -> str:
+    """The note under a table with methods that generate: what each generates, and that it is charged."""
+    said = "; ".join(f"{label}: {what}" for label, what in generation.items())
+    return (f"Generation is charged to the method that generates ({said}): sampling runs inside the measured step "
+            "(kdbench's decoder with a key/value cache, other models recomputing the prefix), and so does the "
+            "teacher's scoring of what the student sampled.")
+
+
 def notes(board: Board) -> list[str]:
     """The lines under a table: teachers, budget and conventions, intervals, fidelity, rows
     split by config, students kept, rows mixing versions of plugin code, runs not in the means."""
@@ -278,6 +286,8 @@ def notes(board: Board) -> list[str]:
     over = "finished (teacher seed, seed) runs" if many_teachers(board) else "finished seeds"
     lines.append(f"{board.metric}: {direction} is better; mean ± std over {over}; best per column in bold."
                  f"{target} {CURVE_CONVENTION}")
+    if board.generation:
+        lines.append(_generation_text(board.generation))
     if many_teachers(board):
         lines.append(_teachers_note(board))
     if board.ci:
