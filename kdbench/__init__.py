@@ -32,8 +32,8 @@ from kdbench.api import (Batch, CausalLMInstance, Clock, CoTrain, InternalOutput
 from kdbench.distill_options import BasicDistillOptions, DistillOptions
 from kdbench.errors import UserError
 from kdbench.hookspecs import hookimpl
-from kdbench.losses import (cotrained_teacher, distill_phase, distillation_loss, final_teacher_phase, lockstep_phases,
-                            reverse_kl, soft_cross_entropy)
+from kdbench.losses import (cotrained_teacher, distill_phase, distillation_loss, final_teacher_phase, generalised_jsd,
+                            lockstep_phases, reverse_kl, soft_cross_entropy)
 from kdbench.models import MLP, Encoder
 from kdbench.plateau import Plateau
 
@@ -43,7 +43,7 @@ __all__ = [
     "Batch", "Clock", "CoTrain", "LayeredModel", "LayerOutputs", "Method", "MethodContext", "Params", "Phase",
     "Recipe", "Task", "TaskInstance", "logits", "hookimpl", "UserError", "distillation_loss", "soft_cross_entropy",
     "distill_phase", "final_teacher_phase", "cotrained_teacher", "lockstep_phases", "MLP", "Encoder", "__version__",
-    "reverse_kl", "DistillOptions", "BasicDistillOptions", "Plateau", "new_param",
+    "reverse_kl", "generalised_jsd", "DistillOptions", "BasicDistillOptions", "Plateau", "new_param",
     "LayerInternals", "InternalOutputs", "require_internals", "CausalLMInstance",
     "load_results", "Results", "run_suite", "validate_suite", "plan_suite", "suite_status", "check_claims",
     "compare_results",

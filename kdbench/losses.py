@@ -9,6 +9,7 @@ and :func:`lockstep_phases` make online distillation's teacher and phases.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from typing import Callable, Optional
 
@@ -19,7 +20,7 @@ from torch import nn
 from kdbench.api import Batch, Clock, CoTrain, MethodContext, Phase, logits
 from kdbench.distill_options import BasicDistillOptions, DistillOptions, interpolate
 
-__all__ = ["BasicDistillOptions", "DistillOptions", "interpolate", "soft_cross_entropy", "reverse_kl",
+__all__ = ["BasicDistillOptions", "DistillOptions", "interpolate", "soft_cross_entropy", "reverse_kl", "generalised_jsd",
            "distillation_loss", "teacher_loss", "distill_phase", "final_teacher_phase", "cotrained_teacher",
            "lockstep_phases"]
 
@@ -44,6 +45,34 @@ def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
     log_p_student = F.log_softmax(student_logits.float() / t, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits.float() / t, dim=-1)
     return F.kl_div(log_p_teacher, log_p_student, log_target=True, reduction="batchmean") * (t * t)
+
+
+def generalised_jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float = 0.5,
+                    reduction: str = "mean") -> torch.Tensor:
+    """The generalised Jensen-Shannon divergence of Agarwal et al. (2024, GKD, Eq. 2) between the
+    teacher's distribution ``P`` and the student's ``Q``, per row of logits ``[..., classes]``:
+
+        JSD(beta)(P || Q) = beta * KL(P || M) + (1 - beta) * KL(Q || M),   M = beta * P + (1 - beta) * Q
+
+    ``beta`` in (0, 1); 0.5 is the Jensen-Shannon divergence (symmetric, at most log 2). The mixture is
+    formed in log space (a log-sum-exp), so no probability is rounded to log 0. The logits are used as
+    given (divide by a temperature, convert to float32 first if wanted). ``reduction``: ``"mean"`` over
+    rows (a scalar) or ``"none"`` (one value per row)."""
+    if not 0 < beta < 1:
+        raise ValueError(f"generalised_jsd: beta must be in (0, 1), got {beta}")
+    log_p, log_q = F.log_softmax(teacher_logits, -1), F.log_softmax(student_logits, -1)
+    log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log(1 - beta))
+    rows = beta * _kl_rows(log_p, log_m) + (1 - beta) * _kl_rows(log_q, log_m)
+    if reduction == "none":
+        return rows
+    if reduction == "mean":
+        return rows.mean()
+    raise ValueError(f"generalised_jsd: reduction must be 'mean' or 'none', got {reduction!r}")
+
+
+def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Per-row KL(p || q) from log-probabilities."""
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,

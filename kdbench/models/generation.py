@@ -64,3 +64,54 @@ def sample(model: nn.Module, prompt: torch.Tensor, new_tokens: int, generator: t
         last[:, -1] = True
         x = torch.cat([x, pick(model(x, mask=last), generator, temperature)], 1)
     return x
+
+
+class _Decoder:
+    """One model decoding step by step: with its key/value cache where it has one, else by
+    recomputing the whole prefix (as :func:`sample` does)."""
+
+    def __init__(self, model: nn.Module, prompt: torch.Tensor):
+        self.model, self.cached, self.x = model, uses_cache(model), prompt
+        if self.cached:
+            logits, self.past = model.extend(prompt)
+            self.logits = logits[:, -1]
+        else:
+            self.logits = self._last(prompt)
+
+    def _last(self, x: torch.Tensor) -> torch.Tensor:
+        last = torch.zeros(x.shape, dtype=torch.bool, device=x.device)
+        last[:, -1] = True
+        return self.model(x, mask=last)
+
+    def push(self, token: torch.Tensor) -> None:
+        """Append ``token`` ``[batch, 1]``; ``self.logits`` become the next position's."""
+        if self.cached:
+            logits, self.past = self.model.extend(token, self.past)
+            self.logits = logits[:, -1]
+        else:
+            self.x = torch.cat([self.x, token], 1)
+            self.logits = self._last(self.x)
+
+
+@torch.no_grad()
+def sample_mixture(model: nn.Module, other: nn.Module, prompt: torch.Tensor, new_tokens: int,
+                   generator: torch.Generator, alpha: float) -> torch.Tensor:
+    """``prompt`` ``[batch, P]`` followed by ``new_tokens`` tokens, each drawn from the mixture
+    ``alpha * p_other + (1 - alpha) * p_model`` of the two models' next-token distributions (at
+    temperature 1) given the prefix so far: MiniLLM's teacher-mixed sampling, ``other`` the teacher.
+    Both models decode every position (so the cost is fixed, whatever ``alpha``); ``alpha = 0``
+    draws from ``model`` alone, with the same random draws :func:`sample` makes at temperature 1."""
+    if new_tokens < 1:
+        return prompt
+    if prompt.shape[1] < 1:
+        raise ValueError("sample_mixture: the prompt needs at least one token (e.g. a start token)")
+    ours, theirs = _Decoder(model, prompt), _Decoder(other, prompt)
+    out = [prompt]
+    for i in range(new_tokens):
+        probs = (1 - alpha) * F.softmax(ours.logits.float(), -1) + alpha * F.softmax(theirs.logits.float(), -1)
+        token = torch.multinomial(probs, 1, generator=generator)
+        out.append(token)
+        if i < new_tokens - 1:
+            ours.push(token)
+            theirs.push(token)
+    return torch.cat(out, 1)

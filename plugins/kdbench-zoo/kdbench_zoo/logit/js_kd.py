@@ -8,18 +8,16 @@ with ``P`` the teacher's and ``Q`` the student's distribution; ``beta = 0.5`` (t
 Jensen-Shannon divergence of Lin (1991), symmetric and bounded by log 2. Both distributions are
 softened by ``temperature`` and the divergence is scaled by ``T^2`` (kdbench's one-shot convention:
 at the papers' T = 1 it is their loss), and mixed with the labels by ``label_weight`` as one-shot
-does. The mixture is formed in log space (a log-sum-exp), so no probability is rounded to log 0.
+does. The divergence is kdbench's :func:`kdbench.losses.generalised_jsd` (GKD uses it too); the mixture
+is formed in log space (a log-sum-exp), so no probability is rounded to log 0.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
-from kdbench import BasicDistillOptions, Method
+from kdbench import BasicDistillOptions, Method, generalised_jsd
 
 from kdbench_zoo.logit.common import divergence_phase
 
@@ -31,16 +29,9 @@ class JSParams(BasicDistillOptions):
                                                      "Q (0.5: the Jensen-Shannon divergence)")
 
 
-def kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """Per-row KL(p || q) from log-probabilities."""
-    return (log_p.exp() * (log_p - log_q)).sum(-1)
-
-
 def generalised_js(student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float) -> torch.Tensor:
-    """Mean over rows of JSD(beta)(teacher || student)."""
-    log_p, log_q = F.log_softmax(teacher_logits, -1), F.log_softmax(student_logits, -1)
-    log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log(1 - beta))
-    return (beta * kl_rows(log_p, log_m) + (1 - beta) * kl_rows(log_q, log_m)).mean()
+    """Mean over rows of JSD(beta)(teacher || student): :func:`kdbench.losses.generalised_jsd`."""
+    return generalised_jsd(student_logits, teacher_logits, beta)
 
 
 class JSKD(Method):
