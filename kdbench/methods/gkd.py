@@ -97,7 +97,8 @@ class GKD(Method):
     description = "on-policy distillation on the student's own samples, forward/reverse KL or JSD (GKD, Agarwal et al. 2024)"
 
     def phases(self, ctx, params):
-        return [Phase("gkd", loss=gkd_loss(ctx, params), teacher="final")]
+        what = f"the student samples {params.lam:.0%} of each batch's rows at temperature {params.temperature:g}"
+        return [Phase("gkd", loss=gkd_loss(ctx, params), teacher="final", info={"generates": what})]
 
 
 @hookimpl

@@ -107,7 +107,8 @@ class MiniLLM(Method):
     description = "reverse KL to the final teacher by policy gradient on the student's samples (MiniLLM, Gu et al. 2024)"
 
     def phases(self, ctx, params):
-        return [Phase("minillm", loss=minillm_loss(ctx, params), teacher="final")]
+        what = f"every row is sampled from the student mixed with the teacher (alpha {params.alpha:g})"
+        return [Phase("minillm", loss=minillm_loss(ctx, params), teacher="final", info={"generates": what})]
 
 
 @hookimpl

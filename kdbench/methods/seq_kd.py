@@ -57,7 +57,8 @@ class SeqKD(Method):
 
     def phases(self, ctx, params):
         return [Phase("seq-kd", loss=seq_kd_loss(ctx, params), teacher="final",
-                      info={"temperature": params.temperature})]
+                      info={"temperature": params.temperature,
+                            "generates": f"the teacher samples every row at temperature {params.temperature:g}"})]
 
 
 @hookimpl
