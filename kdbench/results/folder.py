@@ -107,6 +107,9 @@ def _run_row(run: RunFolder, labels: dict) -> dict:
         "budget_spec": c["budget"], "budget": s.get("budget_flops"), "device": s.get("device"),
         "checkpoints": s.get("checkpoints_used", 0), "checkpoint_bytes": s.get("checkpoint_bytes", 0),
         "student_bytes": s.get("student_bytes", 0),
+        # the top-k teacher-logit cache the run read (kdbench.run.logit_cache), and the teacher FLOPs it saved
+        "logit_top_k": (s.get("teacher_logits") or {}).get("top_k"),
+        "saved_flops": (s.get("teacher_logits") or {}).get("saved_flops"),
         "kdbench_version": c.get("kdbench_version"), "code": code_text(c.get("code")),
         "metrics": s.get("metrics") or {},
         "phases": s.get("phases") or [], "config": c, **{k: s.get(k) for k in SUMMARY_NUMBERS},
@@ -134,7 +137,8 @@ def _runs_frame(folders: list[RunFolder], labels: dict) -> pd.DataFrame:
     df["auc"] = [curve_auc(cv, m) if done else math.nan for cv, m, done in zip(curves, df.metric, finished)]
     df["boundaries"] = [phase_boundaries(r.summary or {}, r.curve or []) if r.status in FINAL_STATUSES else []
                         for r in folders]
-    for col in ("budget", "checkpoints", "checkpoint_bytes", "student_bytes", "target", *SUMMARY_NUMBERS):
+    for col in ("budget", "checkpoints", "checkpoint_bytes", "student_bytes", "target", "logit_top_k", "saved_flops",
+                *SUMMARY_NUMBERS):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     # one row label per config: a method label with several configs in a task is split
     n_configs = df.groupby(["task", "method_label"]).config_key.transform("nunique")

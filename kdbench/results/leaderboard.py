@@ -187,6 +187,8 @@ class Board:
     code_mixed: dict[str, dict[str, int]] = field(default_factory=dict)
     # per row whose phases generate sequences: what they generate (the phases' info["generates"])
     generation: dict[str, str] = field(default_factory=dict)
+    # when some run of the task read the teacher's top-k logit cache: {"top_k": [K...], "saved_flops": total}
+    logit_cache: Optional[dict] = None
 
 
 @dataclass
@@ -255,6 +257,17 @@ def _generation(g: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def _logit_cache(g: pd.DataFrame, frame: pd.DataFrame) -> Optional[dict]:
+    """The task's top-k teacher-logit cache, when some of its runs read one: the k values and the teacher
+    FLOPs its hits saved over all runs; ``frame`` gets each row's mean saved FLOPs per run (``saved_flops``)."""
+    if "logit_top_k" not in g or not g.logit_top_k.notna().any():
+        return None
+    saved = g.saved_flops.fillna(0.0)
+    frame["saved_flops"] = [float(saved[g.method == m].mean()) for m in frame.method]
+    return {"top_k": sorted(int(k) for k in g.logit_top_k.dropna().unique()),
+            "approximation": "tail mass spread evenly over the other tokens", "saved_flops": float(saved.sum())}
+
+
 def build_leaderboard(results, baseline: Optional[str] = None, ci: bool = False) -> Leaderboard:
     """The :class:`Leaderboard` of ``results``. ``baseline`` (default one-shot) names the row
     the others are compared with; naming one that no task has is a UserError."""
@@ -281,6 +294,7 @@ def build_leaderboard(results, baseline: Optional[str] = None, ci: bool = False)
         if tuning is not None:  # what choosing each method's settings cost, beside its test runs
             frame["tuned"] = [m in tuning.flops for m in frame.method]
             frame["tuning_flops"] = [tuning.flops.get(m, math.nan) for m in frame.method]
+        logit_cache = _logit_cache(g, frame)
         has_base = base in set(g.method)
         if has_base:
             frame = frame.merge(paired(g, base), on="method", how="left")
@@ -297,5 +311,5 @@ def build_leaderboard(results, baseline: Optional[str] = None, ci: bool = False)
             budgets=[float(b) for b in budgets], configs=_configs(g), tuning=tuning,
             teacher_seeds=sorted({int(t) for t in g.teacher_seed}), per_teacher=per_teacher(g, list(frame.method)),
             fidelity=[c for c in FIDELITY if c in g and g[c].notna().any()], code_mixed=_code_mixed(g),
-            generation=_generation(g)))
+            generation=_generation(g), logit_cache=logit_cache))
     return board

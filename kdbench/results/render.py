@@ -136,6 +136,8 @@ def columns(board: Board) -> list[Column]:
         Column("total_flops", lambda b: "Total FLOPs", lambda r, b: fmt_flops(r["total_flops"])),
         *([Column("tuning_flops", lambda b: "Tuning FLOPs", lambda r, b: fmt_flops(r["tuning_flops"]) if r["tuned"] else "not tuned")]
           if board.tuning is not None else []),
+        *([Column("saved_flops", lambda b: "Teacher FLOPs saved", lambda r, b: fmt_flops(r["saved_flops"]))]
+          if board.logit_cache is not None else []),
         Column("checkpoints", lambda b: "Ckpts stored", lambda r, b: f"{r['checkpoints']:.0f} ({fmt_bytes(r['checkpoint_bytes'])})"
                if r["checkpoints"] > 0 else "0"),
         Column("wall", lambda b: "Wall (s)", lambda r, b: "-" if is_missing(r["wall_time"]) else f"{r['wall_time']:.1f}",
@@ -145,7 +147,7 @@ def columns(board: Board) -> list[Column]:
 
 
 COLUMN_NAMES = ("method", "version", "metric", "seeds", "teachers", "between_teachers", "ci", "to_target", "reached",
-                "auc", *FIDELITY, "steps", "student_flops", "total_flops", "tuning_flops", "checkpoints", "wall",
+                "auc", *FIDELITY, "steps", "student_flops", "total_flops", "tuning_flops", "saved_flops", "checkpoints", "wall",
                 "delta", "delta_ci", "better_in", "teachers_better")
 # LaTeX's default: what a paper's table shows (the rest stays in the markdown, CSV and JSON)
 PAPER_COLUMNS = ("method", "metric", "seeds", "ci", "to_target", "auc", "agreement", "student_flops", "delta",
@@ -275,6 +277,13 @@ def _generation_text(generation: dict[str, str]) -> str:
             "teacher's scoring of what the student sampled.")
 
 
+def logit_cache_note(cache: dict) -> str:
+    """The line under a table whose runs read the teacher's top-k logit cache (kdbench.run.logit_cache)."""
+    ks = "/".join(str(k) for k in cache["top_k"])
+    return (f"Teacher logits from a top-{ks} cache (tail mass spread evenly over the other tokens); teacher-forward "
+            f"FLOPs saved: {fmt_flops(cache['saved_flops'])} (still charged to the budget).")
+
+
 def notes(board: Board) -> list[str]:
     """The lines under a table: teachers, budget and conventions, intervals, fidelity, rows
     split by config, students kept, rows mixing versions of plugin code, runs not in the means."""
@@ -290,6 +299,8 @@ def notes(board: Board) -> list[str]:
         lines.append(_generation_text(board.generation))
     if many_teachers(board):
         lines.append(_teachers_note(board))
+    if board.logit_cache is not None:
+        lines.append(logit_cache_note(board.logit_cache))
     if board.ci:
         lines.append(_ci_text(board))
     if board.fidelity:
@@ -487,6 +498,8 @@ def _json(board: Leaderboard) -> str:
         if b.tuning is not None:
             task["tuning"] = {"protocol": b.tuning.protocol, "chosen": b.tuning.chosen,
                               "sensitivity": b.tuning.sensitivity.to_dict("records")}
+        if b.logit_cache is not None:
+            task["teacher_logits"] = b.logit_cache
         tasks.append({**task, "configs": b.configs} if b.configs else task)
     doc = {"kdbench_version": __version__, "flop_convention": FLOP_CONVENTION, "curve_convention": CURVE_CONVENTION,
            "tasks": tasks}

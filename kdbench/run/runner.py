@@ -28,10 +28,11 @@ from kdbench.files import atomic_write_json
 from kdbench.loggers.runlog import RunLog
 from kdbench.loggers.selection import LoggerSpec
 from kdbench.plugins import Registry
-from kdbench.run.budget import allot_steps, eval_steps, measure_phases
+from kdbench.run.budget import allot_steps, eval_steps, measure_phases, probe_batch
 from kdbench.run.engine import PlannedPhase, TrainJob, chain, progress_every, progress_recorder, train
 from kdbench.run.fidelity import fidelity_for
 from kdbench.run.integrity import fingerprints, forget, record
+from kdbench.run.logit_cache import CachedLogits, forward_flops, measuring
 from kdbench.run.options import RunOptions
 from kdbench.run.stop import stop_requested
 from kdbench.run.store import discard_unreadable, read_run, run_dir, teacher_dir, write_failure
@@ -180,8 +181,9 @@ def prepare(run: Run, registry: Registry, task: TaskInstance, teacher, options: 
     if not by_steps and budget is None:
         budget = budget_flops(run, registry, task, device, measure)
     student, phases, ctx = method_phases(run, registry, task, teacher, device, run.method, run.method_params)
-    costs = measure(phases, student, task, recipe.batch_size, device)
-    cotrain_costs = measure_cotrain(phases, task, recipe.batch_size, device, measure)
+    with measuring(teacher):  # a logit cache's stand-in runs the real teacher: FLOPs as without the cache
+        costs = measure(phases, student, task, recipe.batch_size, device)
+        cotrain_costs = measure_cotrain(phases, task, recipe.batch_size, device, measure)
     measured = Measured(student, phases, ctx, costs, cotrain_costs)
     if by_steps:  # every method the same steps: a budget in steps is a FLOP budget at one FLOP a step
         steps = allot_steps(phases, [1] * len(phases), run.budget.student_steps)
@@ -315,7 +317,9 @@ def _execute(run: Run, registry: Registry, out: Path, options: RunOptions, progr
     elif uses_cached_teacher(registry, run.method):
         teacher_summary = ensure_teacher(out, run, task, list(run.checkpoints), teacher_progress, options)
         teacher = CachedTeacher(teacher_dir(out, run.teacher_id), task, run.teacher_seed)
-    prepared = prepare(run, registry, task, teacher, options, folder / "state.pt", progress)
+    access = logit_cache_of(run, out, teacher)  # what the method reads: the teacher, or its logit cache
+    prepared = prepare(run, registry, task, access, options, folder / "state.pt", progress)
+    cache_forward = logit_forward_flops(run, task, access, options)  # before compiling: eager FLOPs
     prepared.job.on_record = chain(on_record, progress_recorder(progress, task.metric))
     prepared.job.fidelity = fidelity_for(task, fidelity_teacher(run, out, task, teacher))
     if options.compile and isinstance(teacher, CachedTeacher):
@@ -325,6 +329,8 @@ def _execute(run: Run, registry: Registry, out: Path, options: RunOptions, progr
     student_bytes = keep_student(folder, prepared.job.model, task) if kept else 0
     summary = run_summary(run, registry, task, prepared, result, (teacher, teacher_summary), options)
     summary["student_bytes"] = student_bytes  # student.safetensors, student.json (kdbench.run.students)
+    if isinstance(access, CachedLogits):
+        summary["teacher_logits"] = access.stats(cache_forward)
     atomic_write_json(folder / "curve.json", result.curve)
     atomic_write_json(folder / "summary.json", summary)
     record(folder, "curve.json", "summary.json")
@@ -334,6 +340,21 @@ def _execute(run: Run, registry: Registry, out: Path, options: RunOptions, progr
     with contextlib.suppress(OSError):
         forget(folder, "state.pt")
     return RunOutcome(summary, result.curve, prepared, task)
+
+
+def logit_cache_of(run: Run, out: Path, teacher):
+    """``teacher`` (a :class:`CachedTeacher`), or with the run's ``teacher_logits`` option a
+    :class:`kdbench.run.logit_cache.CachedLogits` over it, whose ``final()`` reads the teacher's top-k cache."""
+    if not run.teacher_logits or not isinstance(teacher, CachedTeacher):
+        return teacher
+    return CachedLogits(teacher, teacher_dir(out, run.teacher_id), int(run.teacher_logits["top_k"]))
+
+
+def logit_forward_flops(run: Run, task: TaskInstance, access, options: RunOptions) -> int:
+    """FLOPs of one final-teacher forward on a batch of the run (what each cache hit saves); 0 without a cache."""
+    if not isinstance(access, CachedLogits):
+        return 0
+    return forward_flops(access.access.final(), probe_batch(task, run.student_recipe.batch_size, options.device))
 
 
 def write_config(run: Run, registry: Optional[Registry], folder: Path) -> None:

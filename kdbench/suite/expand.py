@@ -160,13 +160,22 @@ def expand(suite: Suite, path: Path, registry: Registry,
                               method_label=mentry.label or mentry.name, method_version=str(mcls.version),
                               method_params=mparams, seed=seed, budget=resolved,
                               eval=suite.eval, streams=STREAMS_VERSION, inputs=inputs,
-                              save_every_s=suite.save_every_s, keep_students=suite.keep_students)
+                              save_every_s=suite.save_every_s, keep_students=suite.keep_students,
+                              teacher_logits=logit_option(entry, mcls))
                     task_runs.append(run)
         if resolved.method is not None:
             task_runs = _priced(task_runs, price, registry, path)
         runs += [replace(run, run_id=run_identity(run)) for run in task_runs]
     _check_distinct(runs, path)
     return runs
+
+
+def logit_option(entry, method_cls) -> Optional[dict]:
+    """A run's ``teacher_logits`` (``{"top_k": K}``): the task entry's, for a method that reads the cached
+    teacher; None otherwise (a method without a teacher keeps the run id it has without the option)."""
+    if entry.teacher_logits is None or not method_cls.needs_teacher:
+        return None
+    return {"top_k": entry.teacher_logits.top_k}
 
 
 def _check_distinct(runs: list[Run], path: Path) -> None:

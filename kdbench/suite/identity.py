@@ -46,6 +46,9 @@ class Run:
     inputs: dict = field(default_factory=dict)  # content hashes of the files it reads (kdbench.inputs)
     save_every_s: float = 60.0
     keep_students: bool = True  # write the final student into the run folder (kdbench.run.students)
+    # the final teacher read from a top-k logit cache ({"top_k": K}; kdbench.run.logit_cache), None: run it.
+    # Part of the run id only when set, so runs without it keep the ids they had before it existed
+    teacher_logits: Optional[dict] = None
 
     @property
     def task_identity(self) -> dict:
@@ -67,6 +70,8 @@ class Run:
                       teacher_recipe=self.teacher_recipe.model_dump(mode="json"),
                       student_recipe=self.student_recipe.model_dump(mode="json"),
                       budget=budget, eval=self.eval.model_dump(mode="json"), checkpoints=list(self.checkpoints))
+        if fields["teacher_logits"] is None:  # absent, as in every config written before the option existed
+            del fields["teacher_logits"]
         return {**fields, "teacher_id": self.teacher_id}
 
     @classmethod
@@ -116,6 +121,8 @@ def config_identity(config: dict) -> dict:
                   student_recipe=Recipe.model_validate(fields["student_recipe"]).model_dump(mode="json"),
                   budget=budget_identity(ResolvedBudget.model_validate(fields["budget"])),
                   eval=Evaluation.model_validate(fields["eval"]).model_dump(mode="json"))
+    if fields.get("teacher_logits") is None:  # no cache: the identity runs had before the option existed
+        fields.pop("teacher_logits", None)
     return {k: v for k, v in fields.items() if k not in ("run_id", "suite", "task_label", "method_label",
                                                           "save_every_s", "keep_students", "checkpoints", "inputs")}
 

@@ -57,6 +57,21 @@ class Evaluation(_Strict):
     target: Optional[float] = Field(None, description="metric value for the FLOPs-to-target column")
 
 
+class TeacherLogits(_Strict):
+    """``tasks[i].teacher_logits``: read the final teacher's outputs from a cache of its top-k
+    log-probabilities per position (:mod:`kdbench.run.logit_cache`) instead of running it at every step.
+    The rest of each distribution is one tail bucket spread evenly over the other tokens."""
+
+    top_k: int = Field(ge=1, description="log-probabilities kept per position (the rest: one tail bucket)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, data):
+        if not isinstance(data, dict):
+            raise ValueError("give {top_k: K} with an integer K >= 1 (or leave teacher_logits out: no cache)")
+        return data
+
+
 class TaskEntry(_Strict):
     name: str
     label: Optional[str] = Field(None, pattern=NAME_PATTERN, max_length=NAME_MAX)
@@ -65,6 +80,8 @@ class TaskEntry(_Strict):
     student: dict[str, Any] = Field({}, description="overrides of the task's student recipe")
     budget: Optional[Budget] = None
     teacher_checkpoint: Optional[str] = Field(None, description="use this state dict as the final teacher")
+    teacher_logits: Optional[TeacherLogits] = Field(
+        None, description="opt-in cache of the final teacher's top-k log-probabilities ({top_k: K}); default: none")
 
 
 class MethodEntry(_Strict):
