@@ -489,6 +489,9 @@ class Method:
     Params: ClassVar[type[Params]] = Params
     description: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = True
+    #: True for a method whose losses generate sequences at every step (the teacher scores what was generated):
+    #: the teacher-logit cache (a suite's ``teacher_logits``) does not apply to its runs
+    generates: ClassVar[bool] = False
 
     def checkpoints(self, params: Params, recipe: Recipe) -> list[int]:
         return []

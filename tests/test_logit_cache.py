@@ -130,6 +130,23 @@ def test_the_option_enters_the_run_id_only_when_set(write_suite):
     assert short_hash(config_identity(config), 12) == run_identity(plain["one-shot"]) == plain["one-shot"].run_id
 
 
+def test_a_method_that_generates_reads_no_cache(write_suite):
+    """seq-kd's teacher samples and gkd's scores generated rows at every step: no cached batch could
+    serve them, so the option leaves their runs (and ids) alone."""
+    from kdbench.methods.gkd import GKD
+    from kdbench.methods.minillm import MiniLLM
+    from kdbench.methods.one_shot import OneShot
+    from kdbench.methods.seq_kd import SeqKD
+    from kdbench.suite.expand import logit_option
+    from kdbench.suite.model import TeacherLogits
+
+    class Entry:
+        teacher_logits = TeacherLogits(top_k=4)
+
+    assert [logit_option(Entry(), m) for m in (GKD, SeqKD, MiniLLM)] == [None, None, None]
+    assert logit_option(Entry(), OneShot) == {"top_k": 4}
+
+
 @pytest.mark.parametrize("value,needles", [
     ("{top_k: 0}", ["tasks[0].teacher_logits.top_k", "greater than or equal to 1"]),
     ("{top_k: 2.5}", ["tasks[0].teacher_logits.top_k", "integer"]),

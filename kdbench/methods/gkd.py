@@ -93,6 +93,7 @@ class GKD(Method):
 
     name = "gkd"
     version = "1"
+    generates = True
     Params = GKDParams
     description = "on-policy distillation on the student's own samples, forward/reverse KL or JSD (GKD, Agarwal et al. 2024)"
 

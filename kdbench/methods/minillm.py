@@ -103,6 +103,7 @@ class MiniLLM(Method):
 
     name = "minillm"
     version = "1"
+    generates = True
     Params = MiniLLMParams
     description = "reverse KL to the final teacher by policy gradient on the student's samples (MiniLLM, Gu et al. 2024)"
 

@@ -52,6 +52,7 @@ class SeqKD(Method):
 
     name = "seq-kd"
     version = "1"
+    generates = True
     Params = SeqKDParams
     description = "cross-entropy on the final teacher's generated sequences (sequence-level KD, Kim & Rush 2016)"
 

@@ -172,8 +172,10 @@ def expand(suite: Suite, path: Path, registry: Registry,
 
 def logit_option(entry, method_cls) -> Optional[dict]:
     """A run's ``teacher_logits`` (``{"top_k": K}``): the task entry's, for a method that reads the cached
-    teacher; None otherwise (a method without a teacher keeps the run id it has without the option)."""
-    if entry.teacher_logits is None or not method_cls.needs_teacher:
+    teacher on the data's batches; None otherwise (a method without a teacher, or one whose teacher scores
+    sequences generated at every step (``Method.generates``), which no cache could serve, keeps the run id
+    it has without the option)."""
+    if entry.teacher_logits is None or not method_cls.needs_teacher or getattr(method_cls, "generates", False):
         return None
     return {"top_k": entry.teacher_logits.top_k}
 
