@@ -125,9 +125,9 @@ def test_grammar_file_errors_name_the_file_and_line(text, message):
 
 
 def test_unknown_grammar_names_the_variants_and_the_path():
-    with pytest.raises(UserError, match="cfg3b, cfg3b-pd.*no such file"):
+    with pytest.raises(UserError, match="cfg3b, cfg3b-pd, cfg3b-short.*no such file"):
         load_grammar("no-such-grammar.txt")
-    assert set(NAMED_GRAMMARS) == {"cfg3b", "cfg3b-pd"}
+    assert set(NAMED_GRAMMARS) == {"cfg3b", "cfg3b-pd", "cfg3b-short"}
 
 
 # ---------------------------------------------------------------- masking

@@ -79,6 +79,31 @@ def quiet_progress() -> Iterator[None]:
             logging.enable_progress_bar()
 
 
+def load_local_pretrained(path: str | os.PathLike, who: str, allowed: Sequence[str], auto_class: str,
+                          kind: str) -> nn.Module:
+    """The Hugging Face model saved with ``save_pretrained`` in the local folder ``path``, loaded with
+    ``transformers.<auto_class>`` (local files only: never a download; sdpa attention, counted by kdbench);
+    a :class:`~kdbench.UserError` naming ``who`` when the folder is missing, holds no config, a
+    ``model_type`` outside ``allowed`` or no loadable ``kind``."""
+    transformers = import_transformers()
+    if not os.path.isdir(path):
+        raise UserError(f"{path}: not a folder; {who}.from_pretrained reads a local folder written by "
+                        "save_pretrained (models are never downloaded)")
+    try:
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: no Hugging Face config in this folder: {e}") from e
+    if config.model_type not in allowed:
+        raise UserError(f"{path}: model_type {config.model_type!r} is not supported by {who}; "
+                        f"allowed: {', '.join(allowed)}")
+    try:
+        with quiet_progress():
+            return getattr(transformers, auto_class).from_pretrained(path, local_files_only=True,
+                                                                     attn_implementation="sdpa")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: cannot load {kind} from this folder: {e}") from e
+
+
 class HFEncoder(nn.Module):
     """A Hugging Face masked-LM model (bert, roberta, distilbert) as a kdbench layered model.
 
@@ -142,23 +167,7 @@ class HFEncoder(nn.Module):
         error, never a download. The model comes back in eval mode, as
         ``transformers`` loads it.
         """
-        transformers = import_transformers()
-        if not os.path.isdir(path):
-            raise UserError(f"{path}: not a folder; HFEncoder.from_pretrained reads a local folder written by "
-                            "save_pretrained (models are never downloaded)")
-        try:
-            config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise UserError(f"{path}: no Hugging Face config in this folder: {e}") from e
-        if config.model_type not in ARCHITECTURES:
-            raise UserError(f"{path}: model_type {config.model_type!r} is not supported; "
-                            f"allowed: {', '.join(ARCHITECTURES)}")
-        try:
-            with quiet_progress():
-                model = transformers.AutoModelForMaskedLM.from_pretrained(path, local_files_only=True,
-                                                                          attn_implementation="sdpa")
-        except (OSError, ValueError) as e:
-            raise UserError(f"{path}: cannot load a masked-LM model from this folder: {e}") from e
+        model = load_local_pretrained(path, "HFEncoder", ARCHITECTURES, "AutoModelForMaskedLM", "a masked-LM model")
         return cls(model)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:

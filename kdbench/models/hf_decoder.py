@@ -49,7 +49,7 @@ from torch import nn
 
 from kdbench.api import INTERNALS, InternalOutputs, LayerInternals, LayerOutputs
 from kdbench.errors import UserError
-from kdbench.models.hf import COUNTED_ATTENTION, import_transformers, quiet_progress
+from kdbench.models.hf import COUNTED_ATTENTION, import_transformers, load_local_pretrained, quiet_progress
 from kdbench.models.layered import attention_internals, check_internals, check_layer, layers_to_run
 
 #: the model types HFDecoder wraps
@@ -112,23 +112,7 @@ class HFDecoder(nn.Module):
     def from_pretrained(cls, path: str | os.PathLike) -> "HFDecoder":
         """The GPT-2 saved with ``save_pretrained`` in the local folder ``path`` (local files only:
         never a download). The model comes back in eval mode, as ``transformers`` loads it."""
-        transformers = import_transformers()
-        if not os.path.isdir(path):
-            raise UserError(f"{path}: not a folder; HFDecoder.from_pretrained reads a local folder written by "
-                            "save_pretrained (models are never downloaded)")
-        try:
-            config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise UserError(f"{path}: no Hugging Face config in this folder: {e}") from e
-        if config.model_type not in DECODER_TYPES:
-            raise UserError(f"{path}: model_type {config.model_type!r} is not a supported decoder; "
-                            f"allowed: {', '.join(DECODER_TYPES)}")
-        try:
-            with quiet_progress():
-                model = transformers.GPT2LMHeadModel.from_pretrained(path, local_files_only=True,
-                                                                     attn_implementation="sdpa")
-        except (OSError, ValueError) as e:
-            raise UserError(f"{path}: cannot load a GPT-2 causal LM from this folder: {e}") from e
+        model = load_local_pretrained(path, "HFDecoder", DECODER_TYPES, "GPT2LMHeadModel", "a GPT-2 causal LM")
         return cls(model)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:

@@ -22,6 +22,7 @@ from pydantic import Field
 
 from kdbench.api import Batch, CausalLMInstance, Params
 from kdbench.models import Encoder
+from kdbench.tasks.mlm import masked_logits
 
 
 class DecoderSizes(Params):
@@ -38,23 +39,11 @@ class DecoderSizes(Params):
     eval_batch_size: int = Field(128, ge=1, description="evaluation chunk (memory only, not results)")
 
 
-def next_token_logits(model: torch.nn.Module, batch: Batch, chunk: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``model``'s logits at the scored positions of a fixed batch and their labels, ``chunk`` rows at a time."""
-    start = 0
-    for lo in range(0, batch.inputs.shape[0], chunk):
-        mask = batch.mask[lo:lo + chunk]
-        n = int(mask.sum())
-        if n == 0:
-            continue
-        yield model(batch.inputs[lo:lo + chunk], mask=mask), batch.labels[start:start + n]
-        start += n
-
-
 @torch.no_grad()
 def perplexity_and_accuracy(model: torch.nn.Module, batch: Batch, chunk: int) -> dict[str, float]:
     """Perplexity (exp of the mean NLL over every scored position) and next-token accuracy."""
     nll, correct, count = 0.0, 0, 0
-    for logits, labels in next_token_logits(model, batch, chunk):
+    for logits, labels in masked_logits(model, batch, chunk):
         nll += float(F.cross_entropy(logits.double(), labels, reduction="sum"))
         correct += int((logits.argmax(-1) == labels).sum())
         count += len(labels)
@@ -88,7 +77,7 @@ class CausalLMBase(CausalLMInstance):
         return perplexity_and_accuracy(model, self.eval_batch, self.p.eval_batch_size)
 
     def eval_logits(self, model) -> Iterator[torch.Tensor]:
-        return (logits for logits, _ in next_token_logits(model, self.eval_batch, self.p.eval_batch_size))
+        return (logits for logits, _ in masked_logits(model, self.eval_batch, self.p.eval_batch_size))
 
     def teacher_source(self):
         return self.p.pretrained_teacher()

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 
 from kdbench.api import Batch, Task
 from kdbench.errors import UserError
@@ -30,11 +30,11 @@ from kdbench.tasks.causal_lm import CausalLMBase, DecoderSizes
 from kdbench.tasks.encoder_sizes import EncoderSizes
 from kdbench.tasks.hf_models import HFModelParams
 from kdbench.tasks.pcfg_lm import lm_recipe
-from kdbench.tasks.wikipedia import CORPUS_PATH, PAD, SPECIALS, Corpus, corpus_files
+from kdbench.tasks.wikipedia import CORPUS_PATH, PAD, SPECIALS, Corpus, corpus_spec
 
 
 class LMParams(EncoderSizes, DecoderSizes, HFModelParams):
-    corpus: Annotated[str, CORPUS_PATH] = Field(
+    corpus: Annotated[str, CORPUS_PATH, AfterValidator(corpus_spec)] = Field(
         description="text file, folder of .txt/.raw/.tokens files, or hf:NAME[:CONFIG]; in a suite, relative to "
                     "the suite's folder, ${ENV_VAR} allowed")
     vocab_size: int = Field(4096, ge=len(SPECIALS) + 1, description="WordPiece vocabulary size (at most)")
@@ -44,16 +44,6 @@ class LMParams(EncoderSizes, DecoderSizes, HFModelParams):
     seq_len: int = Field(64, ge=2, description="input positions of a row (a row has seq_len + 1 tokens)")
     prompt_len: int = Field(8, ge=1, description="tokens of a row that prompt a generating method")
     eval_fraction: float = Field(0.05, gt=0, lt=1, description="share of the corpus lines held out")
-
-    @field_validator("corpus")
-    @classmethod
-    def _corpus_exists(cls, spec: str) -> str:
-        if not spec.startswith("hf:"):
-            try:
-                corpus_files(spec)
-            except UserError as exc:
-                raise ValueError(str(exc)) from None
-        return spec
 
     def pretrained_teacher(self) -> Optional[str]:
         return None  # a config only: lm builds Hugging Face models from a config, never from a folder

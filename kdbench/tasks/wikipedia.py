@@ -50,7 +50,7 @@ from typing import Annotated, Optional
 
 import torch
 from filelock import FileLock
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from kdbench.api import Batch, Recipe, Task
@@ -72,8 +72,19 @@ SUFFIXES = (".txt", ".raw", ".tokens")
 CORPUS_PATH = PathParam(when=lambda spec: not spec.startswith("hf:"), files=lambda path: corpus_files(str(path)))
 
 
+def corpus_spec(spec: str) -> str:
+    """A corpus param's check, run when a suite is validated (before anything is written): a path must
+    name text files (:func:`corpus_files`); ``hf:NAME`` is read later."""
+    if not spec.startswith("hf:"):
+        try:
+            corpus_files(spec)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+    return spec
+
+
 class WikipediaParams(EncoderSizes, MLMParams):
-    corpus: Annotated[str, CORPUS_PATH] = Field(
+    corpus: Annotated[str, CORPUS_PATH, AfterValidator(corpus_spec)] = Field(
         description="text file, folder of .txt/.raw/.tokens files, or hf:NAME[:CONFIG]; in a suite, relative to "
                     "the suite's folder, ${ENV_VAR} allowed")
     # the defaults are suites/cpu/wikipedia-bert.yaml's CPU size; the papers' (BERT-base) is the preset "paper"
@@ -93,17 +104,6 @@ class WikipediaParams(EncoderSizes, MLMParams):
     student_heads: int = Field(2, ge=1, description="student attention heads")
     student_width: int = Field(64, ge=1, description="student model width (heads x head dimension)")
     mlp_ratio: int = Field(4, ge=1, description="MLP hidden width / model width")
-
-    @field_validator("corpus")
-    @classmethod
-    def _corpus_exists(cls, spec: str) -> str:
-        # checked when the suite is validated, before anything is written
-        if not spec.startswith("hf:"):
-            try:
-                corpus_files(spec)
-            except UserError as exc:
-                raise ValueError(str(exc)) from None
-        return spec
 
     @model_validator(mode="after")
     def _pretrained_tokenizer(self):
