@@ -6,6 +6,7 @@ resumption exact (check_method); refusal of a task that is not a causal LM; a CL
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 from types import SimpleNamespace
 
@@ -307,6 +308,19 @@ def test_a_suite_of_the_lm_methods_runs_end_to_end(tmp_path):
     board = (out / "leaderboard.md").read_text()
     for method in ("one-shot", "seq-kd", "gkd", "minillm"):
         assert method in board
+    note = next(line for line in board.splitlines() if line.startswith("Generation is charged"))
+    assert "seq-kd: the teacher samples every row" in note and "gkd: the student samples 50%" in note
+    assert "minillm:" in note and "one-shot:" not in note
     for d in (out / "runs").iterdir():
         curve = json.loads((d / "curve.json").read_text())
         assert "acceptance" in curve[-1] and math.isfinite(curve[-1]["perplexity"])
+
+
+def test_the_generating_methods_on_a_text_corpus_with_a_longer_prompt():
+    """lm prompts with its rows' first prompt_len tokens: the methods continue them and learn the rest."""
+    corpus = str(Path(__file__).resolve().parents[1] / "data" / "wikitext-2-excerpt")
+    task = TinyTask(name="lm", params={"corpus": corpus, "vocab_size": 300, "seq_len": 12, "prompt_len": 4,
+                                       **{k: v for k, v in SIZES.items() if k != "samples"}},
+                    teacher={"steps": 20, "batch_size": 8}, student={"batch_size": 4})
+    for method, params in (("gkd", {"lam": 0.5}), ("seq-kd", {})):
+        check_method(method, params, tasks=[task])

@@ -142,8 +142,10 @@ class PCFGLM(Task):
         "teacher": {"lr": 5e-3, "batch_size": 512, "steps": 8000, "checkpoint_every": 1000},
         "student": {"lr": 5e-3, "batch_size": 512}}}
 
+    # the CPU reference (suites/lm/pcfg-lm.yaml): 6,000 teacher steps reach acceptance 0.93 and perplexity
+    # 1.5437 on the dev teacher (the grammar's floor is ~1.5385); 3,000 left it at 0.54
     def teacher_recipe(self, params):
-        return lm_recipe(steps=1500, lr=3e-3, batch_size=32, checkpoint_every=150)
+        return lm_recipe(steps=6000, lr=3e-3, batch_size=32, checkpoint_every=500)
 
     def student_recipe(self, params):
         return lm_recipe(steps=1000, lr=3e-3, batch_size=32)
