@@ -1,4 +1,4 @@
-"""The reference suites (suites/cpu/*.yaml, up to an hour each) stay valid: each validates at its
+"""The reference suites (suites/cpu/*.yaml and suites/lm/*.yaml, up to an hour each) stay valid: each validates at its
 real sizes, and its first steps run end to end through the CLI with every model and step count
 shrunk to seconds. wikipedia-bert reads the corpus named by KDBENCH_WIKI_CORPUS: here the
 WikiText-2 excerpt shipped in data/."""
@@ -8,7 +8,7 @@ import yaml
 
 from conftest import DATA, SUITES, kdbench
 
-REFERENCE = sorted((SUITES / "cpu").glob("*.yaml"))
+REFERENCE = sorted((SUITES / "cpu").glob("*.yaml")) + sorted((SUITES / "lm").glob("*.yaml"))
 STEPS = 8  # student steps of every shrunk run
 TEACHER_STEPS, EVERY = 20, 5
 
@@ -28,7 +28,7 @@ def shrink(suite: dict) -> dict:
             elif key.endswith("_heads"):
                 params[key] = 2
         params["eval_size"] = 32
-        for key, small in (("seq_len", 32), ("vocab_size", 300), ("n", 8)):
+        for key, small in (("seq_len", 32), ("vocab_size", 300), ("n", 8), ("samples", 16)):
             if key in params:
                 params[key] = min(params[key], small)
         task["teacher"] = {**task["teacher"], "steps": TEACHER_STEPS, "checkpoint_every": EVERY, "batch_size": 8}
@@ -51,7 +51,8 @@ def bundled_corpus(monkeypatch):
 
 
 def test_there_is_a_reference_suite_per_task():
-    assert [p.stem for p in REFERENCE] == ["parity-transformer", "pcfg-bert", "wikipedia-bert"]
+    assert [p.stem for p in REFERENCE] == ["parity-transformer", "pcfg-bert", "wikipedia-bert", "pcfg-lm",
+                                           "wikitext-lm"]
 
 
 @pytest.mark.parametrize("path", REFERENCE, ids=lambda p: p.stem)
