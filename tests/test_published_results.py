@@ -23,7 +23,7 @@ def test_every_reference_suite_is_published_with_its_runs():
     names = {p.relative_to(ROOT / "results").as_posix() for p in PUBLISHED}
     assert {"quickstart", "tuned-parity-mlp", "teachers-parity-mlp", "cpu-parity-transformer", "cpu-pcfg-bert",
             "cpu-wikipedia-bert", "cpu-parity-transformer/check", "zoo-parity-mlp", "zoo-pcfg-bert",
-            "lm-pcfg-lm"} <= names
+            "lm-pcfg-lm", "lm-wikitext"} <= names
 
 
 @pytest.mark.parametrize("folder", PUBLISHED, ids=lambda p: p.relative_to(ROOT / "results").as_posix())
