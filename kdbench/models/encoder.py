@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdbench.api import INTERNALS, InternalOutputs, LayerInternals, LayerOutputs
-from kdbench.models.layered import attention_internals, check_internals, layers_to_run
+from kdbench.models.layered import layer_outputs, attention_internals, check_internals, layers_to_run
 
 
 class Block(nn.Module):
@@ -164,11 +164,7 @@ class Encoder(nn.Module):
         out = self._logits(h, mask) if with_logits else None
         if layers is None:
             return out
-        hidden = [states[i - 1] for i in layers]
-        if not want:
-            return LayerOutputs(hidden, out)
-        return InternalOutputs(hidden, out, [inside.get(i, LayerInternals()) for i in layers],
-                               embeddings if "embeddings" in want else None)
+        return layer_outputs(layers, states, out, want, inside, embeddings)
 
     def extend(self, x: torch.Tensor, past: Optional[list] = None) -> tuple[torch.Tensor, list]:
         """Incremental decoding of a causal encoder: the logits ``[batch, n, outputs]`` of the new

@@ -47,7 +47,7 @@ from torch import nn
 
 from kdbench.api import INTERNALS, InternalOutputs, LayerInternals, LayerOutputs
 from kdbench.errors import UserError
-from kdbench.models.layered import attention_internals, check_internals, check_layer, layers_to_run
+from kdbench.models.layered import layer_outputs, attention_internals, check_internals, check_layer, layers_to_run
 
 #: model_type -> (attribute of the MLM model holding the base model, attribute of the base holding ``.layer``)
 ARCHITECTURES = {"bert": ("bert", "encoder"), "roberta": ("roberta", "encoder"),
@@ -227,11 +227,7 @@ class HFEncoder(nn.Module):
         logits = self._mlm_head(h[mask] if mask is not None else h) if with_logits else None
         if layers is None:
             return logits
-        hidden = [states[i - 1] for i in layers]
-        if not want:
-            return LayerOutputs(hidden, logits)
-        return InternalOutputs(hidden, logits, [inside.get(i, LayerInternals()) for i in layers],
-                               embeddings if "embeddings" in want else None)
+        return layer_outputs(layers, states, logits, want, inside, embeddings)
 
     @contextlib.contextmanager
     def _projections(self, layer: nn.Module, capture: bool) -> Iterator[list[torch.Tensor]]:

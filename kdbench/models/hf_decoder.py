@@ -50,7 +50,7 @@ from torch import nn
 from kdbench.api import INTERNALS, InternalOutputs, LayerInternals, LayerOutputs
 from kdbench.errors import UserError
 from kdbench.models.hf import COUNTED_ATTENTION, import_transformers, load_local_pretrained, quiet_progress
-from kdbench.models.layered import attention_internals, check_internals, check_layer, layers_to_run
+from kdbench.models.layered import layer_outputs, attention_internals, check_internals, check_layer, layers_to_run
 
 #: the model types HFDecoder wraps
 DECODER_TYPES = ("gpt2",)
@@ -165,11 +165,7 @@ class HFDecoder(nn.Module):
         logits = self._head(h[mask] if mask is not None else h) if with_logits else None
         if layers is None:
             return logits
-        hidden = [states[i - 1] for i in layers]
-        if not want:
-            return LayerOutputs(hidden, logits)
-        return InternalOutputs(hidden, logits, [inside.get(i) or LayerInternals() for i in layers],
-                               embeddings if "embeddings" in want else None)
+        return layer_outputs(layers, states, logits, want, inside, embeddings)
 
     def extend(self, x: torch.Tensor, past: Optional[list] = None) -> tuple[torch.Tensor, list]:
         """Incremental decoding: the logits ``[batch, n, vocab]`` of the new tokens ``x`` ``[batch, n]``

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from kdbench.api import LayerInternals
+from kdbench.api import InternalOutputs, LayerInternals, LayerOutputs
 
 
 def layers_to_run(num_layers: int, upto: Optional[int] = None, layers: Optional[Sequence[int]] = None,
@@ -88,3 +88,17 @@ def attention_internals(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, want:
     inside.scores = scores if "scores" in want else None
     inside.attention = attention if "attention" in want else None
     return inside, attention @ v
+
+
+def layer_outputs(layers: Sequence[int], states: list[torch.Tensor], logits: Optional[torch.Tensor],
+                  want: frozenset[str], inside: dict[int, LayerInternals], embeddings: Optional[torch.Tensor]
+                  ) -> LayerOutputs | InternalOutputs:
+    """What ``forward(x, layers=[...])`` returns, from the representation after each block that ran
+    (``states[i - 1]`` after block ``i``), the logits (or None), the internals asked for (``want``), those
+    gathered per looked-into layer (``inside``) and the input of block 1: :class:`LayerOutputs`, or
+    :class:`InternalOutputs` when internals were asked for."""
+    hidden = [states[i - 1] for i in layers]
+    if not want:
+        return LayerOutputs(hidden, logits)
+    return InternalOutputs(hidden, logits, [inside.get(i) or LayerInternals() for i in layers],
+                           embeddings if "embeddings" in want else None)
