@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdbench.api import INTERNALS, InternalOutputs, LayerInternals, LayerOutputs
-from kdbench.models.layered import layer_outputs, attention_internals, check_internals, layers_to_run
+from kdbench.models.layered import attention_internals, check_internals, layer_outputs, layers_to_run
 
 
 class Block(nn.Module):

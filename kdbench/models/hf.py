@@ -45,9 +45,10 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from torch import nn
 
-from kdbench.api import INTERNALS, InternalOutputs, LayerInternals, LayerOutputs
+from kdbench.api import INTERNALS, InternalOutputs, LayerOutputs
 from kdbench.errors import UserError
-from kdbench.models.layered import layer_outputs, attention_internals, check_internals, check_layer, layers_to_run
+from kdbench.models.layered import (attention_internals, check_internals, check_layer, layer_outputs,
+                                    layers_to_run)
 
 #: model_type -> (attribute of the MLM model holding the base model, attribute of the base holding ``.layer``)
 ARCHITECTURES = {"bert": ("bert", "encoder"), "roberta": ("roberta", "encoder"),

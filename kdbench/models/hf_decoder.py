@@ -50,7 +50,8 @@ from torch import nn
 from kdbench.api import INTERNALS, InternalOutputs, LayerInternals, LayerOutputs
 from kdbench.errors import UserError
 from kdbench.models.hf import COUNTED_ATTENTION, import_transformers, load_local_pretrained, quiet_progress
-from kdbench.models.layered import layer_outputs, attention_internals, check_internals, check_layer, layers_to_run
+from kdbench.models.layered import (attention_internals, check_internals, check_layer, layer_outputs,
+                                    layers_to_run)
 
 #: the model types HFDecoder wraps
 DECODER_TYPES = ("gpt2",)
