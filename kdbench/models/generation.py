@@ -39,36 +39,9 @@ def uses_cache(model: nn.Module) -> bool:
     return callable(extend) and bool(getattr(model, "config", {}).get("causal", False))
 
 
-@torch.no_grad()
-def sample(model: nn.Module, prompt: torch.Tensor, new_tokens: int, generator: torch.Generator,
-           temperature: float = 1.0) -> torch.Tensor:
-    """``prompt`` ``[batch, P]`` (P >= 1) followed by ``new_tokens`` tokens sampled from ``model``:
-    ``[batch, P + new_tokens]``. The model is run as it is (train or eval mode) and without gradient."""
-    if new_tokens < 1:
-        return prompt
-    if prompt.shape[1] < 1:
-        raise ValueError("sample: the prompt needs at least one token (e.g. a start token)")
-    out = [prompt]
-    if uses_cache(model):
-        logits, past = model.extend(prompt)
-        token = pick(logits[:, -1], generator, temperature)
-        out.append(token)
-        for _ in range(new_tokens - 1):
-            logits, past = model.extend(token, past)
-            token = pick(logits[:, -1], generator, temperature)
-            out.append(token)
-        return torch.cat(out, 1)
-    x = prompt
-    for _ in range(new_tokens):
-        last = torch.zeros(x.shape, dtype=torch.bool, device=x.device)
-        last[:, -1] = True
-        x = torch.cat([x, pick(model(x, mask=last), generator, temperature)], 1)
-    return x
-
-
 class _Decoder:
     """One model decoding step by step: with its key/value cache where it has one, else by
-    recomputing the whole prefix (as :func:`sample` does)."""
+    recomputing the whole prefix; ``logits`` are the next position's."""
 
     def __init__(self, model: nn.Module, prompt: torch.Tensor):
         self.model, self.cached, self.x = model, uses_cache(model), prompt
@@ -94,6 +67,29 @@ class _Decoder:
 
 
 @torch.no_grad()
+def sample(model: nn.Module, prompt: torch.Tensor, new_tokens: int, generator: torch.Generator,
+           temperature: float = 1.0) -> torch.Tensor:
+    """``prompt`` ``[batch, P]`` (P >= 1) followed by ``new_tokens`` tokens sampled from ``model``:
+    ``[batch, P + new_tokens]``. The model is run as it is (train or eval mode) and without gradient."""
+    if new_tokens < 1:
+        return prompt
+    _check_prompt(prompt, "sample")
+    decoder = _Decoder(model, prompt)
+    out = [prompt]
+    for i in range(new_tokens):
+        token = pick(decoder.logits, generator, temperature)
+        out.append(token)
+        if i < new_tokens - 1:  # the last token is never read: no forward for it
+            decoder.push(token)
+    return torch.cat(out, 1)
+
+
+def _check_prompt(prompt: torch.Tensor, who: str) -> None:
+    if prompt.shape[1] < 1:
+        raise ValueError(f"{who}: the prompt needs at least one token (e.g. a start token)")
+
+
+@torch.no_grad()
 def sample_mixture(model: nn.Module, other: nn.Module, prompt: torch.Tensor, new_tokens: int,
                    generator: torch.Generator, alpha: float) -> torch.Tensor:
     """``prompt`` ``[batch, P]`` followed by ``new_tokens`` tokens, each drawn from the mixture
@@ -103,8 +99,7 @@ def sample_mixture(model: nn.Module, other: nn.Module, prompt: torch.Tensor, new
     draws from ``model`` alone, with the same random draws :func:`sample` makes at temperature 1."""
     if new_tokens < 1:
         return prompt
-    if prompt.shape[1] < 1:
-        raise ValueError("sample_mixture: the prompt needs at least one token (e.g. a start token)")
+    _check_prompt(prompt, "sample_mixture")
     ours, theirs = _Decoder(model, prompt), _Decoder(other, prompt)
     out = [prompt]
     for i in range(new_tokens):
