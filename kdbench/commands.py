@@ -157,7 +157,8 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
               plugins: Sequence[PathLike] = (), loggers: Sequence[Union[str, dict]] = (),
               reporter: Optional[Reporter] = None, log: Callable[[str], None] = lambda message: None,
               keep_students: Optional[bool] = None,
-              progress: Optional[Callable[[ProgressEvent], None]] = None, rerun_changed: bool = False) -> SuiteRun:
+              progress: Optional[Callable[[ProgressEvent], None]] = None, rerun_changed: bool = False,
+              batch_seeds: bool = False) -> SuiteRun:
     """Do what ``kdbench run`` does: validate, train the teachers and every unfinished run, write
     the leaderboard and figures; return a :class:`SuiteRun`. A KeyboardInterrupt (Ctrl-C) saves
     the runs in progress, writes the leaderboard of what finished and propagates (SIGTERM too, as
@@ -172,8 +173,8 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     ``progress`` receives a :class:`kdbench.progress.ProgressEvent` as each run and teacher starts,
     steps, evaluates and ends (a job estimated over an hour is warned about through ``log``);
     ``rerun_changed`` redoes the finished runs made by other method or task code than installed now
-    (:mod:`kdbench.run.trust`; else they are kept and named in ``log``). It takes the command's flags
-    one for one (the Python twin of ``kdbench run``), hence their number."""
+    (:mod:`kdbench.run.trust`; else they are kept and named in ``log``); ``batch_seeds`` stacks seeds
+    (:mod:`kdbench.run.seed_groups`). It takes the command's flags one for one, hence their number."""
     loaded, registry = load(suite, plugins, output)
     if keep_students is not None:
         loaded.runs = [replace(r, keep_students=keep_students) for r in loaded.runs]
@@ -183,7 +184,8 @@ def run_suite(suite: PathLike, output: Optional[PathLike] = None, *, jobs: Optio
     if detach and loaded.tune is not None:
         raise UserError(f"{suite}: tune: a sweep reads each round's results before asking the next; "
                         "run it without --detach")
-    options = RunOptions.resolve(device, precision, compile, here=not launcher_cls.runs_elsewhere)
+    options = RunOptions.resolve(device, precision, compile, here=not launcher_cls.runs_elsewhere,
+                                 batch_seeds=batch_seeds)
     tasks = check_runs(loaded, registry, target=options.device)  # None where the runs train elsewhere
     if options.device is not None and options.effective_precision != precision:
         log(f"--precision {precision}: bf16 autocast runs on CUDA only; training in fp32 on {options.device}.")

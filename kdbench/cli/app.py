@@ -93,6 +93,9 @@ def run(
     rerun_changed: bool = typer.Option(False, "--rerun-changed", help="Redo the finished runs produced by other "
                                        "method or task code than installed now (without it they are kept and "
                                        "named)."),
+    batch_seeds: bool = typer.Option(False, "--batch-seeds", help="Train the runs that differ only in their seed "
+                                     "as one stacked model where they can be (local launcher; others run one by "
+                                     "one, the reason logged)."),
 ):
     """Train teachers and run every unfinished run of SUITE, then write the leaderboard."""
     try:
@@ -100,7 +103,7 @@ def run(
                          launcher_options=launcher_option or (), sbatch=sbatch or (), detach=detach,
                          precision=precision, compile=compile, plugins=plugin or (), loggers=loggers or (),
                          reporter=Reporter(quiet), log=_log, keep_students=keep_students,
-                         rerun_changed=rerun_changed)
+                         rerun_changed=rerun_changed, batch_seeds=batch_seeds)
     except KeyboardInterrupt as exc:  # Ctrl-C (130) or SIGTERM (143); run_suite logged what each run saved
         err_console.print("interrupted: finished runs are kept; run the same command again to go on.")
         raise typer.Exit(getattr(exc, "exit_code", 130))

@@ -38,6 +38,7 @@ from kdbench.launchers.common import MALLOC_ENV, describe, describe_teacher, tea
 from kdbench.launchers.threads import choose_threads, torch_threads
 from kdbench.launchers.workers import init_worker, worker_run, worker_teacher
 from kdbench.run.runner import execute_run, fail_without_running, train_teacher
+from kdbench.run.seed_groups import execute_group, seed_groups
 from kdbench.run.stop import StopRequested, graceful_interrupt, interrupt_at_once, interrupted, stop_requested
 from kdbench.run.store import teacher_dir
 from kdbench.run.teachers import TeacherFailed, teacher_is_ready
@@ -150,18 +151,25 @@ class LocalLauncher(Launcher):
         summaries = []
         with graceful_interrupt():
             failed = train_teachers(runs, ctx)
-            for run in runs:
+            groups = seed_groups(runs) if ctx.run_options.batch_seeds else [[run] for run in runs]
+            for group in groups:
                 if stop_requested():  # Ctrl-C between two runs
                     raise interrupted()
+                run = group[0]
                 if ctx.registry.methods[run.method].cls.needs_teacher and run.teacher_id in failed:
-                    summary = fail_without_running(run, ctx.out, failed[run.teacher_id])
+                    done = [fail_without_running(r, ctx.out, failed[run.teacher_id]) for r in group]
                 else:
                     with ctx.reporter.run(run) as update:
-                        summary = execute_run(run, ctx.registry, ctx.out, ctx.run_options, progress=update,
-                                              loggers=ctx.loggers).summary
-                        update.status = summary.get("status")
-                summaries.append(summary)
-                ctx.reporter.log(describe(run, summary))
+                        if len(group) > 1:
+                            done = [o.summary for o in execute_group(group, ctx.registry, ctx.out, ctx.run_options,
+                                                                     update, ctx.loggers, ctx.reporter.log)]
+                        else:
+                            done = [execute_run(run, ctx.registry, ctx.out, ctx.run_options, progress=update,
+                                                loggers=ctx.loggers).summary]
+                        update.status = done[0].get("status")
+                for r, summary in zip(group, done):
+                    summaries.append(summary)
+                    ctx.reporter.log(describe(r, summary))
         return summaries
 
 

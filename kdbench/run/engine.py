@@ -30,6 +30,7 @@ from kdbench.files import atomic_torch_save
 from kdbench.run import integrity
 from kdbench.run.cotrain import CoTrainer, cotrainers_for, distinct
 from kdbench.run.optim import is_constant, make_optimizer, make_schedule
+from kdbench.run.seed_stack import SeedStack
 from kdbench.run.stop import StopRequested
 from kdbench.streams import seed_for_step, step_generator
 
@@ -216,9 +217,10 @@ class PhaseSchedule:
     evaluate after gain the new ones (so every boundary, planned or moved, has a curve point).
     """
 
-    def __init__(self, plan: list[PlannedPhase], params: list[nn.Parameter], clock: Clock):
+    def __init__(self, plan: list[PlannedPhase], params: list[nn.Parameter], clock: Clock,
+                 trained: Callable[[Phase], Optional[list]] = lambda phase: phase.params):
         check_early_endings(plan)
-        self.plan, self.params, self.clock = plan, params, clock
+        self.plan, self.params, self.clock, self.trained = plan, params, clock, trained
         self.ends: list[int] = []
         self.eval_at: set[int] = set()
         self.i, self.end = -1, 0
@@ -240,7 +242,7 @@ class PhaseSchedule:
         self.i = i = bisect_right(self.ends, step)
         planned, self.end = self.plan[i], self.ends[i]
         self._mask.close()
-        self._mask.enter_context(training_only(self.params, planned.phase.params))
+        self._mask.enter_context(training_only(self.params, self.trained(planned.phase)))
         self.clock.step, self.clock.phase_steps = step, planned.steps
         self.clock.phase_step = step - (self.end - planned.steps)
         self.current = planned.phase
@@ -276,17 +278,24 @@ class LoopState:
 
 
 class Checkpoint:
-    """Saves and restores everything a job needs to resume bit for bit at a step boundary."""
+    """Saves and restores everything a job (or a stack of seeds' jobs) needs to resume bit for bit
+    at a step boundary. A single job's state keeps the layout of every earlier kdbench; a stack's
+    adds each seed's loop state under ``members`` with the run ids it belongs to."""
 
-    def __init__(self, job: TrainJob, params, optimizer, schedule, cotrainers: list[CoTrainer],
-                 phases: PhaseSchedule):
-        self.job, self.params, self.optimizer, self.schedule = job, params, optimizer, schedule
-        self.cotrainers, self.phases = cotrainers, phases
+    def __init__(self, jobs: list[TrainJob], trainee, optimizer, schedule, cotrainers: list[CoTrainer],
+                 phases: PhaseSchedule, state_path: Optional[Path]):
+        self.jobs, self.job, self.trainee = jobs, jobs[0], trainee
+        self.params, self.optimizer, self.schedule = trainee.params, optimizer, schedule
+        self.cotrainers, self.phases, self.state_path = cotrainers, phases, state_path
         self.eval_at: list[int] = []  # a loaded state's steps to evaluate after (moved boundaries included)
 
-    def save(self, state: LoopState) -> None:
+    def save(self, states: list[LoopState], ended: list[Optional[int]]) -> None:
+        loop = {k: getattr(states[0], k) for k in LoopState.__dataclass_fields__}
+        stacked = len(self.jobs) > 1
         atomic_torch_save({
-            **{k: getattr(state, k) for k in LoopState.__dataclass_fields__},
+            **loop,
+            **({"members": [{k: getattr(st, k) for k in LoopState.__dataclass_fields__} for st in states],
+                "ended": ended, "member_ids": self.trainee.member_ids} if stacked else {}),
             "cotrain": [c.state_dict() for c in self.cotrainers],
             "phase_steps": [p.steps for p in self.job.plan],  # as changed by phases that ended early
             "until": [getattr(p.phase.until, "state_dict", lambda: None)() for p in self.job.plan],
@@ -297,14 +306,17 @@ class Checkpoint:
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }, self.job.state_path)
-        integrity.record(Path(self.job.state_path).parent, self.job.state_path)
+        }, self.state_path)
+        integrity.record(Path(self.state_path).parent, self.state_path)
 
-    def load(self, state: LoopState) -> Optional[int]:
-        """Restore a saved state if there is one; the step it resumes from, else None."""
-        if self.job.state_path is None or not Path(self.job.state_path).exists():
+    def load(self, states: list[LoopState], ended: list[Optional[int]]) -> Optional[int]:
+        """Restore a saved state if there is one (a stack's only if it saved the same runs); the
+        step it resumes from, else None."""
+        if self.state_path is None or not Path(self.state_path).exists():
             return None
-        saved = torch.load(self.job.state_path, map_location="cpu", weights_only=True)
+        saved = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        if len(self.jobs) > 1 and saved.get("member_ids") != self.trainee.member_ids:
+            return None  # another group of seeds saved it: start afresh
         self.job.model.load_state_dict(saved["model"])
         with torch.no_grad():
             for p, value in zip(self.params, saved["params"]):
@@ -314,8 +326,10 @@ class Checkpoint:
         torch.set_rng_state(saved["rng"])
         if saved["cuda_rng"]:
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
-        for key in LoopState.__dataclass_fields__:
-            setattr(state, key, saved[key])
+        for state, fields in zip(states, saved.get("members", [saved])):
+            for key in LoopState.__dataclass_fields__:
+                setattr(state, key, fields[key])
+        ended[:] = saved.get("ended", ended)
         for c, c_saved in zip(self.cotrainers, saved["cotrain"]):
             c.load_state_dict(c_saved)
         self.eval_at = saved.get("eval_at", [])  # absent from states saved before kdbench 0.2
@@ -328,19 +342,19 @@ class Checkpoint:
         for planned, phase_state in zip(plan, saved.get("phase_state", [None] * len(plan))):
             if phase_state is not None:  # absent from states saved before kdbench 0.3
                 planned.phase.state.load_state_dict(phase_state)
-        return state.step
+        return max(st.step for st in states)
 
-    def stop_if_asked(self, state: LoopState) -> None:
+    def stop_if_asked(self, states: list[LoopState], ended: list[Optional[int]]) -> None:
         """Between steps: if ``job.should_stop()`` answers True, save and raise StopRequested."""
         if self.job.should_stop():
-            self.save(state)
-            raise StopRequested(f"stopped at step {state.step} of {self.job.total_steps}; state saved")
+            self.save(states, ended)
+            raise StopRequested(f"stopped at step {max(st.step for st in states)} of {self.job.total_steps}; state saved")
 
-    def interrupted(self, state: LoopState, mid_step: bool) -> None:
+    def interrupted(self, states: list[LoopState], ended: list[Optional[int]], mid_step: bool) -> None:
         """On KeyboardInterrupt: save, but only between steps. A half-done step (parameters updated,
         step not counted) would resume onto another curve; the last periodic save stands instead."""
-        if self.job.state_path is not None and not mid_step:
-            self.save(state)
+        if self.state_path is not None and not mid_step:
+            self.save(states, ended)
 
 
 def record(job: TrainJob, state: LoopState, phase: str) -> None:
@@ -362,38 +376,108 @@ def record(job: TrainJob, state: LoopState, phase: str) -> None:
         job.on_record(state.curve[-1])
 
 
-def _setup(job: TrainJob):
-    """The job's trainable parameters, optimizer, learning-rate schedule, co-trainers (one per
-    phase, None where a phase has none), phase schedule and checkpoint, in the order train needs."""
-    params = trainable_parameters(job.model, [p.phase for p in job.plan])
-    optimizer = make_optimizer(params, job.recipe)
+class _OneModel:
+    """What the loop trains for a single job: the model's parameters (and any a phase adds)."""
+
+    def __init__(self, job: TrainJob):
+        self.job = job
+        self.params = trainable_parameters(job.model, [p.phase for p in job.plan])
+        self.member_ids = None
+
+    def trained(self, phase: Phase) -> Optional[list[nn.Parameter]]:
+        return phase.params
+
+    def batch(self, generator: torch.Generator, step: int):
+        generator.manual_seed(seed_for_step(self.job.stream_seed, step))
+        return self.job.task.train_batch(generator, self.job.recipe.batch_size)
+
+    def losses(self, i: int, phase: Phase, batch) -> torch.Tensor:
+        return phase.loss(batch)
+
+    @staticmethod
+    def values(loss: torch.Tensor) -> list[float]:
+        return [loss.item()]
+
+    def backward(self, loss: torch.Tensor, active: list[bool]) -> None:
+        loss.backward()
+
+    def clip(self, max_norm: float) -> None:
+        clip_gradients(self.params, max_norm)
+
+    def model(self, k: int) -> nn.Module:
+        return self.job.model
+
+
+class _Stacked:
+    """What the loop trains for the seeds of a :class:`kdbench.run.seed_stack.SeedStack`: its
+    stacked parameters, every seed's batch from its own stream, every seed's loss at once."""
+
+    def __init__(self, jobs: list[TrainJob], stack: SeedStack, member_ids: list[str]):
+        self.jobs, self.stack, self.member_ids = jobs, stack, member_ids
+        self.params = list(stack.params.values())
+        self.stream_seeds = [j.stream_seed for j in jobs]
+
+    def trained(self, phase: Phase) -> Optional[list[torch.Tensor]]:
+        return self.stack.trained(phase)
+
+    def batch(self, generator: torch.Generator, step: int):
+        return self.stack.draw(self.jobs[0].task, generator, self.stream_seeds, step, self.jobs[0].recipe.batch_size)
+
+    def losses(self, i: int, phase: Phase, batch) -> torch.Tensor:
+        return self.stack.losses(i, batch)
+
+    @staticmethod
+    def values(loss: torch.Tensor) -> list[float]:
+        return loss.tolist()
+
+    def backward(self, loss: torch.Tensor, active: list[bool]) -> None:
+        loss[torch.tensor(active)].sum().backward()
+        for k, on in enumerate(active):
+            if not on:
+                self.stack.freeze(k)
+
+    def clip(self, max_norm: float) -> None:
+        self.stack.clip(max_norm)
+
+    def model(self, k: int) -> nn.Module:
+        return self.stack.unstack(k)
+
+
+def _setup(jobs: list[TrainJob], trainee, state_path: Optional[Path]):
+    """The optimizer, learning-rate schedule, co-trainers (one per phase, None where a phase has
+    none), phase schedule and checkpoint of a job (or a stack of seeds' jobs), in the order train needs."""
+    job = jobs[0]
+    optimizer = make_optimizer(trainee.params, job.recipe)
     schedule = make_schedule(optimizer, job.recipe, job.total_steps)
     cotrainers = cotrainers_for([p.phase.cotrain for p in job.plan], [p.cotrain_flops for p in job.plan])
-    phases = PhaseSchedule(job.plan, params, job.clock)  # checks early endings before anything is loaded
-    return params, optimizer, schedule, cotrainers, phases, Checkpoint(job, params, optimizer, schedule,
-                                                                        distinct(cotrainers), phases)
+    # checks early endings before anything is loaded
+    phases = PhaseSchedule(job.plan, trainee.params, job.clock, trainee.trained)
+    return optimizer, schedule, cotrainers, phases, Checkpoint(jobs, trainee, optimizer, schedule,
+                                                                distinct(cotrainers), phases, state_path)
 
 
-def _start(job: TrainJob, state: LoopState, resumed_from: Optional[int], eval_at: set[int]):
-    """Ready the model for the first step (compiled if asked, in train mode; a fresh job's point
-    at step 0 recorded); the job's step generator and loss context."""
+def _start(jobs: list[TrainJob], states: list[LoopState], resumed_from: Optional[int], eval_at: set[int]):
+    """Ready the models for the first step (compiled if asked, in train mode; a fresh job's point
+    at step 0 recorded); the step generator and loss context."""
+    job = jobs[0]
     device = next(job.model.parameters()).device
     generator, amp = step_generator(device), autocast_for(job.precision, device)
-    if job.compile:
-        job.model.compile()
-    job.model.train()
-    if resumed_from is None and 0 in eval_at:
-        record(job, state, job.plan[0].phase.name if job.plan else "")
+    for member in jobs:
+        if member.compile:
+            member.model.compile()
+        member.model.train()
+        if resumed_from is None and 0 in eval_at:
+            record(member, states[jobs.index(member)], job.plan[0].phase.name if job.plan else "")
     job.clock.total_steps = job.total_steps
     return generator, amp
 
 
 def _result(job: TrainJob, state: LoopState, resumed_from: Optional[int], diverged_at: Optional[int],
-            phase: Optional[Phase]) -> TrainResult:
+            phase: Optional[str]) -> TrainResult:
     """The job's result; a diverged job's curve ends with a point whose ``train_loss`` is NaN."""
     if diverged_at is not None:
         state.curve.append({"step": state.step, "samples": state.step * job.recipe.batch_size,
-                            "flops": state.flops, "phase": phase.name,
+                            "flops": state.flops, "phase": phase,
                             "train_loss": float("nan"), "time": round(state.wall, 3)})
     return TrainResult(curve=state.curve, status="diverged" if diverged_at is not None else "finished",
                        steps=state.step, flops=state.flops, wall_time=state.wall, diverged_at=diverged_at,
@@ -402,58 +486,90 @@ def _result(job: TrainJob, state: LoopState, resumed_from: Optional[int], diverg
 
 def train(job: TrainJob) -> TrainResult:
     """Run ``job`` to its end (or divergence); resume from ``job.state_path`` if it exists."""
-    params, optimizer, schedule, cotrainers, phases, checkpoint = _setup(job)
-    state = LoopState()
-    resumed_from = checkpoint.load(state)
+    return _train([job], _OneModel(job), job.state_path)[0]
+
+
+def train_stacked(jobs: list[TrainJob], stack: SeedStack, member_ids: list[str],
+                  state_path: Optional[Path]) -> list[TrainResult]:
+    """Run the jobs of one group of seeds (same plan, same recipe: see :mod:`kdbench.run.seed_stack`)
+    as one stacked model; each job's result as its own run would give it. A seed whose loss is not
+    finite ends there (diverged) and the others go on. Resumes from ``state_path`` if it holds the
+    state of the same runs (``member_ids``)."""
+    return _train(jobs, _Stacked(jobs, stack, member_ids), state_path)
+
+
+def _train(jobs: list[TrainJob], trainee, state_path: Optional[Path]) -> list[TrainResult]:
+    """THE loop, for one job or for a stack of seeds' jobs (``trainee`` says which)."""
+    job = jobs[0]
+    optimizer, schedule, cotrainers, phases, checkpoint = _setup(jobs, trainee, state_path)
+    states = [LoopState() for _ in jobs]
+    ended: list[Optional[int]] = [None] * len(jobs)  # the step each seed diverged at
+    resumed_from = checkpoint.load(states, ended)
     eval_at = phases.begin(job.eval_at, checkpoint.eval_at)  # phases ending early add their moved boundaries
-    generator, amp = _start(job, state, resumed_from, eval_at)
+    generator, amp = _start(jobs, states, resumed_from, eval_at)
     clock, total, clip, scheduled = job.clock, job.total_steps, job.recipe.grad_clip, not is_constant(job.recipe)
-    save_until = total if job.state_path is not None else 0  # without a path no saves and no stop requests
+    save_until = total if state_path is not None else 0  # without a path no saves and no stop requests
     started = last_save = time.monotonic()
-    wall_before, diverged_at, mid_step = state.wall, None, False
+    walls_before, mid_step, step = [st.wall for st in states], False, max(st.step for st in states)
+    phase_at_end: list[Optional[str]] = [None] * len(jobs)
+    active = [e is None for e in ended]
     with phases:
         try:
-            while state.step < total:
-                if state.step >= phases.end:  # a new phase: its parameters, clock fields and costs, once
-                    phase, step_flops, until = phases.enter(state.step)
+            while step < total and any(active):
+                if step >= phases.end:  # a new phase: its parameters, clock fields and costs, once
+                    phase, step_flops, until = phases.enter(step)
                     cotrainer = cotrainers[phases.i]
                 mid_step = True  # until the step is counted and recorded, a saved state would be inconsistent
-                generator.manual_seed(seed_for_step(job.stream_seed, state.step))
-                batch = job.task.train_batch(generator, job.recipe.batch_size)
+                batch = trainee.batch(generator, step)
                 with amp:
-                    loss = phase.loss(batch)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    diverged_at = state.step
+                    loss = trainee.losses(phases.i, phase, batch)
+                values = trainee.values(loss)
+                for k, value in enumerate(values):
+                    if active[k] and not math.isfinite(value):
+                        ended[k], active[k], phase_at_end[k] = step, False, phase.name
+                if not any(active):
                     break
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                trainee.backward(loss, active)
                 if clip > 0:
-                    clip_gradients(params, clip)
+                    trainee.clip(clip)
                 optimizer.step()
                 if scheduled:
                     schedule.step()
-                if cotrainer is not None:
-                    state.teacher_flops += cotrainer.step(state.step, batch, amp)
-                state.step, state.flops = state.step + 1, state.flops + step_flops
-                state.loss_sum, state.loss_count = state.loss_sum + loss_value, state.loss_count + 1
-                clock.step, clock.phase_step = state.step, clock.phase_step + 1
+                step += 1
+                for k, state in enumerate(states):
+                    if active[k]:
+                        if cotrainer is not None:
+                            state.teacher_flops += cotrainer.step(step - 1, batch, amp)
+                        state.step, state.flops = step, state.flops + step_flops
+                        state.loss_sum, state.loss_count = state.loss_sum + values[k], state.loss_count + 1
+                clock.step, clock.phase_step = step, clock.phase_step + 1
                 if until is not None:
-                    phases.ask_until(state.step, loss_value)
-                if job.on_step is not None:
-                    job.on_step(clock)
+                    phases.ask_until(step, values[0])
                 now = time.monotonic()
-                state.wall = wall_before + (now - started)
-                if state.step in eval_at:
-                    record(job, state, phase.name)
-                if state.step < save_until and now - last_save > job.save_every_s:
-                    checkpoint.save(state)
+                for k, member in enumerate(jobs):
+                    if not active[k]:
+                        continue
+                    if member.on_step is not None:
+                        member.on_step(clock)
+                    states[k].wall = walls_before[k] + (now - started)
+                    if step in eval_at:
+                        trainee.model(k)  # its own model now holds its weights
+                        record(member, states[k], phase.name)
+                if step < save_until and now - last_save > job.save_every_s:
+                    checkpoint.save(states, ended)
                     last_save = now
                 mid_step = False
-                if state.step < save_until:
-                    checkpoint.stop_if_asked(state)
+                if step < save_until:
+                    checkpoint.stop_if_asked(states, ended)
         except KeyboardInterrupt:
-            checkpoint.interrupted(state, mid_step)
+            checkpoint.interrupted(states, ended, mid_step)
             raise
-    state.wall = wall_before + (time.monotonic() - started)
-    return _result(job, state, resumed_from, diverged_at, phases.current)
+    end = time.monotonic()
+    results = []
+    for k, member in enumerate(jobs):
+        if ended[k] is None or len(jobs) == 1:
+            states[k].wall = walls_before[k] + (end - started)
+        trainee.model(k)  # the trained weights in the job's own model
+        results.append(_result(member, states[k], resumed_from, ended[k], phase_at_end[k]))
+    return results

@@ -60,21 +60,24 @@ class RunOptions:
     resolves it where it runs, see :meth:`on`). ``precision`` is what was asked for
     (fp32, bf16) and :attr:`effective_precision` what the device runs (bf16 autocast
     on CUDA only). ``compile`` torch.compiles student and teacher after their FLOPs
-    are measured.
+    are measured. ``batch_seeds`` trains the runs that differ only in their seed as one
+    stacked model where they can be (:mod:`kdbench.run.seed_groups`).
     """
 
     device_spec: str = "auto"
     device: Optional[torch.device] = None
     precision: str = "fp32"
     compile: bool = False
+    batch_seeds: bool = False
 
     @classmethod
     def resolve(cls, device_spec: str = "auto", precision: str = "fp32", compile: bool = False,
-                here: bool = True) -> "RunOptions":
+                here: bool = True, batch_seeds: bool = False) -> "RunOptions":
         """Options from the command line's flags, checked (a UserError names a bad one); with ``here``
         the device is resolved on this machine, else only its spelling is checked."""
         check_device_spec(device_spec)
-        return cls(device_spec, resolve_device(device_spec) if here else None, check_precision(precision), compile)
+        return cls(device_spec, resolve_device(device_spec) if here else None, check_precision(precision), compile,
+                   batch_seeds)
 
     @classmethod
     def of(cls, options: "RunOptions | torch.device") -> "RunOptions":

@@ -325,12 +325,21 @@ def _execute(run: Run, registry: Registry, out: Path, options: RunOptions, progr
     if options.compile and isinstance(teacher, CachedTeacher):
         teacher.compile()  # after prepare: FLOPs are counted on the eager models
     result = train(prepared.job)
+    extra = {"teacher_logits": access.stats(cache_forward)} if isinstance(access, CachedLogits) else {}
+    summary = store_result(folder, run, registry, task, prepared, result, (teacher, teacher_summary), options, extra)
+    return RunOutcome(summary, result.curve, prepared, task)
+
+
+def store_result(folder: Path, run: Run, registry: Registry, task: TaskInstance, prepared: Prepared, result,
+                 teacher: tuple, options: RunOptions, extra: dict) -> dict:
+    """Write a trained run's student (if kept), curve and summary (with ``extra`` entries) into its
+    ``folder`` and drop its saved state; return the summary. ``teacher`` is (teacher read, its summary).
+    (The run's parts, what it trained and how: nine arguments.)"""
     kept = run.keep_students and result.status == "finished"
     student_bytes = keep_student(folder, prepared.job.model, task) if kept else 0
-    summary = run_summary(run, registry, task, prepared, result, (teacher, teacher_summary), options)
+    summary = run_summary(run, registry, task, prepared, result, teacher, options)
     summary["student_bytes"] = student_bytes  # student.safetensors, student.json (kdbench.run.students)
-    if isinstance(access, CachedLogits):
-        summary["teacher_logits"] = access.stats(cache_forward)
+    summary.update(extra)
     atomic_write_json(folder / "curve.json", result.curve)
     atomic_write_json(folder / "summary.json", summary)
     record(folder, "curve.json", "summary.json")
@@ -339,7 +348,7 @@ def _execute(run: Run, registry: Registry, out: Path, options: RunOptions, progr
             (folder / stale).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         forget(folder, "state.pt")
-    return RunOutcome(summary, result.curve, prepared, task)
+    return summary
 
 
 def logit_cache_of(run: Run, out: Path, teacher):

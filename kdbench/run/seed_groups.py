@@ -1,0 +1,151 @@
+"""``--batch-seeds``: execute the runs that differ only in their student seed as one stacked model.
+
+:func:`seed_groups` partitions a suite's runs; :func:`execute_group` trains a group's unfinished
+runs together (:mod:`kdbench.run.seed_stack`, :func:`kdbench.run.engine.train_stacked`) and
+stores each run's config, curve, summary and student exactly where and as its own run would,
+so leaderboards, resume and tuning see no difference. Where a group cannot be stacked
+(:func:`kdbench.run.seed_stack.why_not_stackable`, a logit cache, ``--compile``, a run with a
+state of its own to resume) its runs execute one by one, and the reason is logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from filelock import FileLock
+
+from kdbench.errors import FAILURES, UserError
+from kdbench.loggers.runlog import RunLog
+from kdbench.loggers.selection import LoggerSpec
+from kdbench.plugins import Registry
+from kdbench.run.engine import chain, progress_every, progress_recorder, train_stacked
+from kdbench.run.fidelity import fidelity_for
+from kdbench.run.options import RunOptions
+from kdbench.run.runner import (Progress, RunOutcome, budget_flops, build_task, execute_run, failed_outcome,
+                                fidelity_teacher, prepare, store_result, uses_cached_teacher, write_config)
+from kdbench.run.seed_stack import SeedStack, why_not_stackable
+from kdbench.run.store import discard_unreadable, read_run, run_dir, teacher_dir
+from kdbench.run.teachers import CachedTeacher, ProbeTeacher, ensure_teacher
+from kdbench.suite.identity import Run
+
+log = logging.getLogger("kdbench")
+
+GROUP_STATE = "group-state.pt"  # in the folder of the group's first run
+
+
+def group_key(run: Run) -> str:
+    """What the runs of one group share: everything in the run's config but the seed and the run id."""
+    config = run.config()
+    for key in ("seed", "run_id"):
+        config.pop(key, None)
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def seed_groups(runs: Sequence[Run]) -> list[list[Run]]:
+    """``runs`` partitioned into groups that differ only in their seed, in the order first met."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(group_key(run), []).append(run)
+    return list(groups.values())
+
+
+def execute_group(runs: list[Run], registry: Registry, out: Path, options: RunOptions, progress: Progress = None,
+                  loggers: Sequence[LoggerSpec] = (), log_line: Callable[[str], None] = log.info) -> list[RunOutcome]:
+    """Execute ``runs`` (one :func:`seed_groups` group): the unfinished ones as one stacked model when
+    they can be, else one by one (:func:`kdbench.run.runner.execute_run`); one outcome per run, in order.
+    ``log_line`` gets the line saying how the group ran."""
+    outcomes: dict[str, RunOutcome] = {}
+    with contextlib.ExitStack() as locks:
+        todo = []
+        for run in runs:
+            folder = run_dir(out, run.run_id)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                locks.enter_context(FileLock(str(folder / ".lock")))
+            except OSError as exc:
+                outcomes[run.run_id] = failed_outcome(run, folder, exc, time.time())
+                continue
+            if read_run(folder).done:
+                outcomes[run.run_id] = RunOutcome({"status": "skipped", "run_id": run.run_id})
+            elif (folder / "state.pt").exists():  # a separate attempt saved its state: it resumes alone
+                outcomes[run.run_id] = None
+            else:
+                todo.append(run)
+        reason = "a single seed to run" if len(todo) < 2 else None
+        if reason is None:
+            try:
+                stacked = _train_group(todo, registry, out, options, progress, loggers)
+            except UserError:
+                raise
+            except FAILURES as exc:  # the group could not train as one: each run on its own records its failure
+                stacked, reason = None, f"{type(exc).__name__}: {exc}"
+            if isinstance(stacked, str):
+                stacked, reason = None, stacked
+            if stacked is not None:
+                outcomes.update(stacked)
+                log_line(f"seeds {', '.join(str(r.seed) for r in todo)} trained as one stacked model")
+        if reason is not None and len(todo) > 1:
+            log_line(f"seeds {', '.join(str(r.seed) for r in todo)} run one by one: {reason}")
+    for run in runs:  # the locks are released: execute_run takes each run's own
+        if outcomes.get(run.run_id) is None:
+            outcomes[run.run_id] = execute_run(run, registry, out, options, progress=progress, loggers=loggers)
+    return [outcomes[r.run_id] for r in runs]
+
+
+def _train_group(runs: list[Run], registry: Registry, out: Path, options: RunOptions, progress: Progress,
+                 loggers: Sequence[LoggerSpec]) -> dict[str, RunOutcome] | str:
+    """Train ``runs`` as one stacked model and store each run's result; or why they cannot be (a string),
+    before anything trained."""
+    first = runs[0]
+    if options.compile:
+        return "--compile compiles each run's own model"
+    if first.teacher_logits:
+        return "a teacher-logit cache is read run by run"
+    for run in runs:
+        write_config(run, registry, run_dir(out, run.run_id))
+        discard_unreadable(run_dir(out, run.run_id) / GROUP_STATE, "saved group state")
+    task = build_task(first, registry, options.device, out)
+    teacher, teacher_summary = None, None
+    if uses_cached_teacher(registry, first.method):
+        teacher_summary = ensure_teacher(out, first, task, list(first.checkpoints), None, options)
+        teacher = CachedTeacher(teacher_dir(out, first.teacher_id), task, first.teacher_seed)
+    budget = None if first.budget.student_steps is not None else budget_flops(
+        first, registry, task, options.device, teacher=ProbeTeacher(task, first.teacher_seed, first.checkpoints))
+    prepared = [prepare(run, registry, task, teacher, options, budget=budget) for run in runs]
+    jobs = [p.job for p in prepared]
+    if any(p.phase_steps != prepared[0].phase_steps or p.phase_flops != prepared[0].phase_flops for p in prepared):
+        return "the seeds' plans differ (steps or FLOPs per phase)"
+    why = why_not_stackable([j.model for j in jobs], [[p.phase for p in j.plan] for j in jobs], task,
+                            [j.stream_seed for j in jobs], first.student_recipe.batch_size)
+    if why is not None:
+        return why
+    runlogs = [RunLog(run, registry, out, loggers) for run in runs]
+    fid_teacher = fidelity_teacher(first, out, task, teacher)
+    for k, (job, runlog) in enumerate(zip(jobs, runlogs)):
+        job.state_path, job.should_stop = None, jobs[0].should_stop
+        job.on_step = progress_every(progress) if k == 0 else None
+        job.on_record = chain(runlog.point, progress_recorder(progress, task.metric) if k == 0 else None)
+        job.fidelity = fidelity_for(task, fid_teacher)
+    stack = SeedStack([j.model for j in jobs], [p.phase for p in jobs[0].plan])
+    state_path = run_dir(out, first.run_id) / GROUP_STATE
+    try:
+        results = train_stacked(jobs, stack, [r.run_id for r in runs], state_path)
+    except BaseException:
+        for runlog in runlogs:
+            runlog.abort()
+        raise
+    outcomes = {}
+    for run, prep, result, runlog in zip(runs, prepared, results, runlogs):
+        folder = run_dir(out, run.run_id)
+        summary = store_result(folder, run, registry, task, prep, result, (teacher, teacher_summary), options,
+                               {"seed_group": {"size": len(runs), "runs": [r.run_id for r in runs]}})
+        runlog.finish(summary)
+        outcomes[run.run_id] = RunOutcome(summary, result.curve, prep, task)
+    with contextlib.suppress(OSError):
+        state_path.unlink(missing_ok=True)
+    return outcomes
