@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import sys
 
 import torch
 from torch import nn
+from torch.utils import _foreach_utils
 
 from kdbench.api import Recipe
+from kdbench.errors import UserError
 
 _GUARDED_METHODS = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
 
@@ -54,12 +57,44 @@ def _eager_step(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]
 SGD, Adam, AdamW = (_eager_step(cls) for cls in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW))
 
 
-def make_optimizer(params: list[nn.Parameter], recipe: Recipe) -> torch.optim.Optimizer:
-    """The optimizer a recipe names (multi-tensor kernels where PyTorch has them: same maths, faster)."""
+KERNEL_VARIABLE = "KDBENCH_OPTIMIZER_KERNEL"
+KERNELS = ("fused", "foreach")
+
+
+def _fused_devices() -> list[str]:
+    """The device types torch has fused optimizer kernels for (CPU since torch 2.4)."""
+    return getattr(_foreach_utils, "_get_fused_kernels_supported_devices", lambda: ["cuda"])()
+
+
+def optimizer_kernel(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                     kernel: str | None = None) -> str:
+    """The update :func:`make_optimizer` runs for parameters of ``dtype`` on ``device``.
+
+    ``kernel`` if given, else ``KDBENCH_OPTIMIZER_KERNEL`` if set, else ``"fused"``; ``"fused"``
+    becomes ``"foreach"`` where torch has no fused kernel for that device and dtype. ``"foreach"``
+    is the update of kdbench <= 0.4 (multi-tensor Adam and AdamW, torch's default SGD), which
+    reproduces their results bit for bit; fused kernels round differently (~1e-7 relative per step).
+    """
+    if kernel is None:
+        kernel = os.environ.get(KERNEL_VARIABLE) or "fused"
+        if kernel not in KERNELS:
+            raise UserError(f"{KERNEL_VARIABLE}={kernel!r}: not one of {', '.join(KERNELS)}")
+    elif kernel not in KERNELS:
+        raise ValueError(f"kernel={kernel!r}: not one of {', '.join(KERNELS)}")
+    fusable = torch.device(device).type in _fused_devices() and dtype.is_floating_point
+    return "fused" if kernel == "fused" and fusable else "foreach"
+
+
+def make_optimizer(params: list[nn.Parameter], recipe: Recipe, kernel: str | None = None) -> torch.optim.Optimizer:
+    """The optimizer a recipe names, running the update ``kernel`` asks for (see :func:`optimizer_kernel`):
+    torch's fused kernels by default, where every parameter's device and dtype has them."""
+    fused = all(optimizer_kernel(p.device, p.dtype, kernel) == "fused" for p in params)
     if recipe.optimizer == "sgd":
-        return SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+        return SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                   fused=fused or None)
     cls = Adam if recipe.optimizer == "adam" else AdamW
-    return cls(params, lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay, foreach=True)
+    return cls(params, lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay,
+               **({"fused": True} if fused else {"foreach": True}))
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int):
