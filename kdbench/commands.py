@@ -37,6 +37,7 @@ from kdbench.run.options import RunOptions, resolve_device
 from kdbench.run.pricing import load_suite
 from kdbench.run.probe import estimate_job
 from kdbench.run.runner import build_task, prepare
+from kdbench.run.seed_groups import plan_group, seed_groups, static_reason
 from kdbench.run.store import make_results_folder, outputs_up_to_date, record_outputs, run_is_done, write_manifest
 from kdbench.run.teachers import ProbeTeacher, teacher_job
 from kdbench.run.trust import code_changes, repair_teachers, set_aside_changed
@@ -406,6 +407,8 @@ class Plan:
     threads: int = 1  # torch threads the estimates were measured with: those `kdbench run` would use
     threads_reason: str = ""
     load: tuple = (0.0, 1)  # (1-minute load average before measuring, CPU cores available)
+    # --batch-seeds: (run ids of a group of seeds, why it runs one by one or None when it stacks)
+    seed_groups: list[tuple[list[str], Optional[str]]] = field(default_factory=list)
 
     @property
     def busy(self) -> bool:
@@ -426,9 +429,11 @@ class Plan:
 
 
 def plan_suite(suite: PathLike, output: Optional[PathLike] = None, *, device: str = "auto", probe_steps: int = 10,
-               precision: str = "fp32", compile: bool = False, plugins: Sequence[PathLike] = ()) -> Plan:
+               precision: str = "fp32", compile: bool = False, plugins: Sequence[PathLike] = (),
+               batch_seeds: bool = False) -> Plan:
     """Do what ``kdbench plan`` does: every run's measured FLOPs per step and allotted steps, which
-    are done, and (``probe_steps`` > 0) its time estimated from that many timed engine steps."""
+    are done, and (``probe_steps`` > 0) its time estimated from that many timed engine steps;
+    with ``batch_seeds``, which groups of seeds ``kdbench run --batch-seeds`` stacks (and why not)."""
 
     loaded, registry = load(suite, plugins, output)
     options = RunOptions.resolve(device, precision, compile)
@@ -443,7 +448,24 @@ def plan_suite(suite: PathLike, output: Optional[PathLike] = None, *, device: st
     with torch_threads(threads.threads):
         plan = _estimate(loaded, registry, options, probe_steps)
     plan.threads, plan.threads_reason, plan.load = threads.threads, threads.reason, (load_average, cores)
+    if batch_seeds:
+        plan.seed_groups = _plan_seed_groups(loaded, registry, options)
     return plan
+
+
+def _plan_seed_groups(loaded: LoadedSuite, registry, options: RunOptions) -> list[tuple[list[str], Optional[str]]]:
+    """Each group of seeds of the suite: its run ids and why it would run one by one (None: stacked)."""
+    groups, tasks = [], {}
+    for group in seed_groups(loaded.runs):
+        first, reason = group[0], "a single seed"
+        if len(group) > 1:
+            reason = static_reason(first, options)
+        if reason is None:
+            task = tasks.setdefault(first.teacher_id, build_task(first, registry, options.device, None))
+            reason = plan_group(group, registry, task, ProbeTeacher(task, first.teacher_seed, first.checkpoints),
+                                options, None)[1]
+        groups.append(([r.run_id for r in group], reason))
+    return groups
 
 
 def _estimate(loaded: LoadedSuite, registry, options, probe_steps: int) -> Plan:

@@ -179,3 +179,10 @@ def test_a_diverging_seed_ends_alone_and_the_group_goes_on(write_suite, tmp_path
         statuses[json.loads((tmp_path / "batched" / "runs" / run_id / "config.json").read_text())["seed"]] = \
             summary_b["status"]
     assert statuses == {s: "diverged" if s == order[0] else "finished" for s in range(3)}
+
+
+def test_plan_says_which_groups_stack(write_suite):
+    out = kdbench("plan", write_suite(suite_text()), "--batch-seeds", "--probe-steps", "0").output
+    lines = [line for line in out.splitlines() if line.startswith("--batch-seeds: runs")]
+    assert len(lines) == 4 and sum(line.endswith("stacked as one model") for line in lines) == 3
+    assert any("one by one: phase 'extract-layer-1''s loss depends on the seed" in line for line in lines)

@@ -167,17 +167,22 @@ def plan(
                                     "(0: no estimate)."),
     precision: str = typer.Option("fp32", help="Precision the estimate assumes (fp32, bf16)."),
     compile: bool = typer.Option(False, "--compile", help="Estimate with torch.compile (as `run --compile`)."),
+    batch_seeds: bool = typer.Option(False, "--batch-seeds", help="Say which groups of seeds `run --batch-seeds` "
+                                     "trains as one stacked model, and why the others run one by one."),
     fmt: Format = FormatOpt,
 ):
     """List SUITE's runs: ids, measured FLOPs per step, steps, budget, which are done, and an
     estimate of each run's time on this device from a few timed engine steps."""
     plan = plan_suite(suite, output, device=device, probe_steps=probe_steps, precision=precision, compile=compile,
-                      plugins=plugin or ())
+                      plugins=plugin or (), batch_seeds=batch_seeds)
     if fmt == Format.json:
         out_console.out(to_json(plan_document(plan)), highlight=False)
         return
     print_plan_table(out_console, plan)
     loaded, dev = plan.suite, plan.device
+    for ids, reason in plan.seed_groups:
+        how = "stacked as one model" if reason is None else f"one by one: {reason}"
+        out_console.print(f"--batch-seeds: runs {', '.join(ids)}: {how}", highlight=False, soft_wrap=True)
     if plan.tuning_runs:
         teachers = len(plan.dev_teachers)
         out_console.print(f"tune: the sweep adds {plan.tuning_runs} trial runs ({_trials_text(loaded.tune)} per "

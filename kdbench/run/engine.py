@@ -165,6 +165,7 @@ class TrainResult:
     diverged_at: Optional[int] = None
     resumed_from: Optional[int] = None  # the step a saved state resumed from
     teacher_flops: int = 0  # FLOPs spent co-training a teacher inside this job
+    optimizer_kernel: str = "foreach"  # the update that ran: "fused" or "foreach" (kdbench.run.optim)
 
 
 def trainable_parameters(model: nn.Module, phases: list[Phase]) -> list[nn.Parameter]:
@@ -348,7 +349,8 @@ class Checkpoint:
         """Between steps: if ``job.should_stop()`` answers True, save and raise StopRequested."""
         if self.job.should_stop():
             self.save(states, ended)
-            raise StopRequested(f"stopped at step {max(st.step for st in states)} of {self.job.total_steps}; state saved")
+            step = max(st.step for st in states)
+            raise StopRequested(f"stopped at step {step} of {self.job.total_steps}; state saved")
 
     def interrupted(self, states: list[LoopState], ended: list[Optional[int]], mid_step: bool) -> None:
         """On KeyboardInterrupt: save, but only between steps. A half-done step (parameters updated,
@@ -473,7 +475,7 @@ def _start(jobs: list[TrainJob], states: list[LoopState], resumed_from: Optional
 
 
 def _result(job: TrainJob, state: LoopState, resumed_from: Optional[int], diverged_at: Optional[int],
-            phase: Optional[str]) -> TrainResult:
+            phase: Optional[str], kernel: str) -> TrainResult:
     """The job's result; a diverged job's curve ends with a point whose ``train_loss`` is NaN."""
     if diverged_at is not None:
         state.curve.append({"step": state.step, "samples": state.step * job.recipe.batch_size,
@@ -481,7 +483,7 @@ def _result(job: TrainJob, state: LoopState, resumed_from: Optional[int], diverg
                             "train_loss": float("nan"), "time": round(state.wall, 3)})
     return TrainResult(curve=state.curve, status="diverged" if diverged_at is not None else "finished",
                        steps=state.step, flops=state.flops, wall_time=state.wall, diverged_at=diverged_at,
-                       resumed_from=resumed_from, teacher_flops=state.teacher_flops)
+                       resumed_from=resumed_from, teacher_flops=state.teacher_flops, optimizer_kernel=kernel)
 
 
 def train(job: TrainJob) -> TrainResult:
@@ -566,10 +568,11 @@ def _train(jobs: list[TrainJob], trainee, state_path: Optional[Path]) -> list[Tr
             checkpoint.interrupted(states, ended, mid_step)
             raise
     end = time.monotonic()
+    kernel = "fused" if optimizer.param_groups[0].get("fused") else "foreach"  # a resumed state's, if loaded
     results = []
     for k, member in enumerate(jobs):
         if ended[k] is None or len(jobs) == 1:
             states[k].wall = walls_before[k] + (end - started)
         trainee.model(k)  # the trained weights in the job's own model
-        results.append(_result(member, states[k], resumed_from, ended[k], phase_at_end[k]))
+        results.append(_result(member, states[k], resumed_from, ended[k], phase_at_end[k], kernel))
     return results

@@ -449,7 +449,7 @@ def run_summary(run: Run, registry: Registry, task: TaskInstance, prepared: Prep
                     if k not in ("step", "samples", "flops", "teacher_flops", "phase", "time")},
         "steps": result.steps, "flops": result.flops, "budget_flops": prepared.budget_flops,
         "wall_time": result.wall_time, "device": str(options.device), "precision": options.effective_precision,
-        "compiled": options.compile,
+        "compiled": options.compile, "optimizer_kernel": result.optimizer_kernel,
         "threads": torch.get_num_threads(),  # other thread counts give close, not bit-identical, numbers on CPU
         "phases": [{"name": p.phase.name, "steps": p.steps, "step_flops": p.step_flops, "teacher": p.phase.teacher,
                     "depth": p.phase.depth, "info": plain_json(p.phase.info)} for p in prepared.job.plan],

@@ -26,7 +26,7 @@ from kdbench.plugins import Registry
 from kdbench.run.engine import chain, progress_every, progress_recorder, train_stacked
 from kdbench.run.fidelity import fidelity_for
 from kdbench.run.options import RunOptions
-from kdbench.run.runner import (Progress, RunOutcome, budget_flops, build_task, execute_run, failed_outcome,
+from kdbench.run.runner import (Prepared, Progress, RunOutcome, budget_flops, build_task, execute_run, failed_outcome,
                                 fidelity_teacher, prepare, store_result, uses_cached_teacher, write_config)
 from kdbench.run.seed_stack import SeedStack, why_not_stackable
 from kdbench.run.store import discard_unreadable, read_run, run_dir, teacher_dir
@@ -97,15 +97,36 @@ def execute_group(runs: list[Run], registry: Registry, out: Path, options: RunOp
     return [outcomes[r.run_id] for r in runs]
 
 
+def static_reason(run: Run, options: RunOptions) -> Optional[str]:
+    """Why a group of ``run``'s kind cannot stack whatever its phases (None if nothing stands in the way)."""
+    if options.compile:
+        return "--compile compiles each run's own model"
+    if run.teacher_logits:
+        return "a teacher-logit cache is read run by run"
+    return None
+
+
+def plan_group(runs: list[Run], registry: Registry, task, teacher, options: RunOptions,
+               budget: Optional[float]) -> tuple[list[Prepared], Optional[str]]:
+    """Every run of a group prepared (fresh students, phases, allotted steps) and why they cannot
+    train as one stacked model (None: they can)."""
+    prepared = [prepare(run, registry, task, teacher, options, budget=budget) for run in runs]
+    first = prepared[0]
+    if any(p.phase_steps != first.phase_steps or p.phase_flops != first.phase_flops for p in prepared):
+        return prepared, "the seeds' plans differ (steps or FLOPs per phase)"
+    jobs = [p.job for p in prepared]
+    return prepared, why_not_stackable([j.model for j in jobs], [[p.phase for p in j.plan] for j in jobs], task,
+                                       [j.stream_seed for j in jobs], runs[0].student_recipe.batch_size)
+
+
 def _train_group(runs: list[Run], registry: Registry, out: Path, options: RunOptions, progress: Progress,
                  loggers: Sequence[LoggerSpec]) -> dict[str, RunOutcome] | str:
     """Train ``runs`` as one stacked model and store each run's result; or why they cannot be (a string),
     before anything trained."""
     first = runs[0]
-    if options.compile:
-        return "--compile compiles each run's own model"
-    if first.teacher_logits:
-        return "a teacher-logit cache is read run by run"
+    reason = static_reason(first, options)
+    if reason is not None:
+        return reason
     for run in runs:
         write_config(run, registry, run_dir(out, run.run_id))
         discard_unreadable(run_dir(out, run.run_id) / GROUP_STATE, "saved group state")
@@ -116,18 +137,14 @@ def _train_group(runs: list[Run], registry: Registry, out: Path, options: RunOpt
         teacher = CachedTeacher(teacher_dir(out, first.teacher_id), task, first.teacher_seed)
     budget = None if first.budget.student_steps is not None else budget_flops(
         first, registry, task, options.device, teacher=ProbeTeacher(task, first.teacher_seed, first.checkpoints))
-    prepared = [prepare(run, registry, task, teacher, options, budget=budget) for run in runs]
-    jobs = [p.job for p in prepared]
-    if any(p.phase_steps != prepared[0].phase_steps or p.phase_flops != prepared[0].phase_flops for p in prepared):
-        return "the seeds' plans differ (steps or FLOPs per phase)"
-    why = why_not_stackable([j.model for j in jobs], [[p.phase for p in j.plan] for j in jobs], task,
-                            [j.stream_seed for j in jobs], first.student_recipe.batch_size)
+    prepared, why = plan_group(runs, registry, task, teacher, options, budget)
     if why is not None:
         return why
+    jobs = [p.job for p in prepared]
     runlogs = [RunLog(run, registry, out, loggers) for run in runs]
     fid_teacher = fidelity_teacher(first, out, task, teacher)
     for k, (job, runlog) in enumerate(zip(jobs, runlogs)):
-        job.state_path, job.should_stop = None, jobs[0].should_stop
+        job.state_path = None  # the group saves one state for all (train_stacked's state_path)
         job.on_step = progress_every(progress) if k == 0 else None
         job.on_record = chain(runlog.point, progress_recorder(progress, task.metric) if k == 0 else None)
         job.fidelity = fidelity_for(task, fid_teacher)

@@ -53,6 +53,9 @@ def stack_batches(batches: list[Batch]) -> Batch:
     values = {}
     for f in dataclasses.fields(first):
         items = [getattr(b, f.name) for b in batches]
+        if isinstance(items[0], torch.Tensor) and len({tuple(t.shape) for t in items}) > 1:
+            raise ValueError(f"the seeds' batches differ in shape ({f.name}: "
+                             f"{sorted({tuple(t.shape) for t in items})[:2]}, e.g. another number of masked tokens)")
         values[f.name] = torch.stack(items) if isinstance(items[0], torch.Tensor) else items[0]
     return dataclasses.replace(first, **values)
 
@@ -192,7 +195,10 @@ def why_not_stackable(models: list[nn.Module], phases: list[list[Phase]], task, 
             return f"the students' buffer {name!r} differs by seed"
     stack = SeedStack(models, first)
     generator = step_generator(next(models[0].parameters()).device)
-    batch = stack.draw(task, generator, stream_seeds, 0, batch_size)
+    try:
+        batch = stack.draw(task, generator, stream_seeds, 0, batch_size)
+    except ValueError as exc:
+        return str(exc)
     for i, ph in enumerate(first):
         with torch.no_grad():  # each seed's own loss first: whatever a loss loads lazily is loaded outside vmap
             own_losses = torch.stack([phases[s][i].loss(batch_slice(batch, s)).detach() for s in range(len(models))])

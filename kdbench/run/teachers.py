@@ -229,6 +229,7 @@ def _train_teacher(folder: Path, run: Run, task: TaskInstance, checkpoints, prog
     summary = {
         "teacher_id": run.teacher_id, "status": "finished", "steps": result.steps, "flops": result.flops,
         "step_flops": cost, "wall_time": result.wall_time, "metrics": final,
+        "optimizer_kernel": result.optimizer_kernel,
         "checkpoints": sorted(int(p.stem.split("-")[1]) for p in stored),
         "checkpoint_bytes": sum(p.stat().st_size for p in stored), "recipe": recipe.model_dump(mode="json"),
         "precision": job.precision,
