@@ -1,14 +1,20 @@
 """The ``local`` launcher: on this machine, in-process or in N worker processes.
 
-In-process (``jobs: 1``, the default) it trains each needed teacher once, then
-every run, one after another. With ``--jobs N`` it runs N jobs at once in a
-pool of ``spawn``-ed worker processes (``fork`` after torch has started its
+In-process (``jobs: 1``) it trains each needed teacher once, then every run, one
+after another. With ``--jobs N`` it runs N jobs at once in a pool of
+``spawn``-ed worker processes (``fork`` after torch has started its
 thread pool can hang the child; the workers' side is :mod:`.workers`). The CPU
 cores are divided between the workers: each gets ``cores // N`` torch and OpenMP
 threads, since oversubscribed threads ran 15-45x slower here. Teachers are jobs
 of the same pool, each trained once; a run starts when its teacher is in the
 cache. Workers rebuild the plugin registry from built-ins, entry points and the
 plugin files the suite named.
+
+When neither ``--jobs``, ``-L jobs=N`` nor the suite's launcher options say, it
+runs as many jobs as cores are free: the cores it may use less the 1-minute load
+average, rounded (:class:`FreeCores`, read once per suite: a tuning sweep launches
+every round), at least 1 and at most the runs to do; 1 is in-process. The
+choice is logged (``jobs: 2 (2 of 2 cores free, load average 0.1; --jobs N sets it)``).
 
 Nothing one job does stops the others: a teacher that fails fails only the runs
 that need it (recorded in their folders), and a worker that dies (killed, out of
@@ -25,6 +31,7 @@ import queue as queue_module
 import signal
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -49,7 +56,8 @@ WORKER_DIED = ("its worker process died (killed, out of memory, or a plugin ende
 class LocalParams(Params):
     """Options of the ``local`` launcher."""
 
-    jobs: int = Field(1, ge=1, description="runs at once; above 1 they run in that many worker processes")
+    jobs: Optional[int] = Field(None, ge=1, description="runs at once; above 1 they run in that many worker processes "
+                                                     "(default: the cores free, at most the runs to do)")
     threads: Optional[int] = Field(None, ge=1, description="torch/OpenMP threads per job (default: 1 or cores // jobs, "
                                                         "whichever a timed probe of the first job finds faster)")
 
@@ -60,6 +68,36 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class FreeCores:
+    """The cores this process may use and the machine's 1-minute load average (None where the
+    system has none): what the default ``jobs`` is chosen from."""
+
+    cores: int
+    load: Optional[float]
+
+    @property
+    def free(self) -> int:
+        """The cores no other work is using: ``cores`` less the load average, rounded (0 when it is busy)."""
+        return max(0, self.cores - round(self.load or 0.0))
+
+    def jobs(self, runs: int) -> tuple[int, str]:
+        """The default jobs for ``runs`` runs to do, and why (for the log line)."""
+        jobs = max(1, min(self.free, runs))
+        load = "" if self.load is None else f", load average {self.load:.1f}"
+        capped = f", {runs} run{'s' if runs != 1 else ''} to do" if runs < self.free else ""
+        return jobs, f"{self.free} of {self.cores} cores free{load}{capped}; --jobs N sets it"
+
+
+def free_cores() -> FreeCores:
+    """The cores usable now and the 1-minute load average (before this process adds its own work)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not Unix, or unreadable
+        load = None
+    return FreeCores(available_cores(), load)
 
 
 def threads_per_job(jobs: int) -> int:
@@ -125,12 +163,24 @@ class LocalLauncher(Launcher):
 
     def launch(self, runs, ctx):
         params = ctx.params or LocalParams()
-        jobs = min(params.jobs, len(runs))  # no idle workers holding a share of the cores
+        jobs = min(params.jobs or self.default_jobs(runs, ctx), len(runs))  # no idle workers holding cores
         threads = params.threads or self.default_threads(runs, ctx, jobs)
         if jobs > 1:
             return launch_pool(runs, ctx, jobs, threads)
         with torch_threads(threads):
             return self.launch_here(runs, ctx)
+
+    @staticmethod
+    def default_jobs(runs, ctx: LaunchContext) -> int:
+        """Jobs when ``jobs`` is not given: the cores free when the suite started, at most one per run;
+        the choice is logged (each new one: a tuning round may have fewer runs)."""
+        if ctx.free_cores is None:  # once per suite, not once per tuning round
+            ctx.free_cores = free_cores()
+        jobs, reason = ctx.free_cores.jobs(len(runs))
+        if ctx.free_cores.cores > 1 and ctx.jobs_logged != jobs:
+            ctx.reporter.log(f"jobs: {jobs} ({reason})")
+            ctx.jobs_logged = jobs
+        return jobs
 
     @staticmethod
     def default_threads(runs, ctx: LaunchContext, jobs: int) -> int:
