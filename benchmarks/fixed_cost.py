@@ -4,7 +4,7 @@
 
 Interleaved, ``--repeats`` times: ``python -c "import torch"`` (the floor: every run imports
 torch), the same with pandas and matplotlib's PNG and PDF backends (the floor of a run that
-writes a leaderboard and figures), a fresh ``kdbench run suites/smoke.yaml`` into a new folder,
+writes a leaderboard and figures), a fresh ``kdbench run suites/smoke.yaml -j 1`` (in-process) into a new folder,
 and the same command again on that folder (every run done: nothing trains). Prints medians: the rerun's wall time, the fresh
 run's wall time minus the seconds its runs and teacher spent training (their own records), and
 both over the torch import, so the numbers stay comparable on a busy machine. Python writes
@@ -55,9 +55,9 @@ def main() -> None:
             torch_s.append(timed("-c", "import torch"))
             libraries_s.append(timed("-c", OUTPUT_LIBRARIES))
             out = Path(tmp) / f"out{i}"
-            wall = timed("-m", "kdbench.cli", "run", str(SUITE), "-o", str(out), "-q")
+            wall = timed("-m", "kdbench.cli", "run", str(SUITE), "-o", str(out), "-q", "-j", "1")
             fresh_s.append(wall - training_seconds(out))
-            rerun_s.append(timed("-m", "kdbench.cli", "run", str(SUITE), "-o", str(out), "-q"))
+            rerun_s.append(timed("-m", "kdbench.cli", "run", str(SUITE), "-o", str(out), "-q", "-j", "1"))
     med = {name: statistics.median(v) for name, v in
            (("import torch", torch_s), ("import torch, pandas, mpl", libraries_s),
             ("fresh run, beyond training", fresh_s), ("rerun, all done", rerun_s))}

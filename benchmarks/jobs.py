@@ -5,7 +5,8 @@ results folder, through the CLI in a subprocess as a user runs it.
     python benchmarks/jobs.py [--suite suites/smoke.yaml] [--settings 1 1x1 2] [--repeats 1]
 
 A setting is JOBS or JOBSxTHREADS (torch threads per job; default cores // jobs), so `1x1`
-separates the effect of parallel runs from that of fewer threads per process.
+separates the effect of parallel runs from that of fewer threads per process; `auto` gives no
+`--jobs` (the launcher's default: the cores free, at most the runs), and its choice is printed.
 Prints the wall time of each setting (process start, teacher and every run), the summed
 in-run training time, and the ratio of each wall time to the first setting's. On a machine
 shared with other work the numbers move a lot: repeat and take the best.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,17 +26,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_suite(suite: Path, setting: str, device: str) -> tuple[float, float]:
-    """(wall seconds of `kdbench run`, summed wall_time of its runs)."""
+def run_suite(suite: Path, setting: str, device: str) -> tuple[float, float, str]:
+    """(wall seconds of `kdbench run`, summed wall_time of its runs, the jobs line it logged)."""
     jobs, _, threads = setting.partition("x")
     with tempfile.TemporaryDirectory(prefix="kdbench-jobs-") as tmp:
-        command = [sys.executable, "-m", "kdbench.cli", "run", str(suite), "-o", tmp, "-q", "--device", device,
-                   "--jobs", jobs] + (["-L", f"threads={threads}"] if threads else [])
+        command = [sys.executable, "-m", "kdbench.cli", "run", str(suite), "-o", tmp, "--device", device]
+        command += ["--jobs", jobs, "-q"] if jobs != "auto" else []  # auto: its jobs line (not printed with -q)
+        command += ["-L", f"threads={threads}"] if threads else []
         start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
         wall = time.perf_counter() - start
         in_runs = sum(json.loads(p.read_text()).get("wall_time", 0.0) for p in Path(tmp).glob("runs/*/summary.json"))
-    return wall, in_runs
+    chosen = next((line for line in done.stdout.splitlines() if line.startswith("jobs: ")), "")  # not with -q
+    return wall, in_runs, chosen
 
 
 def main() -> None:
@@ -47,7 +51,10 @@ def main() -> None:
     best = {}
     for _ in range(args.repeats):
         for setting in args.settings:
-            wall, in_runs = run_suite(args.suite, setting, args.device)
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            wall, in_runs, chosen = run_suite(args.suite, setting, args.device)
+            print(f"{setting}: {wall:.1f} s (load average {load:.2f} before){'; ' + chosen if chosen else ''}",
+                  flush=True)
             if setting not in best or wall < best[setting][0]:
                 best[setting] = (wall, in_runs)
     base = best[args.settings[0]][0]

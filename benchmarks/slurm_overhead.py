@@ -59,7 +59,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kdbench-slurm-overhead-") as tmp:
         suite = Path(tmp) / "suite.yaml"
         suite.write_text(SUITE.format(seeds=list(range(args.runs)), flops=args.flops))
-        local, local_in = timed_run(suite, Path(tmp) / "local", "--launcher", "local")
+        local, local_in = timed_run(suite, Path(tmp) / "local", "--launcher", "local", "--jobs", "1")
         slurm, slurm_in = timed_run(suite, Path(tmp) / "slurm", "--jobs", "1")
         parallel, _ = timed_run(suite, Path(tmp) / "slurm-par", "--jobs", str(os.cpu_count() or 1))
     r = args.runs

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import operator
-import os
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -409,6 +408,8 @@ class Plan:
     load: tuple = (0.0, 1)  # (1-minute load average before measuring, CPU cores available)
     # --batch-seeds: (run ids of a group of seeds, why it runs one by one or None when it stacks)
     seed_groups: list[tuple[list[str], Optional[str]]] = field(default_factory=list)
+    jobs: int = 1  # runs at once `kdbench run` would choose with the local launcher
+    jobs_reason: str = ""  # why: the suite's launcher options, or the cores free
 
     @property
     def busy(self) -> bool:
@@ -439,15 +440,17 @@ def plan_suite(suite: PathLike, output: Optional[PathLike] = None, *, device: st
     options = RunOptions.resolve(device, precision, compile)
     options = replace(options, precision=options.effective_precision)
     check_runs(loaded, registry, target=options.device)
-    load_average, cores = os.getloadavg()[0], local.available_cores()  # before this process adds its own
+    machine = local.free_cores()  # before this process adds its own work
+    jobs, jobs_reason = _default_jobs(loaded, machine)
     threads = ThreadChoice(torch.get_num_threads(), "")
-    if probe_steps:  # time steps as `kdbench run` (one job) would run them
+    if probe_steps:  # time steps as `kdbench run` would run them: with a job's share of the cores
         ctx = LaunchContext(out=loaded.output, registry=registry, run_options=replace(options, compile=False),
                             reporter=Reporter(quiet=True))
-        threads = choose_threads(loaded.runs, ctx, cores)
+        threads = choose_threads(loaded.runs, ctx, local.threads_per_job(jobs))
     with torch_threads(threads.threads):
         plan = _estimate(loaded, registry, options, probe_steps)
-    plan.threads, plan.threads_reason, plan.load = threads.threads, threads.reason, (load_average, cores)
+    plan.threads, plan.threads_reason = threads.threads, threads.reason
+    plan.load, plan.jobs, plan.jobs_reason = (machine.load or 0.0, machine.cores), jobs, jobs_reason
     if batch_seeds:
         plan.seed_groups = _plan_seed_groups(loaded, registry, options)
     return plan
@@ -466,6 +469,15 @@ def _plan_seed_groups(loaded: LoadedSuite, registry, options: RunOptions) -> lis
                                 options, None)[1]
         groups.append(([r.run_id for r in group], reason))
     return groups
+
+
+def _default_jobs(loaded: LoadedSuite, machine) -> tuple[int, str]:
+    """The jobs `kdbench run` (local launcher, no --jobs) would run ``loaded``'s unfinished runs with, and why."""
+    given = loaded.suite.launcher.options.get("jobs") if loaded.suite.launcher.name == "local" else None
+    if isinstance(given, int) and given >= 1:
+        return given, "the suite's launcher options"
+    left = sum(not run_is_done(loaded.output, r.run_id) for r in loaded.runs)
+    return machine.jobs(max(1, left))
 
 
 def _estimate(loaded: LoadedSuite, registry, options, probe_steps: int) -> Plan:

@@ -7,6 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from kdbench.cli.app import app
+from kdbench.launchers import local
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ROOT / "suites"
@@ -32,6 +33,17 @@ def kdbench(*args, expect: int | None = 0):
     if expect is not None:
         assert result.exit_code == expect, result.output
     return result
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_core_for_the_default_jobs():
+    """Without --jobs, `kdbench run` runs as many jobs as cores are free (local.free_cores): tests,
+    session fixtures included, read one core there, so that their runs stay in this process (where
+    they monkeypatch) whatever the shared machine's load. Tests of that default put back the real
+    local.free_cores with their own monkeypatch."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(local, "free_cores", lambda: local.FreeCores(cores=1, load=None))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -186,3 +186,15 @@ def test_plan_says_which_groups_stack(write_suite):
     lines = [line for line in out.splitlines() if line.startswith("--batch-seeds: runs")]
     assert len(lines) == 4 and sum(line.endswith("stacked as one model") for line in lines) == 3
     assert any("one by one: phase 'extract-layer-1''s loss depends on the seed" in line for line in lines)
+
+
+def test_worker_processes_run_a_group_as_one_job(write_suite, tmp_path):
+    suite = write_suite(suite_text(methods="  - name: labels\n  - name: curriculum-extraction"))
+    kdbench("run", suite, "-o", tmp_path / "separate", "-q", "-j", "1")
+    kdbench("run", suite, "-o", tmp_path / "pool", "-q", "-j", "2", "--batch-seeds")
+    separate, pooled = results(tmp_path / "separate"), results(tmp_path / "pool")
+    assert separate.keys() == pooled.keys()
+    for run_id, (method, curve, _) in separate.items():
+        _, curve_b, summary_b = pooled[run_id]
+        assert_same_curves(curve, curve_b)
+        assert ("seed_group" in summary_b) == (method == "labels")  # extraction fell back inside its job

@@ -102,7 +102,8 @@ def test_unknown_kernels_are_refused(monkeypatch):
 
 def test_a_whole_run_never_imports_dynamo(tmp_path):
     """A suite end to end (FLOP probe, thread choice, teacher, students, leaderboard, figures) in
-    a fresh interpreter, then an all-done rerun: torch._dynamo is never loaded (it was before)."""
+    a fresh interpreter, then an all-done rerun: torch._dynamo is never loaded (it was before).
+    In-process (``-j 1``): without it the runs may go to worker processes, on the cores free."""
     suite = tmp_path / "suite.yaml"
     suite.write_text(tiny_suite("  - name: labels\n  - name: one-shot"))
     code = (
@@ -110,7 +111,7 @@ def test_a_whole_run_never_imports_dynamo(tmp_path):
         "from typer.testing import CliRunner\n"
         "from kdbench.cli import app\n"
         "for _ in range(2):\n"
-        f"    r = CliRunner().invoke(app, ['run', {str(suite)!r}, '-o', {str(tmp_path / 'out')!r}, '-q'])\n"
+        f"    r = CliRunner().invoke(app, ['run', {str(suite)!r}, '-o', {str(tmp_path / 'out')!r}, '-q', '-j', '1'])\n"
         "    assert r.exit_code == 0, r.output\n"
         "print('torch._dynamo' in sys.modules)\n"
     )

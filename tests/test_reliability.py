@@ -114,8 +114,10 @@ def test_same_suite_same_curves(tmp_path):
 
 
 def cli(*args):
+    """``kdbench run ...`` in a subprocess, its runs in that process (``-j 1``, not on the cores free):
+    these tests kill or interrupt the process a run trains in."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "kdbench.cli", *map(str, args)], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "kdbench.cli", *map(str, args), "-j", "1"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

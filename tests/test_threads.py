@@ -8,6 +8,7 @@ import torch
 
 from conftest import curves, kdbench, tiny_suite
 from kdbench.launchers import local, threads
+from kdbench.launchers.local import free_cores
 
 
 @pytest.fixture
@@ -81,8 +82,9 @@ def test_plan_measures_with_the_threads_run_would_choose_and_says_when_the_machi
     from kdbench import commands
 
     monkeypatch.setattr(local, "available_cores", lambda: 4)
-    fake_probe(monkeypatch, {1: 1.0, 4: 3.0})  # four threads slower: as on a busy machine
-    monkeypatch.setattr(commands.os, "getloadavg", lambda: (6.0, 5.0, 4.0))
+    monkeypatch.setattr(local, "free_cores", free_cores)  # the real one: conftest pins one core
+    fake_probe(monkeypatch, {1: 1.0, 2: 3.0, 4: 3.0})  # more threads slower: as on a busy machine
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (6.0, 5.0, 4.0))
     suite = write_suite(tiny_suite("  - name: one-shot\n  - name: labels"))
     plan = commands.plan_suite(suite, probe_steps=5)
     assert plan.threads == 1 and plan.busy and plan.load == (6.0, 4)
@@ -93,5 +95,5 @@ def test_plan_measures_with_the_threads_run_would_choose_and_says_when_the_machi
     out = kdbench("plan", suite, "--probe-steps", "5").output.replace("\n", " ")
     assert "threads: 1, as `kdbench run` would choose" in out
     assert "the machine looked busy (load average 6.0 on 4 cores)" in out
-    monkeypatch.setattr(commands.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    monkeypatch.setattr(local.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
     assert "looked busy" not in kdbench("plan", suite, "--probe-steps", "5").output

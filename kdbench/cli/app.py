@@ -209,6 +209,9 @@ def plan(
         if plan.busy:
             out_console.print(f"the machine looked busy (load average {plan.load[0]:.1f} on {plan.load[1]} cores): "
                               "these estimates hold while that other work runs", highlight=False)
+    if plan.load[1] > 1 and loaded.suite.launcher.name == "local":
+        out_console.print(f"jobs: {plan.jobs} at once, as `kdbench run` would choose ({plan.jobs_reason})",
+                          highlight=False)
 
 
 @app.command()

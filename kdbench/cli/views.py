@@ -95,6 +95,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     return {"suite": loaded.suite.name, "output": str(loaded.output), "device": str(plan.device),
             "precision": plan.precision, "threads": plan.threads, "threads_reason": plan.threads_reason,
             "probe_steps": plan.probe_steps, "load_average": plan.load[0], "cores": plan.load[1], "busy": plan.busy,
+            "jobs": plan.jobs, "jobs_reason": plan.jobs_reason,
             "headline": plan_headline(plan), "runs": runs, "teachers": teachers, "totals": totals,
             "seed_groups": [{"runs": ids, "stacked": reason is None, "reason": reason}
                             for ids, reason in plan.seed_groups]}

@@ -54,6 +54,8 @@ class LaunchContext:
     loggers: tuple = ()  # kdbench.loggers.selection.LoggerSpec
     teacher_checkpoints: dict = field(default_factory=dict)  # teacher id -> checkpoints to store beside the runs'
     threads: dict = field(default_factory=dict)  # the local launcher's choice per share of the cores (see .threads)
+    free_cores: Any = None  # the local launcher's reading of the free cores, once per suite (local.FreeCores)
+    jobs_logged: Optional[int] = None  # the default jobs the local launcher last logged
 
     @property
     def device(self) -> Optional[torch.device]:

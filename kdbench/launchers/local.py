@@ -1,14 +1,20 @@
 """The ``local`` launcher: on this machine, in-process or in N worker processes.
 
-In-process (``jobs: 1``, the default) it trains each needed teacher once, then
-every run, one after another. With ``--jobs N`` it runs N jobs at once in a
-pool of ``spawn``-ed worker processes (``fork`` after torch has started its
+In-process (``jobs: 1``) it trains each needed teacher once, then every run, one
+after another. With ``--jobs N`` it runs N jobs at once in a pool of
+``spawn``-ed worker processes (``fork`` after torch has started its
 thread pool can hang the child; the workers' side is :mod:`.workers`). The CPU
 cores are divided between the workers: each gets ``cores // N`` torch and OpenMP
 threads, since oversubscribed threads ran 15-45x slower here. Teachers are jobs
 of the same pool, each trained once; a run starts when its teacher is in the
 cache. Workers rebuild the plugin registry from built-ins, entry points and the
 plugin files the suite named.
+
+When neither ``--jobs``, ``-L jobs=N`` nor the suite's launcher options say, it
+runs as many jobs as cores are free: the cores it may use less the 1-minute load
+average, rounded (:class:`FreeCores`, read once per suite: a tuning sweep launches
+every round), at least 1 and at most the runs to do; 1 is in-process. The
+choice is logged (``jobs: 2 (2 of 2 cores free, load average 0.1; --jobs N sets it)``).
 
 Nothing one job does stops the others: a teacher that fails fails only the runs
 that need it (recorded in their folders), and a worker that dies (killed, out of
@@ -25,6 +31,7 @@ import queue as queue_module
 import signal
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -36,7 +43,7 @@ from kdbench.hookspecs import hookimpl
 from kdbench.launchers import LaunchContext, Launcher
 from kdbench.launchers.common import MALLOC_ENV, describe, describe_teacher, teacher_groups
 from kdbench.launchers.threads import choose_threads, torch_threads
-from kdbench.launchers.workers import init_worker, worker_run, worker_teacher
+from kdbench.launchers.workers import init_worker, worker_group, worker_run, worker_teacher
 from kdbench.run.runner import execute_run, fail_without_running, train_teacher
 from kdbench.run.seed_groups import execute_group, seed_groups
 from kdbench.run.stop import StopRequested, graceful_interrupt, interrupt_at_once, interrupted, stop_requested
@@ -50,7 +57,8 @@ WORKER_DIED = ("its worker process died (killed, out of memory, or a plugin ende
 class LocalParams(Params):
     """Options of the ``local`` launcher."""
 
-    jobs: int = Field(1, ge=1, description="runs at once; above 1 they run in that many worker processes")
+    jobs: Optional[int] = Field(None, ge=1, description="runs at once; above 1 they run in that many worker processes "
+                                                     "(default: the cores free, at most the runs to do)")
     threads: Optional[int] = Field(None, ge=1, description="torch/OpenMP threads per job (default: 1 or cores // jobs, "
                                                         "whichever a timed probe of the first job finds faster)")
 
@@ -61,6 +69,36 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class FreeCores:
+    """The cores this process may use and the machine's 1-minute load average (None where the
+    system has none): what the default ``jobs`` is chosen from."""
+
+    cores: int
+    load: Optional[float]
+
+    @property
+    def free(self) -> int:
+        """The cores no other work is using: ``cores`` less the load average, rounded (0 when it is busy)."""
+        return max(0, self.cores - round(self.load or 0.0))
+
+    def jobs(self, runs: int) -> tuple[int, str]:
+        """The default jobs for ``runs`` runs to do, and why (for the log line)."""
+        jobs = max(1, min(self.free, runs))
+        load = "" if self.load is None else f", load average {self.load:.1f}"
+        capped = f", {runs} run{'s' if runs != 1 else ''} to do" if runs < self.free else ""
+        return jobs, f"{self.free} of {self.cores} cores free{load}{capped}; --jobs N sets it"
+
+
+def free_cores() -> FreeCores:
+    """The cores usable now and the 1-minute load average (before this process adds its own work)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not Unix, or unreadable
+        load = None
+    return FreeCores(available_cores(), load)
 
 
 def threads_per_job(jobs: int) -> int:
@@ -126,12 +164,26 @@ class LocalLauncher(Launcher):
 
     def launch(self, runs, ctx):
         params = ctx.params or LocalParams()
-        jobs = min(params.jobs, len(runs))  # no idle workers holding a share of the cores
+        units = seed_groups(runs) if ctx.run_options.batch_seeds else [[run] for run in runs]
+        jobs = min(params.jobs or self.default_jobs(units, ctx), len(units))  # no idle workers holding cores
         threads = params.threads or self.default_threads(runs, ctx, jobs)
         if jobs > 1:
-            return launch_pool(runs, ctx, jobs, threads)
+            return launch_pool(runs, ctx, jobs, threads, units)
         with torch_threads(threads):
             return self.launch_here(runs, ctx)
+
+    @staticmethod
+    def default_jobs(runs, ctx: LaunchContext) -> int:
+        """Jobs when ``jobs`` is not given: the cores free when the suite started, at most one per run
+        (``runs`` are the units a job executes: runs, or groups of seeds with ``--batch-seeds``);
+        the choice is logged (each new one: a tuning round may have fewer runs)."""
+        if ctx.free_cores is None:  # once per suite, not once per tuning round
+            ctx.free_cores = free_cores()
+        jobs, reason = ctx.free_cores.jobs(len(runs))
+        if ctx.free_cores.cores > 1 and ctx.jobs_logged != jobs:
+            ctx.reporter.log(f"jobs: {jobs} ({reason})")
+            ctx.jobs_logged = jobs
+        return jobs
 
     @staticmethod
     def default_threads(runs, ctx: LaunchContext, jobs: int) -> int:
@@ -247,8 +299,11 @@ class _Pool:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
-def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]:
-    """Run teachers and runs in ``jobs`` spawned worker processes with ``threads`` threads each."""
+def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int, units: Optional[list[list]] = None) -> list[dict]:
+    """Run teachers and runs in ``jobs`` spawned worker processes with ``threads`` threads each;
+    ``units`` (default: each run alone) are what a job executes: with ``--batch-seeds``, a group of
+    seeds (:func:`kdbench.run.seed_groups.seed_groups`) is one job."""
+    unit_of = {u[0].run_id: u for u in (units or [[run] for run in runs])}
     groups = teacher_groups(runs, ctx.registry, ctx.teacher_checkpoints)
     ctx.reporter.log(f"{jobs} worker processes x {threads} thread(s) ({available_cores()} cores)")
     bars, summaries = _Bars(ctx.reporter), {}
@@ -258,8 +313,14 @@ def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]
         pool = _Pool(jobs, initargs)
 
         def start_run(run):
+            unit = unit_of.get(run.run_id)
+            if unit is None:  # a later seed of a group: its first run's job executes it
+                return
             bars.name(run.run_id, "run", run)
-            pool.submit(run.run_id, "run", run, worker_run, run, ctx.out)
+            if len(unit) > 1:
+                pool.submit(run.run_id, "group", unit, worker_group, unit, ctx.out)
+            else:
+                pool.submit(run.run_id, "run", run, worker_run, run, ctx.out)
 
         def fail_teacher(tid: str, message: str) -> None:
             ctx.reporter.log(f"  {message}")
@@ -290,8 +351,9 @@ def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]
                         if kind == "teacher":
                             fail_teacher(item, f"teacher {item} failed: {WORKER_DIED}")
                         else:
-                            summaries[item.run_id] = fail_without_running(item, ctx.out, WORKER_DIED)
-                            ctx.reporter.log(describe(item, summaries[item.run_id]))
+                            for run in item if kind == "group" else [item]:
+                                summaries[run.run_id] = fail_without_running(run, ctx.out, WORKER_DIED)
+                                ctx.reporter.log(describe(run, summaries[run.run_id]))
                     done = [f for f in done if f in pool.pending]
                 for future in done:
                     key, kind, item, _, _ = pool.pending.pop(future)
@@ -304,6 +366,8 @@ def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int) -> list[dict]
                                 start_run(run)
                         else:
                             fail_teacher(item, _teacher_message(item, error))
+                    elif kind == "group":
+                        summaries.update(_group_done(future, item, ctx))
                     else:
                         summaries[item.run_id] = _run_done(future, item, ctx)
         except BaseException:
@@ -331,7 +395,8 @@ def _status(future: Future) -> str:
     """A finished job's status for its progress events."""
     error = future.exception()
     if error is None:
-        return future.result().get("status", "finished")
+        result = future.result()  # a group of seeds' job: its runs' summaries
+        return (result[0] if isinstance(result, list) else result).get("status", "finished")
     return "interrupted" if isinstance(error, StopRequested) else "failed"
 
 
@@ -347,6 +412,17 @@ def _worker_error(future: Future):
 
 def _teacher_message(tid: str, error: BaseException) -> str:
     return str(error) if isinstance(error, TeacherFailed) else f"teacher {tid} failed: {type(error).__name__}: {error}"
+
+
+def _group_done(future: Future, group: list, ctx: LaunchContext) -> dict[str, dict]:
+    """The summaries of a group of seeds' job (each run failed if the job failed outside the runs)."""
+    error = _worker_error(future)
+    done = {}
+    for k, run in enumerate(group):
+        done[run.run_id] = (future.result()[k] if error is None else
+                            fail_without_running(run, ctx.out, f"worker failed: {type(error).__name__}: {error}"))
+        ctx.reporter.log(describe(run, done[run.run_id]))
+    return done
 
 
 def _run_done(future: Future, run, ctx: LaunchContext) -> dict:

@@ -22,6 +22,7 @@ import torch
 from kdbench.launchers.common import MALLOC_ENV
 from kdbench.plugins import load_plugins
 from kdbench.run.runner import execute_run, train_teacher
+from kdbench.run.seed_groups import execute_group
 from kdbench.run.stop import STOP_SIGNALS, StopRequested, request_stop, stop_requested
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -109,6 +110,15 @@ def worker_teacher(run, checkpoints, out) -> dict:
     w, key = _worker, f"teacher {run.teacher_id}"
     with _job(key):
         return train_teacher(run, checkpoints, w["registry"], out, w["options"], _reporter_for(key))
+
+
+def worker_group(group, out) -> list[dict]:
+    """Execute a group of seeds (``--batch-seeds``: one stacked model where it can be; a job of the
+    pool); the summaries of its runs, in order."""
+    w, key = _worker, group[0].run_id
+    with _job(key):
+        return [o.summary for o in execute_group(group, w["registry"], out, w["options"], progress=_reporter_for(key),
+                                                 loggers=w["loggers"])]
 
 
 def worker_run(run, out) -> dict:
