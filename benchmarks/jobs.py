@@ -37,7 +37,7 @@ def run_suite(suite: Path, setting: str, device: str) -> tuple[float, float, str
         done = subprocess.run(command, check=True, capture_output=True, text=True)
         wall = time.perf_counter() - start
         in_runs = sum(json.loads(p.read_text()).get("wall_time", 0.0) for p in Path(tmp).glob("runs/*/summary.json"))
-    chosen = next((line for line in done.stdout.splitlines() if line.startswith("jobs: ")), "")  # not with -q
+    chosen = next((line for line in done.stderr.splitlines() if line.startswith("jobs: ")), "")  # not with -q
     return wall, in_runs, chosen
 
 
