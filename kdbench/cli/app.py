@@ -207,7 +207,7 @@ def plan(
             out_console.print(f"threads: {plan.threads}, as `kdbench run` would choose ({plan.threads_reason})",
                               highlight=False)
         if plan.busy:
-            out_console.print(f"the machine looked busy (load average {plan.load[0]:.1f} on {plan.load[1]} cores): "
+            out_console.print(f"the machine looked busy ({plan.load[0]:.1f} cores busy of {plan.load[1]}): "
                               "these estimates hold while that other work runs", highlight=False)
     if plan.load[1] > 1 and loaded.suite.launcher.name == "local":
         out_console.print(f"jobs: {plan.jobs} at once, as `kdbench run` would choose ({plan.jobs_reason})",

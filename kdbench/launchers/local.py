@@ -11,10 +11,10 @@ cache. Workers rebuild the plugin registry from built-ins, entry points and the
 plugin files the suite named.
 
 When neither ``--jobs``, ``-L jobs=N`` nor the suite's launcher options say, it
-runs as many jobs as cores are free: the cores it may use less the 1-minute load
-average, rounded (:class:`FreeCores`, read once per suite: a tuning sweep launches
+runs as many jobs as cores are free: the cores it may use less those busy
+now, rounded (:class:`FreeCores`, read once per suite: a tuning sweep launches
 every round), at least 1 and at most the runs to do; 1 is in-process. The
-choice is logged (``jobs: 2 (2 of 2 cores free, load average 0.1; --jobs N sets it)``).
+choice is logged (``jobs: 2 (2 of 2 cores free, 0.1 busy; --jobs N sets it)``).
 
 Nothing one job does stops the others: a teacher that fails fails only the runs
 that need it (recorded in their folders), and a worker that dies (killed, out of
@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import queue as queue_module
 import signal
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -73,32 +74,57 @@ def available_cores() -> int:
 
 @dataclass(frozen=True)
 class FreeCores:
-    """The cores this process may use and the machine's 1-minute load average (None where the
-    system has none): what the default ``jobs`` is chosen from."""
+    """The cores this process may use and how many cores other work keeps busy (``load``: measured
+    now, see :func:`busy_cores`; None where the system says neither): what the default ``jobs`` is
+    chosen from."""
 
     cores: int
     load: Optional[float]
 
     @property
     def free(self) -> int:
-        """The cores no other work is using: ``cores`` less the load average, rounded (0 when it is busy)."""
+        """The cores no other work is using: ``cores`` less the busy ones, rounded (0 when it is busy)."""
         return max(0, self.cores - round(self.load or 0.0))
 
     def jobs(self, runs: int) -> tuple[int, str]:
         """The default jobs for ``runs`` runs to do, and why (for the log line)."""
         jobs = max(1, min(self.free, runs))
-        load = "" if self.load is None else f", load average {self.load:.1f}"
+        load = "" if self.load is None else f", {self.load:.1f} busy"
         capped = f", {runs} run{'s' if runs != 1 else ''} to do" if runs < self.free else ""
         return jobs, f"{self.free} of {self.cores} cores free{load}{capped}; --jobs N sets it"
 
 
-def free_cores() -> FreeCores:
-    """The cores usable now and the 1-minute load average (before this process adds its own work)."""
+def cpu_times() -> Optional[tuple[int, int]]:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat (None elsewhere)."""
     try:
-        load = os.getloadavg()[0]
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def busy_cores(sample_s: float = 0.25) -> Optional[float]:
+    """How many cores other work uses now: the machine's busy share of CPU time over ``sample_s``
+    seconds (/proc/stat) times its cores; where that cannot be read, the 1-minute load average
+    (which still counts a run that ended seconds ago: back to back, a second `kdbench run` would
+    see a busy core); None where neither exists."""
+    before = cpu_times()
+    if before is not None:
+        time.sleep(sample_s)
+        after = cpu_times()
+        if after is not None and after[1] > before[1]:
+            return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
+    try:
+        return os.getloadavg()[0]
     except (AttributeError, OSError):  # not Unix, or unreadable
-        load = None
-    return FreeCores(available_cores(), load)
+        return None
+
+
+def free_cores() -> FreeCores:
+    """The cores usable now and how many of the machine's are busy (before this process adds its own work)."""
+    return FreeCores(available_cores(), busy_cores())
 
 
 def threads_per_job(jobs: int) -> int:
