@@ -22,7 +22,7 @@ so the CLI starts without pandas)::
 Test helpers for plugin authors live in :mod:`kdbench.testing` (a pytest plugin).
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 from importlib import import_module
 
