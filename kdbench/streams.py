@@ -65,6 +65,13 @@ def substream(parent: torch.Generator, stream: str) -> torch.Generator:
     return generator(stream, parent.initial_seed(), parent.device)
 
 
+def step_batch(task, generator: torch.Generator, stream_seed: int, step: int, batch_size: int):
+    """The batch of ``step`` in stream ``stream_seed``: ``task.train_batch`` with ``generator`` reseeded
+    by :func:`seed_for_step` (what the engine trains on, seed by seed or stacked)."""
+    generator.manual_seed(seed_for_step(stream_seed, step))
+    return task.train_batch(generator, batch_size)
+
+
 def step_generator(device: torch.device) -> torch.Generator:
     """A generator on ``device`` for the engine to reseed at every step."""
     return torch.Generator(device=device)

@@ -127,6 +127,12 @@ def free_cores() -> FreeCores:
     return FreeCores(available_cores(), busy_cores())
 
 
+def job_units(runs, ctx: LaunchContext) -> list[list]:
+    """What one job executes: each run alone, or with ``--batch-seeds`` each group of seeds
+    (:func:`kdbench.run.seed_groups.seed_groups`)."""
+    return seed_groups(runs) if ctx.run_options.batch_seeds else [[run] for run in runs]
+
+
 def threads_per_job(jobs: int) -> int:
     """The cores divided evenly between ``jobs`` (at least 1)."""
     return max(1, available_cores() // jobs)
@@ -190,13 +196,13 @@ class LocalLauncher(Launcher):
 
     def launch(self, runs, ctx):
         params = ctx.params or LocalParams()
-        units = seed_groups(runs) if ctx.run_options.batch_seeds else [[run] for run in runs]
+        units = job_units(runs, ctx)
         jobs = min(params.jobs or self.default_jobs(units, ctx), len(units))  # no idle workers holding cores
         threads = params.threads or self.default_threads(runs, ctx, jobs)
         if jobs > 1:
             return launch_pool(runs, ctx, jobs, threads, units)
         with torch_threads(threads):
-            return self.launch_here(runs, ctx)
+            return self.launch_here(runs, ctx, units)
 
     @staticmethod
     def default_jobs(runs, ctx: LaunchContext) -> int:
@@ -224,13 +230,13 @@ class LocalLauncher(Launcher):
         return ctx.threads[most]
 
     @staticmethod
-    def launch_here(runs, ctx: LaunchContext) -> list[dict]:
-        """Train the teachers, then every run, one after another in this process."""
+    def launch_here(runs, ctx: LaunchContext, units: Optional[list[list]] = None) -> list[dict]:
+        """Train the teachers, then every run (each of ``units``: see :func:`job_units`), one after another
+        in this process."""
         summaries = []
         with graceful_interrupt():
             failed = train_teachers(runs, ctx)
-            groups = seed_groups(runs) if ctx.run_options.batch_seeds else [[run] for run in runs]
-            for group in groups:
+            for group in units or job_units(runs, ctx):
                 if stop_requested():  # Ctrl-C between two runs
                     raise interrupted()
                 run = group[0]
@@ -329,7 +335,7 @@ def launch_pool(runs, ctx: LaunchContext, jobs: int, threads: int, units: Option
     """Run teachers and runs in ``jobs`` spawned worker processes with ``threads`` threads each;
     ``units`` (default: each run alone) are what a job executes: with ``--batch-seeds``, a group of
     seeds (:func:`kdbench.run.seed_groups.seed_groups`) is one job."""
-    unit_of = {u[0].run_id: u for u in (units or [[run] for run in runs])}
+    unit_of = {u[0].run_id: u for u in (units or job_units(runs, ctx))}
     groups = teacher_groups(runs, ctx.registry, ctx.teacher_checkpoints)
     ctx.reporter.log(f"{jobs} worker processes x {threads} thread(s) ({available_cores()} cores)")
     bars, summaries = _Bars(ctx.reporter), {}

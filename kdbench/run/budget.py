@@ -26,7 +26,7 @@ except ImportError:  # another torch layout: plain FlopCounterMode (correct, onl
 from kdbench.api import Batch, Phase, TaskInstance
 from kdbench.errors import UserError
 from kdbench.run.engine import trainable_parameters, training_only
-from kdbench.streams import seed_for_step, step_generator
+from kdbench.streams import step_batch, step_generator
 
 if _FlopCounterMode is not None:
     class _CountingMode(_FlopCounterMode):
@@ -58,7 +58,7 @@ else:
 
 def probe_batch(task: TaskInstance, batch_size: int, device: torch.device) -> Batch:
     """The batch every FLOP probe measures on (teachers, students, co-trained models alike)."""
-    return task.train_batch(step_generator(device).manual_seed(seed_for_step(0, 0)), batch_size)
+    return step_batch(task, step_generator(device), 0, 0, batch_size)
 
 
 def measure_step_flops(phase: Phase, batch: Batch, params: Iterable[torch.nn.Parameter]) -> int:

@@ -32,7 +32,7 @@ from kdbench.run.cotrain import CoTrainer, cotrainers_for, distinct
 from kdbench.run.optim import is_constant, make_optimizer, make_schedule
 from kdbench.run.seed_stack import SeedStack
 from kdbench.run.stop import StopRequested
-from kdbench.streams import seed_for_step, step_generator
+from kdbench.streams import step_batch, step_generator
 
 CurvePoint = dict
 
@@ -390,8 +390,7 @@ class _OneModel:
         return phase.params
 
     def batch(self, generator: torch.Generator, step: int):
-        generator.manual_seed(seed_for_step(self.job.stream_seed, step))
-        return self.job.task.train_batch(generator, self.job.recipe.batch_size)
+        return step_batch(self.job.task, generator, self.job.stream_seed, step, self.job.recipe.batch_size)
 
     def losses(self, i: int, phase: Phase, batch) -> torch.Tensor:
         return phase.loss(batch)
@@ -464,12 +463,12 @@ def _start(jobs: list[TrainJob], states: list[LoopState], resumed_from: Optional
     job = jobs[0]
     device = next(job.model.parameters()).device
     generator, amp = step_generator(device), autocast_for(job.precision, device)
-    for member in jobs:
+    for member, state in zip(jobs, states):
         if member.compile:
             member.model.compile()
         member.model.train()
         if resumed_from is None and 0 in eval_at:
-            record(member, states[jobs.index(member)], job.plan[0].phase.name if job.plan else "")
+            record(member, state, job.plan[0].phase.name if job.plan else "")
     job.clock.total_steps = job.total_steps
     return generator, amp
 
@@ -514,7 +513,7 @@ def _train(jobs: list[TrainJob], trainee, state_path: Optional[Path]) -> list[Tr
     started = last_save = time.monotonic()
     walls_before, mid_step, step = [st.wall for st in states], False, max(st.step for st in states)
     phase_at_end: list[Optional[str]] = [None] * len(jobs)
-    active = [e is None for e in ended]
+    active = [e is None for e in ended]  # the seeds still training (derived from ended, once a step)
     with phases:
         try:
             while step < total and any(active):
@@ -527,8 +526,9 @@ def _train(jobs: list[TrainJob], trainee, state_path: Optional[Path]) -> list[Tr
                     loss = trainee.losses(phases.i, phase, batch)
                 values = trainee.values(loss)
                 for k, value in enumerate(values):
-                    if active[k] and not math.isfinite(value):
-                        ended[k], active[k], phase_at_end[k] = step, False, phase.name
+                    if ended[k] is None and not math.isfinite(value):
+                        ended[k], phase_at_end[k] = step, phase.name
+                active = [e is None for e in ended]
                 if not any(active):
                     break
                 optimizer.zero_grad(set_to_none=True)

@@ -88,7 +88,8 @@ def optimizer_kernel(device: torch.device | str = "cpu", dtype: torch.dtype = to
 def make_optimizer(params: list[nn.Parameter], recipe: Recipe, kernel: str | None = None) -> torch.optim.Optimizer:
     """The optimizer a recipe names, running the update ``kernel`` asks for (see :func:`optimizer_kernel`):
     torch's fused kernels by default, where every parameter's device and dtype has them."""
-    fused = all(optimizer_kernel(p.device, p.dtype, kernel) == "fused" for p in params)
+    kinds = {(p.device, p.dtype) for p in params}  # asked once per device and dtype, not per parameter
+    fused = all(optimizer_kernel(device, dtype, kernel) == "fused" for device, dtype in kinds)
     if recipe.optimizer == "sgd":
         return SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
                    fused=fused or None)

@@ -288,12 +288,9 @@ def _locked_run(run: Run, registry: Registry, out: Path, options: RunOptions, pr
     except OSError as exc:
         return failed_outcome(run, folder, exc, started)
     try:
-        if not rerun:
-            found = read_run(folder)
-            if found.done:
-                return RunOutcome({"status": "skipped", "run_id": run.run_id})
-            if found.problem and found.problem != "config.json missing":
-                log.warning(f"{folder}: {found.problem}; the run is redone")
+        skipped = None if rerun else finished_outcome(run, folder)
+        if skipped is not None:
+            return skipped
         return _execute(run, registry, out, options, progress, probe_teacher, on_record)
     except UserError:
         raise
@@ -303,6 +300,27 @@ def _locked_run(run: Run, registry: Registry, out: Path, options: RunOptions, pr
         lock.release()
 
 
+def finished_outcome(run: Run, folder: Path) -> Optional[RunOutcome]:
+    """The "skipped" outcome of a run whose folder (read under its lock) holds a finished result,
+    else None; a damaged result is warned about (the run is redone)."""
+    found = read_run(folder)
+    if found.done:
+        return RunOutcome({"status": "skipped", "run_id": run.run_id})
+    if found.problem and found.problem != "config.json missing":
+        log.warning(f"{folder}: {found.problem}; the run is redone")
+    return None
+
+
+def cached_teacher(run: Run, registry: Registry, out: Path, task: TaskInstance, progress: Progress,
+                   options: RunOptions) -> tuple[Optional[CachedTeacher], Optional[dict]]:
+    """The cached teacher ``run``'s method reads (trained first if needed, ``progress`` following it)
+    and its summary; (None, None) for a method that needs none. (Six arguments: the run's parts.)"""
+    if not uses_cached_teacher(registry, run.method):
+        return None, None
+    summary = ensure_teacher(out, run, task, list(run.checkpoints), progress, options)
+    return CachedTeacher(teacher_dir(out, run.teacher_id), task, run.teacher_seed), summary
+
+
 def _execute(run: Run, registry: Registry, out: Path, options: RunOptions, progress: tuple, probe_teacher: bool,
              on_record: Callable[[dict], None]) -> RunOutcome:
     """The body of :func:`execute_run`, under the run's lock: train (every curve point to
@@ -310,13 +328,11 @@ def _execute(run: Run, registry: Registry, out: Path, options: RunOptions, progr
     folder, (progress, teacher_progress) = run_dir(out, run.run_id), progress
     write_config(run, registry, folder)
     discard_unreadable(folder / "state.pt", "saved run state")
-    teacher, teacher_summary = None, None
     task = build_task(run, registry, options.device, out)
     if probe_teacher:
-        teacher = ProbeTeacher(task, run.teacher_seed, run.checkpoints)
-    elif uses_cached_teacher(registry, run.method):
-        teacher_summary = ensure_teacher(out, run, task, list(run.checkpoints), teacher_progress, options)
-        teacher = CachedTeacher(teacher_dir(out, run.teacher_id), task, run.teacher_seed)
+        teacher, teacher_summary = ProbeTeacher(task, run.teacher_seed, run.checkpoints), None
+    else:
+        teacher, teacher_summary = cached_teacher(run, registry, out, task, teacher_progress, options)
     access = logit_cache_of(run, out, teacher)  # what the method reads: the teacher, or its logit cache
     prepared = prepare(run, registry, task, access, options, folder / "state.pt", progress)
     cache_forward = logit_forward_flops(run, task, access, options)  # before compiling: eager FLOPs

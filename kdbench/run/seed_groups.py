@@ -26,11 +26,11 @@ from kdbench.plugins import Registry
 from kdbench.run.engine import chain, progress_every, progress_recorder, train_stacked
 from kdbench.run.fidelity import fidelity_for
 from kdbench.run.options import RunOptions
-from kdbench.run.runner import (Prepared, Progress, RunOutcome, budget_flops, build_task, execute_run, failed_outcome,
-                                fidelity_teacher, prepare, store_result, uses_cached_teacher, write_config)
+from kdbench.run.integrity import forget
+from kdbench.run.runner import (Prepared, Progress, RunOutcome, budget_flops, build_task, cached_teacher, execute_run,
+                                failed_outcome, fidelity_teacher, finished_outcome, prepare, store_result, write_config)
 from kdbench.run.seed_stack import SeedStack, why_not_stackable
-from kdbench.run.store import discard_unreadable, read_run, run_dir, teacher_dir
-from kdbench.run.teachers import CachedTeacher, ProbeTeacher, ensure_teacher
+from kdbench.run.store import discard_unreadable, run_dir
 from kdbench.suite.identity import Run
 
 log = logging.getLogger("kdbench")
@@ -70,27 +70,24 @@ def execute_group(runs: list[Run], registry: Registry, out: Path, options: RunOp
             except OSError as exc:
                 outcomes[run.run_id] = failed_outcome(run, folder, exc, time.time())
                 continue
-            if read_run(folder).done:
-                outcomes[run.run_id] = RunOutcome({"status": "skipped", "run_id": run.run_id})
-            elif (folder / "state.pt").exists():  # a separate attempt saved its state: it resumes alone
-                outcomes[run.run_id] = None
-            else:
+            skipped = finished_outcome(run, folder)
+            if skipped is not None:
+                outcomes[run.run_id] = skipped
+            elif not (folder / "state.pt").exists():  # a separate attempt's saved state resumes alone
                 todo.append(run)
-        reason = "a single seed to run" if len(todo) < 2 else None
-        if reason is None:
+        if len(todo) > 1:
+            seeds = ", ".join(str(r.seed) for r in todo)
             try:
                 stacked = _train_group(todo, registry, out, options, progress, loggers)
             except UserError:
                 raise
             except FAILURES as exc:  # the group could not train as one: each run on its own records its failure
-                stacked, reason = None, f"{type(exc).__name__}: {exc}"
+                stacked = f"{type(exc).__name__}: {exc}"
             if isinstance(stacked, str):
-                stacked, reason = None, stacked
-            if stacked is not None:
+                log_line(f"seeds {seeds} run one by one: {stacked}")
+            else:
                 outcomes.update(stacked)
-                log_line(f"seeds {', '.join(str(r.seed) for r in todo)} trained as one stacked model")
-        if reason is not None and len(todo) > 1:
-            log_line(f"seeds {', '.join(str(r.seed) for r in todo)} run one by one: {reason}")
+                log_line(f"seeds {seeds} trained as one stacked model")
     for run in runs:  # the locks are released: execute_run takes each run's own
         if outcomes.get(run.run_id) is None:
             outcomes[run.run_id] = execute_run(run, registry, out, options, progress=progress, loggers=loggers)
@@ -131,23 +128,19 @@ def _train_group(runs: list[Run], registry: Registry, out: Path, options: RunOpt
         write_config(run, registry, run_dir(out, run.run_id))
         discard_unreadable(run_dir(out, run.run_id) / GROUP_STATE, "saved group state")
     task = build_task(first, registry, options.device, out)
-    teacher, teacher_summary = None, None
-    if uses_cached_teacher(registry, first.method):
-        teacher_summary = ensure_teacher(out, first, task, list(first.checkpoints), None, options)
-        teacher = CachedTeacher(teacher_dir(out, first.teacher_id), task, first.teacher_seed)
-    budget = None if first.budget.student_steps is not None else budget_flops(
-        first, registry, task, options.device, teacher=ProbeTeacher(task, first.teacher_seed, first.checkpoints))
+    teacher, teacher_summary = cached_teacher(first, registry, out, task, None, options)
+    budget = budget_flops(first, registry, task, options.device)  # the same for every seed: measured once
     prepared, why = plan_group(runs, registry, task, teacher, options, budget)
     if why is not None:
         return why
     jobs = [p.job for p in prepared]
     runlogs = [RunLog(run, registry, out, loggers) for run in runs]
-    fid_teacher = fidelity_teacher(first, out, task, teacher)
+    fidelity = fidelity_for(task, fidelity_teacher(first, out, task, teacher))  # one: it caches the teacher's side
     for k, (job, runlog) in enumerate(zip(jobs, runlogs)):
         job.state_path = None  # the group saves one state for all (train_stacked's state_path)
         job.on_step = progress_every(progress) if k == 0 else None
         job.on_record = chain(runlog.point, progress_recorder(progress, task.metric) if k == 0 else None)
-        job.fidelity = fidelity_for(task, fid_teacher)
+        job.fidelity = fidelity
     stack = SeedStack([j.model for j in jobs], [p.phase for p in jobs[0].plan])
     state_path = run_dir(out, first.run_id) / GROUP_STATE
     try:
@@ -163,6 +156,7 @@ def _train_group(runs: list[Run], registry: Registry, out: Path, options: RunOpt
                                {"seed_group": {"size": len(runs), "runs": [r.run_id for r in runs]}})
         runlog.finish(summary)
         outcomes[run.run_id] = RunOutcome(summary, result.curve, prep, task)
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # the results are stored: a leftover state must not fail the runs
         state_path.unlink(missing_ok=True)
+        forget(state_path.parent, GROUP_STATE)
     return outcomes

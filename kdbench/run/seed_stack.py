@@ -28,7 +28,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from kdbench.api import Batch, Phase
-from kdbench.streams import seed_for_step, step_generator
+from kdbench.streams import step_batch, step_generator
 
 #: stacked losses must match each seed's own this closely (fp32 reductions in another order)
 LOSS_RTOL, LOSS_ATOL = 1e-4, 1e-6
@@ -81,13 +81,8 @@ class SeedStack:
         self.params = {name: torch.stack([p[name].detach() for p in per_model]).requires_grad_(True)
                        for name in names}
         self._by_id = {id(p): name for name, p in per_model[0].items()}
-        self._modules = [_PhaseLoss(models[0], ph) for ph in phases]
-        self._calls = [self._vmapped(m) for m in self._modules]
+        self._calls = [self._vmapped(_PhaseLoss(models[0], ph)) for ph in phases]
         self._entered: set[int] = set()
-
-    @property
-    def size(self) -> int:
-        return len(self.models)
 
     def trained(self, phase: Phase) -> Optional[list[torch.Tensor]]:
         """The stacked tensors a phase trains (its ``params``, the first seed's, by name); None: all."""
@@ -116,11 +111,7 @@ class SeedStack:
 
     def draw(self, task, generator: torch.Generator, stream_seeds: list[int], step: int, batch_size: int) -> Batch:
         """Every seed's batch of ``step`` from its own stream, stacked."""
-        batches = []
-        for seed in stream_seeds:
-            generator.manual_seed(seed_for_step(seed, step))
-            batches.append(task.train_batch(generator, batch_size))
-        return stack_batches(batches)
+        return stack_batches([step_batch(task, generator, seed, step, batch_size) for seed in stream_seeds])
 
     def losses(self, i: int, batch: Batch) -> torch.Tensor:
         """Phase ``i``'s loss for every seed, ``[seeds]``. On a phase's first step its loss runs once
