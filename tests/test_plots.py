@@ -5,7 +5,7 @@ import pandas as pd
 
 from conftest import kdbench
 from kdbench import load_results
-from kdbench.results.plots import plot_task, write_figures
+from kdbench.results.plots import plot_by_teacher, plot_task, write_figures
 from kdbench.results.bands import seed_band
 from kdbench.files import atomic_write_json
 from test_leaderboard import curve_of, make_run
@@ -93,6 +93,27 @@ def test_write_figures_png_and_pdf(tmp_path):
     before = (tmp_path / "figures" / "parity-mlp.pdf").read_bytes()
     write_figures(load_results(tmp_path), teacher=True)
     assert (tmp_path / "figures" / "parity-mlp.pdf").read_bytes() == before  # same folders, same figure
+
+
+def test_by_teacher_figure_has_a_panel_per_teacher_seed(tmp_path):
+    """Runs on two teacher seeds: <task>-by-teacher draws each teacher's runs on its own panel (an ordering
+    that flips between teachers shows); one teacher seed writes no such figure (test_write_figures_png_and_pdf)."""
+    for teacher, (a, b) in enumerate([(0.6, 0.8), (0.9, 0.7)]):  # progressive wins on teacher 0, loses on 1
+        for seed in (0, 1):
+            make_run(tmp_path, f"o{teacher}{seed}", "one-shot", seed, a, teacher_seed=teacher, curve=curve_of([0.5, a]))
+            make_run(tmp_path, f"p{teacher}{seed}", "progressive", seed, b, teacher_seed=teacher,
+                     curve=curve_of([0.5, b]))
+    results = load_results(tmp_path)
+    fig = plot_by_teacher(results.runs(), results.curves())
+    panels = fig.axes
+    assert [ax.get_title() for ax in panels] == ["teacher seed 0", "teacher seed 1"]
+    finals = [{ln.get_label(): ln.get_ydata()[-1] for ln in mean_lines(ax)} for ax in panels]
+    assert finals == [{"one-shot (n=2)": 0.6, "progressive (n=2)": 0.8},
+                      {"one-shot (n=2)": 0.9, "progressive (n=2)": 0.7}]
+    assert panels[1].get_shared_y_axes().joined(panels[0], panels[1])
+    paths = write_figures(results, formats=("png",))
+    assert sorted(p.name for p in paths) == ["parity-mlp-by-teacher.png", "parity-mlp.png"]
+    assert plot_by_teacher(results.runs()[results.runs().teacher_seed == 0], results.curves()) is None
 
 
 def test_plot_command(tmp_path):

@@ -1,6 +1,7 @@
 """Figures from a results folder: the metric against FLOPs (or student steps), one figure per task
 (with the fidelity curves, ``<task>-agreement`` and ``<task>-teacher_kl``, where runs measured them;
-and, for a tuned suite, one of its sweeps per task: ``tuning-<task>``).
+``<task>-by-teacher``, a panel per teacher seed, where runs distilled from two or more; and, for a
+tuned suite, one of its sweeps per task: ``tuning-<task>``).
 
 Each method is a mean line over its finished seeds (its own colour, dash pattern and marker, so
 coinciding curves stay visible and are named in the legend) with a band from the seeds' minimum to
@@ -66,39 +67,11 @@ def _boundary_ticks(ax, bounds: list[float], k: int, color: str) -> None:
                 marker="|", markersize=8, color=color, clip_on=False, label="_boundaries")
 
 
-def _teacher_panel(fig: Figure, ax, teacher_curves: pd.DataFrame, metric: str, x: str) -> None:
-    """The teachers' own training on a panel of its own (its x axis would dwarf the students')."""
-    panel = fig.add_subplot(1, 2, 2, sharey=ax)
-    for tid, curve in teacher_curves.groupby("teacher_id", sort=False):
-        xs, mean, _, _ = seed_band(curve, metric, x)
-        if len(xs):
-            panel.plot(xs, mean, color="0.4", linestyle=":", label=f"teacher {tid}")
-    panel.set_xlabel(f"teacher's {AXES[x]}")
-    panel.set_title("the teacher's own training", fontsize="medium")
-    panel.grid(alpha=0.3)
-    if panel.get_lines():
-        panel.legend(fontsize="small")
-
-
-def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional[pd.DataFrame] = None,
-              colors: Optional[dict[str, str]] = None, x: str = "flops", metric: Optional[str] = None) -> Figure:
-    """The figure of one task's runs (rows of :meth:`kdbench.results.Results.runs`) from
-    their ``curves`` (long form, :meth:`~kdbench.results.Results.curves`), against ``x``:
-    ``flops`` (measured training FLOPs) or ``steps`` (student steps); of the task's metric,
-    or of ``metric`` (a fidelity column: ``agreement`` or ``teacher_kl``).
-
-    The first axes hold one mean line per method with a finished curve (each with its own dash
-    pattern and marker; a curve identical to an earlier method's says so in its label), and per
-    method with phases one row of short ticks along the top edge at its phase boundaries. With
-    ``teacher_curves`` (long form, keyed by ``teacher_id``) a second panel, sharing the y axis,
-    shows the teachers' own training, so the students' x axis is not stretched by it."""
-    hib = FIDELITY.get(metric, bool(runs.higher_is_better.iloc[0]))
-    metric = metric or runs.metric.iloc[0]
-    fig = Figure(figsize=(6.4 if teacher_curves is None else 9.6, 4.0), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1 if teacher_curves is None else 2, 1)
+def _method_lines(ax, runs: pd.DataFrame, curves: pd.DataFrame, colors: dict[str, str], x: str, metric: str) -> None:
+    """On ``ax``: per method of ``runs`` its mean line over finished seeds with a min-max band, its
+    phase-boundary ticks, its diverged runs as ``x``, and the legend (a method without a finished
+    seed gets a legend entry only)."""
     palette = [f"C{i}" for i in range(10)]
-    colors = colors or {}
     extra: list = []
     drawn: dict = {}
     for k, (method, g) in enumerate(runs.groupby("method", sort=False)):
@@ -132,12 +105,69 @@ def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional
         labels.append("phase boundaries (ticks at the top)")
     ax.legend(handles, labels, fontsize="small")
     ax.set_xlabel(AXES[x])
+    ax.grid(alpha=0.3)
+
+
+def _teacher_panel(fig: Figure, ax, teacher_curves: pd.DataFrame, metric: str, x: str) -> None:
+    """The teachers' own training on a panel of its own (its x axis would dwarf the students')."""
+    panel = fig.add_subplot(1, 2, 2, sharey=ax)
+    for tid, curve in teacher_curves.groupby("teacher_id", sort=False):
+        xs, mean, _, _ = seed_band(curve, metric, x)
+        if len(xs):
+            panel.plot(xs, mean, color="0.4", linestyle=":", label=f"teacher {tid}")
+    panel.set_xlabel(f"teacher's {AXES[x]}")
+    panel.set_title("the teacher's own training", fontsize="medium")
+    panel.grid(alpha=0.3)
+    if panel.get_lines():
+        panel.legend(fontsize="small")
+
+
+def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional[pd.DataFrame] = None,
+              colors: Optional[dict[str, str]] = None, x: str = "flops", metric: Optional[str] = None) -> Figure:
+    """The figure of one task's runs (rows of :meth:`kdbench.results.Results.runs`) from
+    their ``curves`` (long form, :meth:`~kdbench.results.Results.curves`), against ``x``:
+    ``flops`` (measured training FLOPs) or ``steps`` (student steps); of the task's metric,
+    or of ``metric`` (a fidelity column: ``agreement`` or ``teacher_kl``).
+
+    The first axes hold one mean line per method with a finished curve (each with its own dash
+    pattern and marker; a curve identical to an earlier method's says so in its label), and per
+    method with phases one row of short ticks along the top edge at its phase boundaries. With
+    ``teacher_curves`` (long form, keyed by ``teacher_id``) a second panel, sharing the y axis,
+    shows the teachers' own training, so the students' x axis is not stretched by it."""
+    hib = FIDELITY.get(metric, bool(runs.higher_is_better.iloc[0]))
+    metric = metric or runs.metric.iloc[0]
+    fig = Figure(figsize=(6.4 if teacher_curves is None else 9.6, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1 if teacher_curves is None else 2, 1)
+    _method_lines(ax, runs, curves, colors or {}, x, metric)
     ax.set_ylabel(f"{metric} ({'higher' if hib else 'lower'} is better)")
     against = " (against the final teacher, evaluation cost)" if metric in FIDELITY else ""
     ax.set_title(f"{runs.task.iloc[0]}: mean over seeds, band min-max{against}", fontsize="medium")
-    ax.grid(alpha=0.3)
     if teacher_curves is not None:
         _teacher_panel(fig, ax, teacher_curves, metric, x)
+    return fig
+
+
+def plot_by_teacher(runs: pd.DataFrame, curves: pd.DataFrame, colors: Optional[dict[str, str]] = None,
+                    x: str = "flops") -> Optional[Figure]:
+    """One task's curves split by teacher seed: a panel per teacher seed (sharing the y axis), each
+    drawn as :func:`plot_task`'s first axes from that teacher's runs only, so a reader sees whether an
+    ordering of the methods holds on every teacher, early and late. None for fewer than two teacher seeds."""
+    seeds = sorted({int(t) for t in runs.teacher_seed.dropna()})
+    if len(seeds) < 2:
+        return None
+    metric = runs.metric.iloc[0]
+    hib = bool(runs.higher_is_better.iloc[0])
+    fig = Figure(figsize=(4.8 * len(seeds), 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    first = None
+    for i, seed in enumerate(seeds):
+        ax = fig.add_subplot(1, len(seeds), i + 1, sharey=first)
+        first = first or ax
+        _method_lines(ax, runs[runs.teacher_seed == seed], curves, colors or {}, x, metric)
+        ax.set_title(f"teacher seed {seed}", fontsize="medium")
+    first.set_ylabel(f"{metric} ({'higher' if hib else 'lower'} is better)")
+    fig.suptitle(f"{runs.task.iloc[0]} per teacher seed: mean over seeds, band min-max", fontsize="medium")
     return fig
 
 
@@ -183,6 +213,7 @@ def write_figures(results: Results, dest: Optional[Path] = None, teacher: bool =
     to the results folder's ``figures/``) against ``x`` (``flops`` or ``steps``; default:
     student steps for a task whose budget is in student steps, else FLOPs), for a task whose
     curves hold the parity probe's columns ``<task>-probe.<format>`` (:mod:`kdbench.results.probe_plots`),
+    for a task run on two or more teacher seeds ``<task>-by-teacher.<format>`` (a panel per teacher seed),
     where runs measured their fidelity ``<task>-agreement.<format>`` and ``<task>-teacher_kl.<format>``,
     and ``tuning-<task>.<format>`` for a tuned task; return the paths written."""
     if x is not None and x not in AXES:
@@ -203,6 +234,7 @@ def write_figures(results: Results, dest: Optional[Path] = None, teacher: bool =
         by_steps = all(isinstance(b, dict) and b.get("student_steps") for b in g.budget_spec)
         axis = x or ("steps" if by_steps else "flops")
         figures = {task: plot_task(g, curves, used if teacher else None, colors, axis),
+                   f"{task}-by-teacher": plot_by_teacher(g, curves, colors, axis),  # None: one teacher seed
                    f"{task}-probe": plot_probe(g, curves, used, axis)}  # None without probe columns
         measured = curves[curves.run_id.isin(g.run_id)]
         for column in FIDELITY:
