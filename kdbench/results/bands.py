@@ -1,4 +1,4 @@
-"""What every figure draws with: the x axes, and a band over seeds (mean line, min-max band)."""
+"""What every figure draws with: the x axes, the metric's label, and a band over seeds (mean line, min-max band)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ AXES = {"flops": "training FLOPs (measured)", "steps": "student steps"}  # x axi
 
 
 COLUMN = {"flops": "flops", "steps": "step"}  # x axis -> the curves' column
+
+
+def metric_label(metric: str, higher_is_better: bool) -> str:
+    """The y axis label of a metric: its name and which way is better."""
+    return f"{metric} ({'higher' if higher_is_better else 'lower'} is better)"
 
 
 def seed_band(curves: pd.DataFrame, metric: str, x: str = "flops") -> tuple[np.ndarray, np.ndarray, np.ndarray,

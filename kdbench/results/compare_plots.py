@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from kdbench.results.bands import AXES, seed_band
+from kdbench.results.bands import AXES, metric_label, seed_band
 from kdbench.results.compare import Comparison
 from kdbench.results.plots import FORMATS, save_figure
 
@@ -45,7 +45,7 @@ def plot_compare(cmp: Comparison, task: str) -> Figure:
     labels += [f.label + (" (reference)" if f.label == cmp.reference else "") for f in cmp.folders]
     ax.legend(handles, labels, fontsize="small")
     ax.set_xlabel(AXES["flops"])
-    ax.set_ylabel(f"{metric} ({'higher' if hib else 'lower'} is better)")
+    ax.set_ylabel(metric_label(metric, hib))
     ax.set_title(f"{task}: mean over finished seeds; colour: method, line: folder", fontsize="medium")
     ax.grid(alpha=0.3)
     return fig

@@ -28,7 +28,7 @@ from plotly.offline import get_plotlyjs
 
 from kdbench.errors import UserError
 from kdbench.files import atomic_write_text
-from kdbench.results.bands import AXES, COLUMN, seed_band
+from kdbench.results.bands import AXES, COLUMN, metric_label, seed_band
 from kdbench.results.claims import CLAIMS_NOTE, HEADERS, claim_rows
 from kdbench.results.folder import Results
 from kdbench.results.html_assets import SCRIPT, STYLE
@@ -260,7 +260,7 @@ def plot_data(results: Results) -> list[dict]:
         g = runs[runs.task == task]
         metric, hib = g.metric.iloc[0], bool(g.higher_is_better.iloc[0])
         measured = curves[curves.run_id.isin(g.run_id)]
-        ys = {metric: f"{metric} ({'higher' if hib else 'lower'} is better)"}
+        ys = {metric: metric_label(metric, hib)}
         ys.update({c: f"{FIDELITY_HEADERS[c]} (against the final teacher)" for c in FIDELITY
                    if c in measured and measured[c].notna().any()})
         by_steps = all(isinstance(b, dict) and b.get("student_steps") for b in g.budget_spec)

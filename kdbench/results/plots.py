@@ -25,7 +25,7 @@ from matplotlib.lines import Line2D
 
 from kdbench.errors import UserError
 from kdbench.files import atomic_write
-from kdbench.results.bands import AXES, COLUMN, seed_band
+from kdbench.results.bands import AXES, COLUMN, metric_label, seed_band
 from kdbench.results.folder import Results
 from kdbench.results.leaderboard import FIDELITY
 from kdbench.results.probe_plots import plot_probe
@@ -140,7 +140,7 @@ def plot_task(runs: pd.DataFrame, curves: pd.DataFrame, teacher_curves: Optional
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1 if teacher_curves is None else 2, 1)
     _method_lines(ax, runs, curves, colors or {}, x, metric)
-    ax.set_ylabel(f"{metric} ({'higher' if hib else 'lower'} is better)")
+    ax.set_ylabel(metric_label(metric, hib))
     against = " (against the final teacher, evaluation cost)" if metric in FIDELITY else ""
     ax.set_title(f"{runs.task.iloc[0]}: mean over seeds, band min-max{against}", fontsize="medium")
     if teacher_curves is not None:
@@ -166,7 +166,7 @@ def plot_by_teacher(runs: pd.DataFrame, curves: pd.DataFrame, colors: Optional[d
         first = first or ax
         _method_lines(ax, runs[runs.teacher_seed == seed], curves, colors or {}, x, metric)
         ax.set_title(f"teacher seed {seed}", fontsize="medium")
-    first.set_ylabel(f"{metric} ({'higher' if hib else 'lower'} is better)")
+    first.set_ylabel(metric_label(metric, hib))
     fig.suptitle(f"{runs.task.iloc[0]} per teacher seed: mean over seeds, band min-max", fontsize="medium")
     return fig
 
